@@ -1,0 +1,415 @@
+//! `Adapter`: where records come from and how their fields map onto an Entity. DreamPipe runs
+//! an adapter Deployment that reads, normalises and submits them to the Entity's receiver.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, SecretKeyRef, TokenAuth, conditions_schema};
+use crate::validate::{Invalid, Problems, is_nats_subject};
+
+/// A source of records for one Entity.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "dreampipe.io",
+    version = "v1alpha1",
+    kind = "Adapter",
+    doc = "An Adapter: reads records from an external system, maps them onto an Entity and submits them.",
+    namespaced,
+    status = "AdapterStatus",
+    shortname = "adp",
+    category = "dreampipe",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Entity","type":"string","jsonPath":".spec.entity"}"#,
+    printcolumn = r#"{"name":"Last Sync","type":"date","jsonPath":".status.lastSyncTime"}"#,
+    printcolumn = r#"{"name":"Read","type":"integer","jsonPath":".status.recordsRead"}"#,
+    printcolumn = r#"{"name":"Changed","type":"integer","jsonPath":".status.changed"}"#,
+    printcolumn = r#"{"name":"Rejected","type":"integer","jsonPath":".status.rejected"}"#,
+    printcolumn = r#"{"name":"Last Error","type":"string","jsonPath":".status.lastError","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterSpec {
+    /// Name of the Entity (same namespace) the records are submitted to.
+    #[schemars(length(min = 1, max = 63))]
+    pub entity: String,
+
+    /// Where the records come from: exactly one of `http`, `webhook`, `nats`, `file`, `generator`.
+    pub source: AdapterSource,
+
+    /// Output field name -> CEL expression over `record` (the source record as JSON).
+    /// The output object is what is submitted, so it must carry the Entity's key.
+    #[schemars(length(min = 1, max = 256))]
+    pub mapping: BTreeMap<String, String>,
+
+    /// CEL predicate over `record`; when true the key is deleted instead of submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub delete_when: Option<String>,
+
+    /// Time between polls of an `http` source, e.g. `30s`; also the retry pace of idle sources.
+    #[serde(default = "default_interval")]
+    #[schemars(length(max = 32))]
+    pub interval: String,
+
+    /// Records per batch submitted to the receiver.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub batch_size: u32,
+}
+
+fn default_interval() -> String {
+    "30s".to_owned()
+}
+
+fn default_batch_size() -> u32 {
+    500
+}
+
+/// The source of an Adapter; exactly one field is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.webhook), has(self.nats), has(self.file), has(self.generator)].filter(x, x).size() == 1").message("exactly one of http, webhook, nats, file or generator must be set"))]
+pub struct AdapterSource {
+    /// Poll an HTTP API that answers JSON pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSource>,
+    /// Receive records pushed to the adapter's own HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSource>,
+    /// Subscribe to a NATS subject whose messages are JSON records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSource>,
+    /// Read a file of JSON lines or CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSource>,
+    /// Generate synthetic records, deterministically from a seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorSource>,
+}
+
+/// Which kind of source an Adapter has.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SourceKind<'a> {
+    Http(&'a HttpSource),
+    Webhook(&'a WebhookSource),
+    Nats(&'a NatsSource),
+    File(&'a FileSource),
+    Generator(&'a GeneratorSource),
+}
+
+impl AdapterSource {
+    /// Every source that is set, in declaration order; a valid source has exactly one.
+    pub fn kinds(&self) -> Vec<SourceKind<'_>> {
+        [
+            self.http.as_ref().map(SourceKind::Http),
+            self.webhook.as_ref().map(SourceKind::Webhook),
+            self.nats.as_ref().map(SourceKind::Nats),
+            self.file.as_ref().map(SourceKind::File),
+            self.generator.as_ref().map(SourceKind::Generator),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// An HTTP API polled page by page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSource {
+    /// URL of the first page (http or https).
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Bearer token sent as `Authorization`, read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// JSON pointer of the records array in a page, e.g. `/records`.
+    #[serde(default = "default_records_pointer")]
+    #[schemars(length(max = 256))]
+    pub records: String,
+    /// How to find the next page; one page only when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<NextPage>,
+    /// Incremental sync: ask only for records modified since the last one seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+    /// Full resync on an interval, e.g. `24h`; never when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub resync_interval: Option<String>,
+    /// On a full resync, delete keys that the source no longer returns.
+    #[serde(default)]
+    pub delete_missing: bool,
+}
+
+fn default_records_pointer() -> String {
+    "/records".to_owned()
+}
+
+/// Where a page says how to fetch the next one; exactly one field is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.urlField) != has(self.cursorField)").message("set exactly one of urlField or cursorField"))]
+#[x_kube(validation = Rule::new("!has(self.cursorField) || has(self.cursorParam)").message("cursorField needs cursorParam"))]
+pub struct NextPage {
+    /// JSON pointer of the next page's URL (absolute, or relative to the source URL),
+    /// e.g. `/nextRecordsUrl`. Paging ends when it is missing or null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub url_field: Option<String>,
+    /// JSON pointer of an opaque cursor in the page, e.g. `/next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub cursor_field: Option<String>,
+    /// Query parameter that carries the cursor to the next request, e.g. `cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub cursor_param: Option<String>,
+}
+
+/// Incremental sync by a modification timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Incremental {
+    /// JSON pointer, in a record, of its modification time, e.g. `/LastModifiedDate`.
+    #[schemars(length(min = 2, max = 256))]
+    pub field: String,
+    /// Query parameter that carries the highest value seen so far, e.g. `modifiedSince`.
+    #[schemars(length(min = 1, max = 128))]
+    pub param: String,
+}
+
+/// Records pushed over HTTP to the adapter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSource {
+    /// Bearer tokens accepted from pushers; open when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<TokenAuth>,
+}
+
+/// A NATS subject whose messages are JSON records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsSource {
+    /// Subject to subscribe to; wildcards allowed.
+    #[schemars(length(min = 1, max = 256))]
+    pub subject: String,
+    /// Queue group, so adapter replicas share the messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub queue_group: Option<String>,
+    /// NATS server URL; the one DreamPipe uses when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+}
+
+/// A file read once from start to end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSource {
+    /// Path of the file inside the adapter's container (mount it from a volume).
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+    /// `JsonLines` (one JSON object a line) or `Csv` (a header row, then records).
+    #[serde(default)]
+    pub format: FileFormat,
+}
+
+/// Format of a file source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FileFormat {
+    #[default]
+    JsonLines,
+    Csv,
+}
+
+/// Synthetic records: `{id, name, email, city, amount, updatedAt}` over a fixed set of keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratorSource {
+    /// Records per second.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub rate: u32,
+    /// Stop after this many records; run forever when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Number of distinct keys the records cycle through.
+    #[serde(default = "default_generator_keys")]
+    #[schemars(range(min = 1))]
+    pub keys: u64,
+    /// Seed of the pseudo-random sequence; the same seed yields the same records.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_generator_keys() -> u64 {
+    1000
+}
+
+/// What DreamPipe observed of an Adapter.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, one of each at most.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// When the last sync finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+    /// Records read from the source.
+    #[serde(default)]
+    pub records_read: u64,
+    /// Records submitted to the receiver.
+    #[serde(default)]
+    pub submitted: u64,
+    /// Submissions that appended an event (created, updated or deleted).
+    #[serde(default)]
+    pub changed: u64,
+    /// Submissions that carried no new information.
+    #[serde(default)]
+    pub unchanged: u64,
+    /// Records that failed mapping or were rejected by the receiver.
+    #[serde(default)]
+    pub rejected: u64,
+    /// The most recent error, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Reports every problem of an Adapter at once: names, the source, CEL and durations.
+pub fn validate_adapter(adapter: &Adapter) -> Result<(), Invalid> {
+    let mut problems = Problems::default();
+    problems.check_name("metadata.name", adapter.metadata.name.as_deref());
+    let spec = &adapter.spec;
+    problems.check_reference("spec.entity", &spec.entity);
+
+    match spec.source.kinds().as_slice() {
+        [one] => check_source(&mut problems, one),
+        [] => problems.add(
+            "spec.source",
+            "set one of http, webhook, nats, file or generator",
+        ),
+        many => problems.add(
+            "spec.source",
+            format!("exactly one source may be set, found {}", many.len()),
+        ),
+    }
+
+    if spec.mapping.is_empty() {
+        problems.add("spec.mapping", "map at least one output field");
+    }
+    for (field, expression) in &spec.mapping {
+        let path = format!("spec.mapping.{field}");
+        if !is_field_name(field) {
+            problems.add(
+                &path,
+                format!("{field:?} is not a field name: use letters, digits and '_', not starting with a digit"),
+            );
+        }
+        problems.check_cel(&path, expression);
+    }
+    if let Some(delete_when) = &spec.delete_when {
+        problems.check_cel("spec.deleteWhen", delete_when);
+    }
+    problems.check_duration("spec.interval", &spec.interval);
+    if spec.batch_size == 0 {
+        problems.add("spec.batchSize", "must be at least 1");
+    }
+    problems.finish("Adapter", adapter.metadata.name.as_deref())
+}
+
+fn check_source(problems: &mut Problems, source: &SourceKind<'_>) {
+    match source {
+        SourceKind::Http(http) => {
+            let path = "spec.source.http";
+            if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+                problems.add(
+                    format!("{path}.url"),
+                    format!("{:?} must be an http:// or https:// URL", http.url),
+                );
+            }
+            problems.check_pointer(&format!("{path}.records"), &http.records);
+            if let Some(next) = &http.next_page {
+                match (&next.url_field, &next.cursor_field) {
+                    (Some(url_field), None) => {
+                        problems.check_pointer(&format!("{path}.nextPage.urlField"), url_field);
+                    }
+                    (None, Some(cursor_field)) => {
+                        problems
+                            .check_pointer(&format!("{path}.nextPage.cursorField"), cursor_field);
+                        if next.cursor_param.as_deref().is_none_or(str::is_empty) {
+                            problems.add(
+                                format!("{path}.nextPage.cursorParam"),
+                                "is required with cursorField",
+                            );
+                        }
+                    }
+                    _ => problems.add(
+                        format!("{path}.nextPage"),
+                        "set exactly one of urlField or cursorField",
+                    ),
+                }
+            }
+            if let Some(incremental) = &http.incremental {
+                problems.check_pointer(&format!("{path}.incremental.field"), &incremental.field);
+                if incremental.param.is_empty() {
+                    problems.add(format!("{path}.incremental.param"), "must not be empty");
+                }
+            }
+            if let Some(resync) = &http.resync_interval {
+                problems.check_duration(&format!("{path}.resyncInterval"), resync);
+            } else if http.delete_missing {
+                problems.add(
+                    format!("{path}.deleteMissing"),
+                    "needs resyncInterval: missing keys are found by a full resync",
+                );
+            }
+        }
+        SourceKind::Webhook(_) => {}
+        SourceKind::Nats(nats) => {
+            if !is_nats_subject(&nats.subject, true) {
+                problems.add(
+                    "spec.source.nats.subject",
+                    format!(
+                        "{:?} is not a NATS subject: dot-separated tokens without spaces",
+                        nats.subject
+                    ),
+                );
+            }
+        }
+        SourceKind::File(file) => {
+            if file.path.is_empty() {
+                problems.add("spec.source.file.path", "must not be empty");
+            }
+        }
+        SourceKind::Generator(generator) => {
+            if generator.rate == 0 {
+                problems.add(
+                    "spec.source.generator.rate",
+                    "must be at least 1 record per second",
+                );
+            }
+            if generator.keys == 0 {
+                problems.add("spec.source.generator.keys", "must be at least 1");
+            }
+        }
+    }
+}
+
+/// Whether `name` can be a top-level field of a submitted record.
+fn is_field_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

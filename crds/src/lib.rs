@@ -1,0 +1,23 @@
+//! DreamPipe's custom resources: `Entity`, `Adapter` and `Projection` (group `dreampipe.io`,
+//! version `v1alpha1`), and one pure validation function per kind.
+//!
+//! These types are the source of truth: the CRD YAML in `crds/yaml/` is generated from them
+//! (`cargo run -p crds --bin crdgen`) and a test fails when it is stale. This crate does no IO.
+
+pub mod adapter;
+pub mod common;
+pub mod entity;
+pub mod generate;
+pub mod projection;
+pub mod validate;
+
+pub use adapter::{Adapter, AdapterSpec, AdapterStatus};
+pub use common::{Condition, ConditionStatus, SecretKeyRef};
+pub use entity::{Entity, EntitySpec, EntityStatus};
+pub use projection::{Projection, ProjectionSpec, ProjectionStatus};
+pub use validate::{Invalid, Problem};
+
+/// The API group of every DreamPipe resource.
+pub const GROUP: &str = "dreampipe.io";
+/// The API version of every DreamPipe resource.
+pub const VERSION: &str = "v1alpha1";

@@ -1,0 +1,485 @@
+//! `Projection`: a read model. An ordered chain of filters over one Entity's events into a
+//! Postgres view or a NATS subject, replayed from the start and swapped by generation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, conditions_schema};
+use crate::validate::{Invalid, Problems, is_nats_subject};
+
+/// A read model kept up to date from one Entity's events.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "dreampipe.io",
+    version = "v1alpha1",
+    kind = "Projection",
+    doc = "A Projection: a chain of filters over an Entity's events into a Postgres view or a NATS subject.",
+    namespaced,
+    status = "ProjectionStatus",
+    shortname = "proj",
+    category = "dreampipe",
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.replicas","labelSelectorPath":".status.selector"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lag"}"#,
+    printcolumn = r#"{"name":"View","type":"string","jsonPath":".status.view"}"#,
+    printcolumn = r#"{"name":"Generation","type":"string","jsonPath":".status.activeGeneration","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionSpec {
+    /// Name of the Entity (same namespace) whose events are projected.
+    #[schemars(length(min = 1, max = 63))]
+    pub entity: String,
+
+    /// Filters applied in order to every event; an event that a filter drops goes no further.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub filters: Vec<Filter>,
+
+    /// Where the projected rows or events go: exactly one of `postgres` or `nats`.
+    pub sink: Sink,
+
+    /// Projector pods; the stream's partitions are shared among them. Scalable with
+    /// `kubectl scale projection/<name> --replicas=N`.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1024))]
+    pub replicas: i32,
+
+    /// What a poison event (a CEL error, a value the sink rejects) does: `DeadLetter` records
+    /// it and goes on (the default), `Skip` drops it, `Stop` halts its partition.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// One step of a projection; exactly one field is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.where), has(self.set), has(self.types)].filter(x, x).size() == 1").message("a filter sets exactly one of where, set or types"))]
+pub struct Filter {
+    /// CEL predicate over `key`, `state`, `previous` and `event`; the event passes when true.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub where_: Option<String>,
+    /// Column -> CEL expression computing its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<BTreeMap<String, String>>,
+    /// Event types that pass: `created`, `updated`, `deleted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 3))]
+    pub types: Option<Vec<EventType>>,
+}
+
+/// The type of an event in an Entity stream.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// Where a projection writes; exactly one field is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.postgres) != has(self.nats)").message("set exactly one of postgres or nats"))]
+pub struct Sink {
+    /// A Postgres view, maintained in a table per generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSink>,
+    /// A NATS subject the filtered events are republished to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSink>,
+}
+
+/// A Postgres view kept equal to a function of the Entity's states.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode == 'aggregate' || (size(self.groupBy) == 0 && size(self.aggregates) == 0)").message("groupBy and aggregates belong to mode aggregate"))]
+#[x_kube(validation = Rule::new("self.mode != 'aggregate' || size(self.aggregates) > 0").message("mode aggregate needs at least one aggregate"))]
+pub struct PostgresSink {
+    /// Name of the stable view readers query, e.g. `customers`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub view: String,
+    /// `latest` (one row per key whose current state passes), `history` (one row per passing
+    /// event) or `aggregate` (grouped count and sum).
+    #[serde(default)]
+    pub mode: ViewMode,
+    /// The view's columns, each filled by a `set` filter or else by the state field of the same name.
+    #[schemars(length(min = 1, max = 256))]
+    pub columns: Vec<Column>,
+    /// Columns the aggregate groups by (mode `aggregate`).
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub group_by: Vec<String>,
+    /// Aggregates computed per group (mode `aggregate`).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub aggregates: Vec<Aggregate>,
+}
+
+/// How a Postgres view relates to the events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewMode {
+    #[default]
+    Latest,
+    History,
+    Aggregate,
+}
+
+/// A column of a projected view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Column {
+    /// Column name, `[a-z_][a-z0-9_]{0,62}`; names starting with `dp_` are DreamPipe's own.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// SQL type: text, varchar(n), boolean, smallint, integer, bigint, real, double precision,
+    /// numeric, numeric(p,s), date, timestamp, timestamptz, uuid or jsonb.
+    #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 32))]
+    pub type_: String,
+}
+
+/// A grouped aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.function == 'count' ? !has(self.of) : has(self.of)").message("sum needs `of`; count takes none"))]
+pub struct Aggregate {
+    /// Output column name.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// `count` of keys in the group, or `sum` of a numeric column.
+    pub function: AggregateFunction,
+    /// The numeric column summed (for `sum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub of: Option<String>,
+}
+
+/// Aggregate functions a view can maintain incrementally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregateFunction {
+    Count,
+    Sum,
+}
+
+/// A NATS subject events are republished to, for chaining pipelines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsSink {
+    /// Subject the filtered events are published to; no wildcards.
+    #[schemars(length(min = 1, max = 256))]
+    pub subject: String,
+}
+
+/// What a projection does with a poison event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OnError {
+    #[default]
+    DeadLetter,
+    Skip,
+    Stop,
+}
+
+/// Lifecycle of a projection's active generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Replaying the stream into a new generation; nothing serves yet.
+    #[default]
+    Building,
+    /// Caught up and serving.
+    Live,
+    /// Serving, but some partitions are stopped or failing.
+    Degraded,
+}
+
+/// What DreamPipe observed of a Projection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, one of each at most.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Projector pods running (the scale subresource reads this).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Projector pods ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the projector pods (the scale subresource reads this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `Building`, `Live` or `Degraded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Events the serving generation is behind the stream head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// Hash of the generation that serves the view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_generation: Option<String>,
+    /// Hash of a generation being built to replace the active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building_generation: Option<String>,
+    /// Percentage of the stream the building generation has replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_progress: Option<u8>,
+    /// The stable view (or subject) readers use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
+    /// Poison events recorded in the dead-letter table.
+    #[serde(default)]
+    pub dead_letters: u64,
+}
+
+/// SQL types a column may declare, in their canonical spelling.
+pub const SQL_TYPES: &[&str] = &[
+    "text",
+    "boolean",
+    "smallint",
+    "integer",
+    "bigint",
+    "real",
+    "double precision",
+    "numeric",
+    "date",
+    "timestamp",
+    "timestamptz",
+    "uuid",
+    "jsonb",
+];
+
+/// Whether `type_` is an SQL type DreamPipe columns accept (including `varchar(n)` and
+/// `numeric(p,s)`), and whether it is numeric, so it can be summed.
+pub fn sql_type_info(type_: &str) -> Option<SqlTypeInfo> {
+    let type_ = type_.trim().to_ascii_lowercase();
+    let numeric = |t: &str| {
+        matches!(
+            t,
+            "smallint" | "integer" | "bigint" | "real" | "double precision" | "numeric"
+        )
+    };
+    if SQL_TYPES.contains(&type_.as_str()) {
+        return Some(SqlTypeInfo {
+            numeric: numeric(&type_),
+        });
+    }
+    let params = |prefix: &str, max: usize| {
+        type_
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(')'))
+            .map(|inner| inner.split(',').map(str::trim).collect::<Vec<_>>())
+            .is_some_and(|ps| {
+                (1..=max).contains(&ps.len())
+                    && ps.iter().all(|p| {
+                        !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit())
+                    })
+            })
+    };
+    if params("varchar(", 1) {
+        return Some(SqlTypeInfo { numeric: false });
+    }
+    if params("numeric(", 2) {
+        return Some(SqlTypeInfo { numeric: true });
+    }
+    None
+}
+
+/// What validation needs to know of a column's SQL type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqlTypeInfo {
+    /// Whether values of the type can be summed.
+    pub numeric: bool,
+}
+
+/// Reports every problem of a Projection at once: names, filters' CEL, the sink's identifiers,
+/// SQL types, and the shape of aggregates.
+pub fn validate_projection(projection: &Projection) -> Result<(), Invalid> {
+    let mut problems = Problems::default();
+    problems.check_name("metadata.name", projection.metadata.name.as_deref());
+    let spec = &projection.spec;
+    problems.check_reference("spec.entity", &spec.entity);
+
+    let columns = match (&spec.sink.postgres, &spec.sink.nats) {
+        (Some(postgres), None) => check_postgres(&mut problems, postgres),
+        (None, Some(nats)) => {
+            if !is_nats_subject(&nats.subject, false) {
+                problems.add(
+                    "spec.sink.nats.subject",
+                    format!("{:?} is not a NATS subject without wildcards", nats.subject),
+                );
+            }
+            None
+        }
+        _ => {
+            problems.add("spec.sink", "set exactly one of postgres or nats");
+            None
+        }
+    };
+
+    for (i, filter) in spec.filters.iter().enumerate() {
+        let path = format!("spec.filters[{i}]");
+        let set = [
+            filter.where_.is_some(),
+            filter.set.is_some(),
+            filter.types.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            problems.add(&path, "a filter sets exactly one of where, set or types");
+        }
+        if let Some(predicate) = &filter.where_ {
+            problems.check_cel(&format!("{path}.where"), predicate);
+        }
+        if let Some(assignments) = &filter.set {
+            if assignments.is_empty() {
+                problems.add(format!("{path}.set"), "assign at least one column");
+            }
+            for (column, expression) in assignments {
+                let column_path = format!("{path}.set.{column}");
+                if let Some(columns) = &columns {
+                    if !columns.contains(column.as_str()) {
+                        problems.add(
+                            &column_path,
+                            format!("{column:?} is not a column of spec.sink.postgres.columns"),
+                        );
+                    }
+                } else {
+                    problems.check_identifier(&column_path, column);
+                }
+                problems.check_cel(&column_path, expression);
+            }
+        }
+        if let Some(types) = &filter.types {
+            if types.is_empty() {
+                problems.add(
+                    format!("{path}.types"),
+                    "list at least one of created, updated, deleted",
+                );
+            }
+            let distinct: BTreeSet<_> = types.iter().collect();
+            if distinct.len() != types.len() {
+                problems.add(format!("{path}.types"), "lists an event type twice");
+            }
+        }
+    }
+    if spec.replicas < 0 {
+        problems.add("spec.replicas", "must not be negative");
+    }
+    problems.finish("Projection", projection.metadata.name.as_deref())
+}
+
+/// Checks a Postgres sink; returns its declared column names for the filters' checks.
+fn check_postgres<'a>(
+    problems: &mut Problems,
+    sink: &'a PostgresSink,
+) -> Option<BTreeSet<&'a str>> {
+    let base = "spec.sink.postgres";
+    problems.check_identifier(&format!("{base}.view"), &sink.view);
+    if sink.columns.is_empty() {
+        problems.add(format!("{base}.columns"), "declare at least one column");
+    }
+    let mut names = BTreeSet::new();
+    let mut numeric = BTreeSet::new();
+    for (i, column) in sink.columns.iter().enumerate() {
+        let path = format!("{base}.columns[{i}]");
+        problems.check_identifier(&format!("{path}.name"), &column.name);
+        if column.name.starts_with("dp_") {
+            problems.add(
+                format!("{path}.name"),
+                "names starting with dp_ are reserved for DreamPipe's own columns",
+            );
+        }
+        if !names.insert(column.name.as_str()) {
+            problems.add(
+                format!("{path}.name"),
+                format!("column {:?} is declared twice", column.name),
+            );
+        }
+        match sql_type_info(&column.type_) {
+            Some(info) if info.numeric => {
+                numeric.insert(column.name.as_str());
+            }
+            Some(_) => {}
+            None => problems.add(
+                format!("{path}.type"),
+                format!(
+                    "unknown SQL type {:?}; use one of {}, varchar(n) or numeric(p,s)",
+                    column.type_,
+                    SQL_TYPES.join(", ")
+                ),
+            ),
+        }
+    }
+
+    let aggregate = sink.mode == ViewMode::Aggregate;
+    if !aggregate && !sink.group_by.is_empty() {
+        problems.add(format!("{base}.groupBy"), "only mode aggregate groups rows");
+    }
+    if !aggregate && !sink.aggregates.is_empty() {
+        problems.add(
+            format!("{base}.aggregates"),
+            "only mode aggregate computes aggregates",
+        );
+    }
+    if aggregate && sink.aggregates.is_empty() {
+        problems.add(
+            format!("{base}.aggregates"),
+            "mode aggregate needs at least one aggregate",
+        );
+    }
+    for (i, group) in sink.group_by.iter().enumerate() {
+        if !names.contains(group.as_str()) {
+            problems.add(
+                format!("{base}.groupBy[{i}]"),
+                format!("{group:?} is not a declared column"),
+            );
+        }
+    }
+    let mut outputs: BTreeSet<&str> = sink.group_by.iter().map(String::as_str).collect();
+    for (i, aggregate) in sink.aggregates.iter().enumerate() {
+        let path = format!("{base}.aggregates[{i}]");
+        problems.check_identifier(&format!("{path}.name"), &aggregate.name);
+        if !outputs.insert(aggregate.name.as_str()) {
+            problems.add(
+                format!("{path}.name"),
+                format!("{:?} is already an output column", aggregate.name),
+            );
+        }
+        match (aggregate.function, &aggregate.of) {
+            (AggregateFunction::Count, Some(_)) => problems.add(
+                format!("{path}.of"),
+                "count counts keys and takes no column",
+            ),
+            (AggregateFunction::Sum, None) => {
+                problems.add(format!("{path}.of"), "sum needs the column to add up")
+            }
+            (AggregateFunction::Sum, Some(of)) if !names.contains(of.as_str()) => problems.add(
+                format!("{path}.of"),
+                format!("{of:?} is not a declared column"),
+            ),
+            (AggregateFunction::Sum, Some(of)) if !numeric.contains(of.as_str()) => problems.add(
+                format!("{path}.of"),
+                format!("{of:?} is not a numeric column"),
+            ),
+            _ => {}
+        }
+    }
+    Some(names)
+}

@@ -1,0 +1,205 @@
+//! What every long-running DreamPipe process has: structured logs (`tracing`), one
+//! cancellation token that SIGTERM or Ctrl-C cancels, and the `/healthz`, `/readyz` and
+//! `/metrics` endpoints. The operator and every runtime role build on it; it knows nothing of
+//! Kubernetes, NATS or Postgres.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    #[default]
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
+
+/// Installs the global `tracing` subscriber; `RUST_LOG` filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if result.is_err() {
+        tracing::debug!("tracing subscriber already installed");
+    }
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT: the one shutdown signal of the process.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "shutting down");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            // Without signal handlers the process can still be stopped by a kill; say so.
+            tracing::warn!("could not install signal handlers");
+            std::future::pending().await
+        }
+    }
+}
+
+/// Liveness, readiness and metrics of a process.
+#[derive(Debug)]
+pub struct Health {
+    ready: AtomicBool,
+    registry: Registry,
+}
+
+impl Health {
+    /// Health over a filled metrics registry; not ready until [`Health::set_ready`].
+    pub fn new(registry: Registry) -> Arc<Self> {
+        Arc::new(Health {
+            ready: AtomicBool::new(false),
+            registry,
+        })
+    }
+
+    /// Marks the process ready (or not) to serve traffic.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether the process said it is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// `/healthz` (the process answers), `/readyz` (503 until ready) and `/metrics` (Prometheus text).
+pub fn probe_routes(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
+    if health.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(health): State<Arc<Health>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &health.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Binds `address`, naming it in the error when that fails.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|error| {
+        std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+    })
+}
+
+/// Serves `router` until `shutdown` is cancelled, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "listening");
+    }
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use prometheus_client::metrics::counter::Counter;
+    use tower::ServiceExt;
+
+    async fn get_path(router: Router, path: &str) -> (StatusCode, String) {
+        let response = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_answers_503_until_the_process_is_ready() {
+        let health = Health::new(Registry::default());
+        assert_eq!(
+            get_path(probe_routes(health.clone()), "/healthz").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get_path(probe_routes(health.clone()), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        health.set_ready(true);
+        assert_eq!(
+            get_path(probe_routes(health), "/readyz").await.0,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_shows_registered_counters() {
+        let mut registry = Registry::default();
+        let submissions = Counter::<u64>::default();
+        registry.register("submissions", "Submissions received", submissions.clone());
+        submissions.inc_by(3);
+        let (status, text) = get_path(probe_routes(Health::new(registry)), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("submissions_total 3"), "{text}");
+    }
+}

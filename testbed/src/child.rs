@@ -1,0 +1,46 @@
+//! Driving a binary under test the way the kubelet does: start it, wait for its port, SIGTERM it.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("the loopback interface has a free port")
+        .port()
+}
+
+/// Waits until `child` accepts TCP connections on `port`; panics if it exits first or times out.
+pub fn wait_for_port(child: &mut Child, port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().expect("child status") {
+            panic!("process exited with {status} before listening on {port}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not listen on {port} within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM and waits for the exit; panics if the process ignores it for `timeout`.
+pub fn terminate(child: &mut Child, timeout: Duration) -> ExitStatus {
+    use nix::sys::signal::{Signal, kill};
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process ignored SIGTERM for {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
