@@ -1,0 +1,266 @@
+//! The event envelope (DESIGN §3) and the field-level diff between two states.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use crds::projection::EventType;
+
+/// One event in an Entity stream: the full state after it, and what changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// UUIDv7: unique and ordered by time.
+    pub id: uuid::Uuid,
+    /// The Entity's name.
+    pub entity: String,
+    /// The key of the object.
+    pub key: String,
+    /// 1, 2, 3… per key, without gaps.
+    pub version: u64,
+    /// `created`, `updated` or `deleted`.
+    #[serde(rename = "type")]
+    pub type_: EventType,
+    /// The full state after the event; null when deleted.
+    pub state: Option<Value>,
+    /// Field-level changes from the previous state; enough to rebuild it.
+    pub changes: Vec<Change>,
+    /// Who submitted it (an adapter's name, an application), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// When the change happened, as the producer says (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+    /// When the receiver appended it (RFC 3339).
+    pub recorded_at: String,
+    /// Ties the event to the request that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+/// One changed field. An absent `from` means the field did not exist; an absent `to` means it
+/// was removed. Arrays and scalars are replaced whole; objects are compared field by field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// JSON pointer of the field.
+    pub path: String,
+    /// The previous value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Value>,
+    /// The new value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Value>,
+}
+
+/// The changes that turn `previous` into `next` (either may be absent: created, deleted).
+pub fn diff(previous: Option<&Value>, next: Option<&Value>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    diff_at(String::new(), previous, next, &mut changes);
+    changes
+}
+
+fn diff_at(path: String, from: Option<&Value>, to: Option<&Value>, out: &mut Vec<Change>) {
+    match (from, to) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            for (field, old) in a {
+                diff_at(child(&path, field), Some(old), b.get(field), out);
+            }
+            for (field, new) in b.iter().filter(|(field, _)| !a.contains_key(*field)) {
+                diff_at(child(&path, field), None, Some(new), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(Change {
+            path: if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path
+            },
+            from: a.cloned(),
+            to: b.cloned(),
+        }),
+    }
+}
+
+fn child(path: &str, field: &str) -> String {
+    format!("{path}/{}", field.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Rebuilds the state before `changes` from the state after them.
+pub fn revert(after: Option<&Value>, changes: &[Change]) -> Option<Value> {
+    let mut state = after.cloned();
+    for change in changes {
+        if change.path == "/" {
+            state = change.from.clone();
+            continue;
+        }
+        let root = state.get_or_insert_with(|| Value::Object(Map::new()));
+        set_pointer(root, &change.path, change.from.clone());
+    }
+    state
+}
+
+/// Sets (or with `None`, removes) the value at a JSON pointer, creating parent objects.
+fn set_pointer(root: &mut Value, pointer: &str, value: Option<Value>) {
+    let tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, parents)) = tokens.split_last() else {
+        return;
+    };
+    let mut node = root;
+    for token in parents {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        node = node
+            .as_object_mut()
+            .expect("made an object above")
+            .entry(token.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Some(object) = node.as_object_mut() {
+        match value {
+            Some(value) => {
+                object.insert(last.clone(), value);
+            }
+            None => {
+                object.remove(last);
+            }
+        }
+    }
+}
+
+/// The part of a state that counts as information: `state` without the `ignored` pointers.
+/// Two states carry the same information exactly when their informative parts are equal
+/// (object key order never matters: JSON objects compare as maps).
+pub fn informative(state: &Value, ignored: &[String]) -> Value {
+    let mut copy = state.clone();
+    for pointer in ignored {
+        set_pointer(&mut copy, pointer, None);
+    }
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diff_lists_changed_added_and_removed_fields_by_path() {
+        let before = json!({"id": "1", "name": "Ada", "address": {"city": "Lyon", "zip": "69001"}, "tags": ["a"]});
+        let after = json!({"id": "1", "name": "Ada L.", "address": {"city": "Oslo"}, "tags": ["a", "b"], "vip": true});
+        let changes = diff(Some(&before), Some(&after));
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/address/city", "/address/zip", "/name", "/tags", "/vip"]
+        );
+        assert_eq!(
+            changes[1],
+            Change {
+                path: "/address/zip".into(),
+                from: Some(json!("69001")),
+                to: None
+            }
+        );
+        assert_eq!(
+            changes[4],
+            Change {
+                path: "/vip".into(),
+                from: None,
+                to: Some(json!(true))
+            }
+        );
+    }
+
+    #[test]
+    fn changes_are_enough_to_rebuild_the_previous_state() {
+        let cases = [
+            (
+                Some(json!({"a": 1, "b": {"c": null, "d/e": [1]}})),
+                Some(json!({"a": 2, "b": {"x~y": 3}})),
+            ),
+            (None, Some(json!({"id": "1"}))),
+            (Some(json!({"id": "1"})), None),
+            (
+                Some(json!({"n": {"deep": {"er": 1}}})),
+                Some(json!({"n": 5})),
+            ),
+            (Some(json!({"n": 5})), Some(json!({"n": {"deep": 1}}))),
+        ];
+        for (before, after) in cases {
+            let changes = diff(before.as_ref(), after.as_ref());
+            assert_eq!(
+                revert(after.as_ref(), &changes),
+                before,
+                "changes {changes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn null_and_absent_are_different_values() {
+        let changes = diff(Some(&json!({"a": null})), Some(&json!({})));
+        assert_eq!(
+            changes,
+            [Change {
+                path: "/a".into(),
+                from: Some(Value::Null),
+                to: None
+            }]
+        );
+    }
+
+    #[test]
+    fn ignored_fields_and_key_order_are_not_information() {
+        let ignored = vec!["/lastSyncedAt".to_owned(), "/meta/etag".to_owned()];
+        let a: Value = serde_json::from_str(
+            r#"{"id":"1","name":"Ada","lastSyncedAt":"t1","meta":{"etag":"x","v":1}}"#,
+        )
+        .unwrap();
+        let b: Value = serde_json::from_str(
+            r#"{"meta":{"v":1,"etag":"y"},"name":"Ada","id":"1","lastSyncedAt":"t2"}"#,
+        )
+        .unwrap();
+        assert_eq!(informative(&a, &ignored), informative(&b, &ignored));
+        let c = json!({"id": "1", "name": "Ada", "meta": {"v": 2}});
+        assert_ne!(informative(&a, &ignored), informative(&c, &ignored));
+    }
+
+    #[test]
+    fn envelope_serialises_with_the_documented_field_names() {
+        let event = Event {
+            id: uuid::Uuid::now_v7(),
+            entity: "customer".into(),
+            key: "1".into(),
+            version: 1,
+            type_: EventType::Created,
+            state: Some(json!({"id": "1"})),
+            changes: diff(None, Some(&json!({"id": "1"}))),
+            source: Some("crm".into()),
+            occurred_at: None,
+            recorded_at: "2026-11-23T10:00:00Z".into(),
+            correlation_id: Some("req-1".into()),
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        for field in [
+            "id",
+            "entity",
+            "key",
+            "version",
+            "type",
+            "state",
+            "changes",
+            "source",
+            "recordedAt",
+            "correlationId",
+        ] {
+            assert!(value.get(field).is_some(), "missing {field} in {value}");
+        }
+        assert_eq!(value["type"], "created");
+        assert_eq!(serde_json::from_value::<Event>(value).unwrap(), event);
+    }
+}

@@ -1,0 +1,316 @@
+//! The event store on JetStream: one stream per Entity, created or updated idempotently; reads
+//! of a key's latest event; appends guarded by `Nats-Expected-Last-Subject-Sequence`.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
+use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::stream::{self, DirectGetErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::{self, Context};
+use crds::entity::{Storage, StreamSpec};
+
+use super::{Event, Key, StreamNames};
+
+/// Oldest NATS server whose stream and consumer settings DreamPipe relies on.
+pub const MIN_SERVER: (u64, u64) = (2, 10);
+
+/// Why the event store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "NATS server {version} is too old: DreamPipe needs {}.{} or newer (older servers silently \
+         ignore stream settings it depends on)",
+        MIN_SERVER.0, MIN_SERVER.1
+    )]
+    ServerTooOld { version: String },
+    #[error("invalid stream setting {field}: {value:?}")]
+    Setting { field: &'static str, value: String },
+    #[error("could not create or update stream {stream}")]
+    EnsureStream {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    #[error("could not read the latest event of {subject}")]
+    Read {
+        subject: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("event at {subject} (sequence {sequence}) is not a DreamPipe event")]
+    Corrupt {
+        subject: String,
+        sequence: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("could not append to {subject}")]
+    Append {
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+}
+
+/// The latest event of a key and its stream sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub event: Event,
+    pub sequence: u64,
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this stream sequence.
+    Stored { sequence: u64 },
+    /// Another append took the place first: re-read and decide again.
+    Conflict,
+}
+
+/// Creates the Entity's stream, or brings its settings up to date. Safe to run from many
+/// receivers at once: identical creates are accepted by the server.
+pub async fn ensure_stream(
+    client: &async_nats::Client,
+    names: &StreamNames,
+    spec: &StreamSpec,
+) -> Result<stream::Config, StoreError> {
+    check_server_version(&client.server_info().version)?;
+    let config = stream_config(names, spec)?;
+    let js = jetstream::new(client.clone());
+    match js.create_or_update_stream(config.clone()).await {
+        Ok(_) => Ok(config),
+        // Two receivers starting together can both see "not found" and both create.
+        Err(error) if matches!(error.kind(), CreateStreamErrorKind::JetStream(_)) => {
+            js.update_stream(&config)
+                .await
+                .map_err(|source| StoreError::EnsureStream {
+                    stream: config.name.clone(),
+                    source,
+                })?;
+            Ok(config)
+        }
+        Err(source) => Err(StoreError::EnsureStream {
+            stream: config.name.clone(),
+            source,
+        }),
+    }
+}
+
+/// The stream configuration DESIGN §3 asks for.
+pub fn stream_config(names: &StreamNames, spec: &StreamSpec) -> Result<stream::Config, StoreError> {
+    let duration = |field: &'static str, text: &str| {
+        crds::validate::parse_duration(text).map_err(|_| StoreError::Setting {
+            field,
+            value: text.to_owned(),
+        })
+    };
+    Ok(stream::Config {
+        name: names.stream(),
+        subjects: vec![names.stream_subjects()],
+        storage: match spec.storage {
+            Storage::File => stream::StorageType::File,
+            Storage::Memory => stream::StorageType::Memory,
+        },
+        num_replicas: usize::from(spec.replicas),
+        max_age: match &spec.max_age {
+            Some(age) => duration("maxAge", age)?,
+            None => Duration::ZERO,
+        },
+        duplicate_window: duration("duplicateWindow", &spec.duplicate_window)?,
+        allow_direct: true,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    })
+}
+
+fn check_server_version(version: &str) -> Result<(), StoreError> {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_SERVER {
+        return Err(StoreError::ServerTooOld {
+            version: version.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads and appends the events of one Entity.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    js: Context,
+    stream: stream::Stream,
+    names: StreamNames,
+    /// With one replica a direct get is answered by the only server, so it is never stale.
+    /// With more, followers may lag, so reads go to the leader.
+    direct_reads: bool,
+}
+
+impl EventStore {
+    /// Opens the (ensured) stream of `names`.
+    pub async fn open(
+        client: &async_nats::Client,
+        names: StreamNames,
+        replicas: u8,
+    ) -> Result<Self, StoreError> {
+        let js = jetstream::new(client.clone());
+        let stream = js
+            .get_stream(names.stream())
+            .await
+            .map_err(|source| StoreError::Read {
+                subject: names.stream_subjects(),
+                source: Box::new(source),
+            })?;
+        Ok(EventStore {
+            js,
+            stream,
+            names,
+            direct_reads: replicas <= 1,
+        })
+    }
+
+    /// Stream and subject names.
+    pub fn names(&self) -> &StreamNames {
+        &self.names
+    }
+
+    /// The latest event of `key`, read from the stream itself (never from a cache).
+    pub async fn latest(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
+        let subject = self.names.subject(key);
+        let message = if self.direct_reads {
+            match self
+                .stream
+                .direct_get_last_for_subject(subject.as_str())
+                .await
+            {
+                Ok(message) => message,
+                Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(read_error(&subject, error)),
+            }
+        } else {
+            match self
+                .stream
+                .get_last_raw_message_by_subject(subject.as_str())
+                .await
+            {
+                Ok(message) => message,
+                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(None);
+                }
+                Err(error) => return Err(read_error(&subject, error)),
+            }
+        };
+        let event =
+            serde_json::from_slice(&message.payload).map_err(|source| StoreError::Corrupt {
+                subject: subject.clone(),
+                sequence: message.sequence,
+                source,
+            })?;
+        Ok(Some(Stored {
+            event,
+            sequence: message.sequence,
+        }))
+    }
+
+    /// Appends `event` to its key's subject if that subject's last sequence is still
+    /// `expected` (0 for a key never seen). Returns after JetStream acknowledged the write.
+    pub async fn append(
+        &self,
+        key: &Key,
+        event: &Event,
+        expected: u64,
+    ) -> Result<Appended, StoreError> {
+        let subject = self.names.subject(key);
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, message_id(event).as_str());
+        headers.insert(
+            NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.to_string().as_str(),
+        );
+        let payload = serde_json::to_vec(event)
+            .expect("an event always serialises")
+            .into();
+        let append_error = |source| StoreError::Append {
+            subject: subject.clone(),
+            source,
+        };
+        let ack = match self
+            .js
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+        {
+            Ok(pending) => pending.await,
+            Err(error) => Err(error),
+        };
+        match ack {
+            // A duplicate `Nats-Msg-Id` means this version of the key is already stored: by
+            // another writer (a conflict) unless the stored event is this very one.
+            Ok(ack) if ack.duplicate => match self.latest(key).await? {
+                Some(stored) if stored.event.id == event.id => Ok(Appended::Stored {
+                    sequence: stored.sequence,
+                }),
+                _ => Ok(Appended::Conflict),
+            },
+            Ok(ack) => Ok(Appended::Stored {
+                sequence: ack.sequence,
+            }),
+            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                Ok(Appended::Conflict)
+            }
+            Err(error) => Err(append_error(error)),
+        }
+    }
+}
+
+fn read_error(subject: &str, error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Read {
+        subject: subject.to_owned(),
+        source: Box::new(error),
+    }
+}
+
+/// `Nats-Msg-Id` of an event: `<entity>/<key>/<version>`, so a version is stored once.
+pub fn message_id(event: &Event) -> String {
+    format!("{}/{}/{}", event.entity, event.key, event.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_before_2_10_are_refused_by_name() {
+        assert!(check_server_version("2.10.0").is_ok());
+        assert!(check_server_version("2.15.1").is_ok());
+        assert!(check_server_version("3.0.0").is_ok());
+        let error = check_server_version("2.9.25").unwrap_err().to_string();
+        assert!(
+            error.starts_with("NATS server 2.9.25 is too old: DreamPipe needs 2.10 or newer"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_stream_denies_delete_and_purge_and_allows_direct_get() {
+        let config = stream_config(
+            &StreamNames::new("shop", "customer", 8),
+            &StreamSpec::default(),
+        )
+        .unwrap();
+        assert_eq!(config.name, "dp_shop_customer");
+        assert_eq!(config.subjects, ["dp.shop.customer.>"]);
+        assert!(config.allow_direct && config.deny_delete && config.deny_purge);
+        assert_eq!(config.storage, stream::StorageType::File);
+        assert_eq!(
+            config.max_age,
+            Duration::ZERO,
+            "events are kept forever by default"
+        );
+        assert_eq!(config.duplicate_window, Duration::from_secs(120));
+    }
+}
