@@ -3,4 +3,17 @@
 //! never calls the Kubernetes API.
 
 pub mod config;
+pub mod receiver;
 pub mod store;
+
+/// An error and its sources on one line, `outer: inner: innermost`, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

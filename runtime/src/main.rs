@@ -1,13 +1,52 @@
-//! `dreampipe`: the one runtime image; its subcommand picks the role. The roles arrive with
-//! their issues (receiver, projector, query, adapter, dev).
+//! `dreampipe`: the one runtime image; its subcommand picks the role. `main` owns the async
+//! runtime, logging and the one shutdown token.
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use process::LogFormat;
 
 /// DreamPipe runtime: one binary, a subcommand per role.
 #[derive(Debug, Parser)]
 #[command(name = "dreampipe", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log line format.
+    #[arg(
+        long,
+        env = "DREAMPIPE_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    log_format: LogFormat,
+}
 
-fn main() {
-    let Cli {} = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Event Receiver: validates submissions and appends an event when they carry new information.
+    Receiver(runtime::receiver::Args),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Cli {
+        command,
+        log_format,
+    } = Cli::parse();
+    process::init_tracing(log_format);
+    let shutdown = process::shutdown_on_signal();
+    let result = match command {
+        Command::Receiver(args) => runtime::receiver::run(args, shutdown)
+            .await
+            .map_err(|e| runtime::error_chain(&e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -248,21 +248,23 @@ impl EventStore {
             Err(error) => Err(error),
         };
         match ack {
-            // A duplicate `Nats-Msg-Id` means this version of the key is already stored: by
-            // another writer (a conflict) unless the stored event is this very one.
-            Ok(ack) if ack.duplicate => match self.latest(key).await? {
-                Some(stored) if stored.event.id == event.id => Ok(Appended::Stored {
-                    sequence: stored.sequence,
-                }),
-                _ => Ok(Appended::Conflict),
-            },
-            Ok(ack) => Ok(Appended::Stored {
-                sequence: ack.sequence,
-            }),
-            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
-                Ok(Appended::Conflict)
+            Ok(ack) if !ack.duplicate => {
+                return Ok(Appended::Stored {
+                    sequence: ack.sequence,
+                });
             }
-            Err(error) => Err(append_error(error)),
+            // A duplicate `Nats-Msg-Id`: this version of the key is already stored.
+            Ok(_) => {}
+            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {}
+            Err(error) => return Err(append_error(error)),
+        }
+        // Either way the place was taken: by another writer (a conflict), or by this very
+        // event on an earlier attempt, which is then stored and must not be counted twice.
+        match self.latest(key).await? {
+            Some(stored) if stored.event.id == event.id => Ok(Appended::Stored {
+                sequence: stored.sequence,
+            }),
+            _ => Ok(Appended::Conflict),
         }
     }
 }

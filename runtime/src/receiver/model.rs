@@ -1,0 +1,254 @@
+//! What the receiver knows of its Entity, as pure functions: the schema check, where the key
+//! is, the nesting bound, and what counts as new information.
+
+use crds::Entity;
+use crds::entity::ReceiverLimits;
+use serde_json::Value;
+
+use crate::config::{name_of, namespace_of};
+use crate::store::{Key, KeyError, StreamNames};
+
+/// One thing wrong with a submitted state, at a JSON pointer into it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// JSON pointer into the submitted state (`""` for the whole state).
+    pub path: String,
+    pub message: String,
+}
+
+/// Why a submitted state is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the state does not match the {entity} schema")]
+    Schema {
+        entity: String,
+        violations: Vec<Violation>,
+    },
+    #[error("the state has no key at {pointer}")]
+    MissingKey { pointer: String },
+    #[error("the key at {pointer} must be a string or an integer")]
+    KeyType { pointer: String },
+    #[error(
+        "the key in the state ({in_state:?}) differs from the key in the request ({requested:?})"
+    )]
+    KeyMismatch { in_state: String, requested: String },
+    #[error("invalid key: {0}")]
+    Key(#[from] KeyError),
+    #[error("the state is nested {depth} levels deep; at most {max} are allowed")]
+    TooDeep { depth: usize, max: u32 },
+}
+
+/// The Entity as the receiver uses it.
+#[derive(Debug)]
+pub struct EntityModel {
+    names: StreamNames,
+    key_pointer: String,
+    ignore: Vec<String>,
+    validator: jsonschema::Validator,
+    limits: ReceiverLimits,
+    replicas: u8,
+}
+
+/// Why an Entity's schema cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the schema of Entity {entity} does not compile: {message}")]
+pub struct SchemaError {
+    entity: String,
+    message: String,
+}
+
+impl EntityModel {
+    /// Compiles the Entity's schema once; the Entity is assumed validated.
+    pub fn new(entity: &Entity) -> Result<Self, SchemaError> {
+        let name = name_of(&entity.metadata);
+        let validator =
+            jsonschema::validator_for(&entity.spec.schema).map_err(|error| SchemaError {
+                entity: name.to_owned(),
+                message: error.to_string(),
+            })?;
+        Ok(EntityModel {
+            names: StreamNames::new(namespace_of(&entity.metadata), name, entity.spec.partitions),
+            key_pointer: entity.spec.key.clone(),
+            ignore: entity.spec.ignore.clone(),
+            validator,
+            limits: entity.spec.receiver.limits.clone(),
+            replicas: entity.spec.stream.replicas,
+        })
+    }
+
+    pub fn names(&self) -> &StreamNames {
+        &self.names
+    }
+
+    pub fn limits(&self) -> &ReceiverLimits {
+        &self.limits
+    }
+
+    pub fn ignore(&self) -> &[String] {
+        &self.ignore
+    }
+
+    /// Stream replicas (reads go to the leader when there are several).
+    pub fn replicas(&self) -> u8 {
+        self.replicas
+    }
+
+    /// The key a state carries at the Entity's key pointer.
+    pub fn key_of(&self, state: &Value) -> Result<Key, Rejection> {
+        let missing = || Rejection::MissingKey {
+            pointer: self.key_pointer.clone(),
+        };
+        let raw = match state.pointer(&self.key_pointer).ok_or_else(missing)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            Value::Null => return Err(missing()),
+            _ => {
+                return Err(Rejection::KeyType {
+                    pointer: self.key_pointer.clone(),
+                });
+            }
+        };
+        Ok(Key::new(raw)?)
+    }
+
+    /// Checks a complete state: nesting, schema, and (when given) that it carries `requested`.
+    pub fn check(&self, state: &Value, requested: Option<&Key>) -> Result<Key, Rejection> {
+        let depth = depth(state);
+        if depth > self.limits.max_depth as usize {
+            return Err(Rejection::TooDeep {
+                depth,
+                max: self.limits.max_depth,
+            });
+        }
+        let violations: Vec<Violation> = self
+            .validator
+            .iter_errors(state)
+            .map(|error| Violation {
+                path: error.instance_path().to_string(),
+                message: error.to_string(),
+            })
+            .collect();
+        if !violations.is_empty() {
+            return Err(Rejection::Schema {
+                entity: self.names.entity().to_owned(),
+                violations,
+            });
+        }
+        let key = self.key_of(state)?;
+        match requested {
+            Some(requested) if *requested != key => Err(Rejection::KeyMismatch {
+                in_state: key.to_string(),
+                requested: requested.to_string(),
+            }),
+            _ => Ok(key),
+        }
+    }
+}
+
+/// Nesting depth of a JSON value: a scalar is 0, `{}` and `[]` are 1.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(items) => {
+                deepest = deepest.max(level + 1);
+                stack.extend(items.iter().map(|v| (v, level + 1)));
+            }
+            Value::Object(fields) => {
+                deepest = deepest.max(level + 1);
+                stack.extend(fields.values().map(|v| (v, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model() -> EntityModel {
+        let entity: Entity = serde_yaml::from_str(
+            r#"
+apiVersion: dreampipe.io/v1alpha1
+kind: Entity
+metadata: {name: customer, namespace: shop}
+spec:
+  key: /id
+  ignore: [/syncedAt]
+  receiver: {limits: {maxDepth: 4}}
+  schema:
+    type: object
+    required: [id, name]
+    properties:
+      id: {type: [string, integer]}
+      name: {type: string, minLength: 1}
+      age: {type: integer, minimum: 0}
+      syncedAt: {type: string}
+      tags: {type: array}
+"#,
+        )
+        .unwrap();
+        EntityModel::new(&entity).unwrap()
+    }
+
+    #[test]
+    fn schema_violations_list_every_failing_path() {
+        let error = model()
+            .check(&json!({"id": "1", "name": "", "age": -3}), None)
+            .unwrap_err();
+        let Rejection::Schema { violations, .. } = error else {
+            panic!("{error:?}")
+        };
+        let mut paths: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(paths, ["/age", "/name"]);
+    }
+
+    #[test]
+    fn integer_keys_are_accepted_as_their_decimal_form() {
+        assert_eq!(
+            model()
+                .check(&json!({"id": 42, "name": "n"}), None)
+                .unwrap()
+                .as_str(),
+            "42"
+        );
+    }
+
+    #[test]
+    fn a_state_for_another_key_is_refused() {
+        let requested = Key::new("2").unwrap();
+        let error = model()
+            .check(&json!({"id": "1", "name": "n"}), Some(&requested))
+            .unwrap_err();
+        assert!(matches!(error, Rejection::KeyMismatch { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_state_without_its_key_is_refused() {
+        let error = model().key_of(&json!({"name": "n"})).unwrap_err();
+        assert_eq!(
+            error,
+            Rejection::MissingKey {
+                pointer: "/id".into()
+            }
+        );
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused() {
+        let deep = json!({"id": "1", "name": "n", "tags": [[[["x"]]]]});
+        assert_eq!(depth(&deep), 5);
+        assert!(matches!(
+            model().check(&deep, None),
+            Err(Rejection::TooDeep { depth: 5, max: 4 })
+        ));
+        assert_eq!(depth(&json!("x")), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": [1]})), 2);
+    }
+}

@@ -1,0 +1,145 @@
+//! Errors as HTTP answers: RFC 9457 `application/problem+json`. Internal errors are logged
+//! with their sources and answered without detail.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::model::{Rejection, Violation};
+use crate::store::jetstream::StoreError;
+
+/// A problem document (RFC 9457).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The failing paths of a schema violation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Violation>,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: u32 },
+    #[error("the batch has {count} items; at most {limit} are allowed")]
+    BatchTooLarge { count: usize, limit: u32 },
+    #[error("unsupported content type {0:?}: send application/json or application/x-ndjson")]
+    UnsupportedMediaType(String),
+    #[error("this receiver serves entity {served:?}, not {requested:?}")]
+    UnknownEntity { served: String, requested: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("a bearer token is required")]
+    Unauthorized,
+    #[error("the current version is {current}, not {expected}")]
+    PreconditionFailed { expected: u64, current: u64 },
+    #[error("too many concurrent writers on key {key}; retry")]
+    Contended { key: String },
+    #[error("the event store is unavailable")]
+    Store(#[from] StoreError),
+    #[error("the receiver is starting: its stream is not ensured yet")]
+    Starting,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Rejected(Rejection::TooDeep { .. } | Rejection::Key(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnknownEntity { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::Contended { .. } | ApiError::Store(_) | ApiError::Starting => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// A short, stable name of the reason, for metrics and problem types.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Rejected(Rejection::Schema { .. }) => "schema",
+            ApiError::Rejected(Rejection::TooDeep { .. }) => "too_deep",
+            ApiError::Rejected(Rejection::Key(_)) => "bad_key",
+            ApiError::Rejected(
+                Rejection::MissingKey { .. }
+                | Rejection::KeyType { .. }
+                | Rejection::KeyMismatch { .. },
+            ) => "key_mismatch",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::UnknownEntity { .. } => "unknown_entity",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::PreconditionFailed { .. } => "precondition_failed",
+            ApiError::Contended { .. } => "contended",
+            ApiError::Store(_) => "unavailable",
+            ApiError::Starting => "starting",
+        }
+    }
+
+    /// The problem document; internal causes are not echoed.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let errors = match self {
+            ApiError::Rejected(Rejection::Schema { violations, .. }) => violations.clone(),
+            _ => Vec::new(),
+        };
+        Problem {
+            type_: format!(
+                "https://dreampipe.io/problems/{}",
+                self.reason().replace('_', "-")
+            ),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store(error) = &self {
+            tracing::error!(error = %crate::error_chain(error), "event store failed");
+        }
+        let problem = self.problem();
+        let mut response = (self.status(), axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, ApiError::Unauthorized) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(
+            self,
+            ApiError::Contended { .. } | ApiError::Store(_) | ApiError::Starting
+        ) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,228 @@
+//! The receiver's guarantees when several instances share one stream: `unchanged` is always
+//! decided on the latest stored state, and racing writers never lose an update.
+
+mod receiver_support;
+
+use std::collections::BTreeSet;
+
+use receiver_support::*;
+use runtime::store::jetstream::{Appended, EventStore, ensure_stream, stream_config};
+use runtime::store::{Event, EventType, Key};
+use serde_json::json;
+use testbed::NatsServer;
+
+#[tokio::test]
+async fn another_instances_write_is_never_answered_unchanged() {
+    let nats = NatsServer::start().await.unwrap();
+    let a = open_receiver(&nats).await;
+    let b = open_receiver(&nats).await;
+
+    assert_eq!(
+        put(&a, "c1", json!({"id": "c1", "name": "X"})).await.body["result"],
+        "created"
+    );
+    assert_eq!(
+        put(&b, "c1", json!({"id": "c1", "name": "Y"})).await.body["result"],
+        "updated"
+    );
+    // A last saw X; submitting X again is a change back from Y, not "unchanged".
+    let back = put(&a, "c1", json!({"id": "c1", "name": "X"})).await;
+    assert_eq!(back.body["result"], "updated");
+    assert_eq!(back.body["version"], 3);
+    // And B, which wrote Y, sees that X is current.
+    assert_eq!(
+        put(&b, "c1", json!({"id": "c1", "name": "X"})).await.body["result"],
+        "unchanged"
+    );
+    assert_eq!(stream_messages(&nats).await, 3);
+}
+
+#[tokio::test]
+async fn eight_writers_over_two_instances_leave_a_gap_free_version_sequence() {
+    let nats = NatsServer::start().await.unwrap();
+    let instances = [open_receiver(&nats).await, open_receiver(&nats).await];
+    let writers = 8;
+    let writes_per_writer = 25;
+
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let router = instances[writer % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            for write in 0..writes_per_writer {
+                let answer = put(
+                    &router,
+                    "hot",
+                    json!({"id": "hot", "name": format!("w{writer}-{write}")}),
+                )
+                .await;
+                assert!(
+                    answer.status.is_success(),
+                    "{} {}",
+                    answer.status,
+                    answer.body
+                );
+                assert_ne!(
+                    answer.body["result"], "unchanged",
+                    "every write carries new information"
+                );
+                versions.push(answer.body["version"].as_u64().unwrap());
+            }
+            versions
+        }));
+    }
+    let mut answered = BTreeSet::new();
+    for task in tasks {
+        for version in task.await.unwrap() {
+            assert!(answered.insert(version), "version {version} answered twice");
+        }
+    }
+    let total = (writers * writes_per_writer) as u64;
+    assert_eq!(answered, (1..=total).collect(), "answers cover 1..N");
+
+    let events = events_of(&nats, "hot").await;
+    let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+    assert_eq!(
+        versions,
+        (1..=total).collect::<Vec<_>>(),
+        "stored versions are 1..N in order, no gap, no duplicate"
+    );
+    // Each event's diff starts from the state of the event before it: no update was lost.
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].changes[0].from.as_ref(),
+            pair[0].state.as_ref().map(|s| &s["name"])
+        );
+    }
+}
+
+fn event(key: &str, version: u64, name: &str) -> Event {
+    Event {
+        id: uuid::Uuid::now_v7(),
+        entity: "customer".into(),
+        key: key.into(),
+        version,
+        type_: if version == 1 {
+            EventType::Created
+        } else {
+            EventType::Updated
+        },
+        state: Some(json!({"id": key, "name": name})),
+        changes: Vec::new(),
+        source: None,
+        occurred_at: None,
+        recorded_at: "2026-11-23T00:00:00Z".into(),
+        correlation_id: None,
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_ack_is_recognised_and_not_counted_as_a_new_event() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let entity = entity();
+    ensure_stream(&client, &names(), &entity.spec.stream)
+        .await
+        .unwrap();
+    let store = EventStore::open(&client, names(), 1).await.unwrap();
+    let key = Key::new("c1").unwrap();
+
+    let first = event("c1", 1, "Ada");
+    let Appended::Stored { sequence } = store.append(&key, &first, 0).await.unwrap() else {
+        panic!("first append conflicts")
+    };
+    // The same event again (a retried publish), whether the server answers with a stale
+    // sequence or with a duplicate ack: recognised as already stored, at the same sequence.
+    assert_eq!(
+        store.append(&key, &first, 0).await.unwrap(),
+        Appended::Stored { sequence }
+    );
+    assert_eq!(
+        store.append(&key, &first, sequence).await.unwrap(),
+        Appended::Stored { sequence }
+    );
+    // Another writer's event for the same version (its Nats-Msg-Id is a duplicate): a
+    // conflict, never a success.
+    assert_eq!(
+        store
+            .append(&key, &event("c1", 1, "Bo"), sequence)
+            .await
+            .unwrap(),
+        Appended::Conflict
+    );
+    assert_eq!(
+        store.append(&key, &event("c1", 1, "Bo"), 0).await.unwrap(),
+        Appended::Conflict
+    );
+    assert_eq!(stream_messages(&nats).await, 1);
+    assert_eq!(store.latest(&key).await.unwrap().unwrap().event, first);
+}
+
+#[tokio::test]
+async fn a_stale_expected_sequence_is_a_conflict() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    ensure_stream(&client, &names(), &entity().spec.stream)
+        .await
+        .unwrap();
+    let store = EventStore::open(&client, names(), 1).await.unwrap();
+    let key = Key::new("c1").unwrap();
+    store.append(&key, &event("c1", 1, "Ada"), 0).await.unwrap();
+    assert_eq!(
+        store.append(&key, &event("c1", 2, "Bo"), 0).await.unwrap(),
+        Appended::Conflict
+    );
+}
+
+#[tokio::test]
+async fn receivers_starting_together_agree_on_the_stream() {
+    let nats = NatsServer::start().await.unwrap();
+    let spec = entity().spec.stream;
+    let clients = [
+        nats.client().await.unwrap(),
+        nats.client().await.unwrap(),
+        nats.client().await.unwrap(),
+    ];
+    let names = names();
+    let results =
+        futures::future::join_all(clients.iter().map(|c| ensure_stream(c, &names, &spec))).await;
+    for result in results {
+        result.expect("every concurrent ensure succeeds");
+    }
+    // Ensuring again is a no-op, and the server holds exactly the designed configuration.
+    ensure_stream(&clients[0], &names, &spec).await.unwrap();
+    let js = nats.jetstream().await.unwrap();
+    let info = js
+        .get_stream("dp_shop_customer")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    let expected = stream_config(&names, &spec).unwrap();
+    assert_eq!(info.config.subjects, expected.subjects);
+    assert!(info.config.allow_direct && info.config.deny_delete && info.config.deny_purge);
+    assert_eq!(info.config.duplicate_window, expected.duplicate_window);
+    assert_eq!(info.config.storage, expected.storage);
+    assert_eq!(info.config.max_age, std::time::Duration::ZERO);
+}
+
+#[tokio::test]
+async fn changing_an_immutable_stream_setting_is_a_clear_error() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let mut spec = entity().spec.stream;
+    ensure_stream(&client, &names(), &spec).await.unwrap();
+    spec.storage = crds::entity::Storage::Memory;
+    let error = ensure_stream(&client, &names(), &spec).await.unwrap_err();
+    let message = runtime::error_chain(&error);
+    assert!(
+        message.starts_with("could not create or update stream dp_shop_customer"),
+        "{message}"
+    );
+    assert!(
+        message.contains("storage"),
+        "the cause names the setting: {message}"
+    );
+}
