@@ -226,3 +226,52 @@ async fn changing_an_immutable_stream_setting_is_a_clear_error() {
         "the cause names the setting: {message}"
     );
 }
+
+#[tokio::test]
+async fn reading_many_keys_at_once_agrees_with_reading_them_one_by_one() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    ensure_stream(&client, &names(), &entity().spec.stream)
+        .await
+        .unwrap();
+    let store = EventStore::open(&client, names(), 1).await.unwrap();
+    // More keys than one multi-get asks for, some of them escaped, some written twice.
+    let written: Vec<String> = (0..300)
+        .map(|i| {
+            if i % 7 == 0 {
+                format!("key with space {i}")
+            } else {
+                format!("k{i}")
+            }
+        })
+        .collect();
+    for (i, raw) in written.iter().enumerate() {
+        let key = Key::new(raw.as_str()).unwrap();
+        let Appended::Stored { sequence } =
+            store.append(&key, &event(raw, 1, "one"), 0).await.unwrap()
+        else {
+            panic!()
+        };
+        if i % 3 == 0 {
+            store
+                .append(&key, &event(raw, 2, "two"), sequence)
+                .await
+                .unwrap();
+        }
+    }
+    let mut asked: Vec<Key> = written
+        .iter()
+        .map(|k| Key::new(k.as_str()).unwrap())
+        .collect();
+    asked.extend((0..5).map(|i| Key::new(format!("absent-{i}")).unwrap()));
+
+    let many = store.latest_many(&asked).await.unwrap();
+    assert_eq!(many.len(), written.len(), "absent keys are left out");
+    for key in &asked {
+        assert_eq!(
+            many.get(key),
+            store.latest(key).await.unwrap().as_ref(),
+            "key {key}"
+        );
+    }
+}

@@ -397,12 +397,37 @@ async fn run_batch(
         }
     }
 
+    // One read for every key of the batch; each key's items then follow on from it.
+    let keys: Vec<Key> = groups.iter().map(|group| group[0].1.key.clone()).collect();
+    let mut prefetched = match receiver.store.latest_many(&keys).await {
+        Ok(found) => Some(found),
+        Err(error) => {
+            tracing::warn!(error = %crate::error_chain(&error), "batch read failed; reading key by key");
+            None
+        }
+    };
+    let groups: Vec<_> = groups
+        .into_iter()
+        .map(|group| {
+            let known = prefetched
+                .as_mut()
+                .map(|found| found.remove(&group[0].1.key));
+            (group, known)
+        })
+        .collect();
     let mut finished = futures::stream::iter(groups)
-        .map(|group| async move {
+        .map(|(group, known)| async move {
             let mut done = Vec::with_capacity(group.len());
+            let mut known = known;
             for (index, submission) in group {
                 let key = submission.key.to_string();
-                let outcome = receiver.submit(submission).await;
+                let outcome = match receiver.submit_after(submission, known.take()).await {
+                    Ok((accepted, latest)) => {
+                        known = Some(latest);
+                        Ok(accepted)
+                    }
+                    Err(error) => Err(error),
+                };
                 done.push((index, key, outcome));
             }
             done

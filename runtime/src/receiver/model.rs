@@ -120,19 +120,8 @@ impl EntityModel {
                 max: self.limits.max_depth,
             });
         }
-        let violations: Vec<Violation> = self
-            .validator
-            .iter_errors(state)
-            .map(|error| Violation {
-                path: error.instance_path().to_string(),
-                message: error.to_string(),
-            })
-            .collect();
-        if !violations.is_empty() {
-            return Err(Rejection::Schema {
-                entity: self.names.entity().to_owned(),
-                violations,
-            });
+        if !self.validator.is_valid(state) {
+            return Err(self.violations(state));
         }
         let key = self.key_of(state)?;
         match requested {
@@ -141,6 +130,22 @@ impl EntityModel {
                 requested: requested.to_string(),
             }),
             _ => Ok(key),
+        }
+    }
+
+    /// Every schema violation of an invalid state.
+    fn violations(&self, state: &Value) -> Rejection {
+        let violations: Vec<Violation> = self
+            .validator
+            .iter_errors(state)
+            .map(|error| Violation {
+                path: error.instance_path().to_string(),
+                message: error.to_string(),
+            })
+            .collect();
+        Rejection::Schema {
+            entity: self.names.entity().to_owned(),
+            violations,
         }
     }
 }

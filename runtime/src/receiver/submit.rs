@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::metrics::Metrics;
 use super::model::EntityModel;
 use super::problem::ApiError;
-use crate::store::envelope::{diff, informative};
+use crate::store::envelope::{diff, same_information};
 use crate::store::jetstream::{Appended, EventStore, StoreError, Stored};
 use crate::store::{Event, EventType, Key};
 
@@ -96,10 +96,28 @@ impl Receiver {
     /// Applies one submission: read the latest stored event, decide, append with the expected
     /// subject sequence, and on a conflict read again and decide again.
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, ApiError> {
+        self.submit_after(submission, None)
+            .await
+            .map(|(accepted, _)| accepted)
+    }
+
+    /// Like [`Receiver::submit`], starting from `known`: the key's latest stored event as read
+    /// (or appended) by this same request after it arrived, so deciding on it is deciding on
+    /// the latest state at a moment within the request. Returns the key's latest event after
+    /// the submission, for the request's next item of the same key.
+    pub async fn submit_after(
+        &self,
+        submission: Submission,
+        known: Option<Option<Stored>>,
+    ) -> Result<(Accepted, Option<Stored>), ApiError> {
+        let mut known = known;
         for attempt in 1..=MAX_ATTEMPTS {
-            let latest = self.store.latest(&submission.key).await?;
+            let latest = match known.take() {
+                Some(latest) => latest,
+                None => self.store.latest(&submission.key).await?,
+            };
             let (event, expected) = match self.decide(&submission, latest.as_ref())? {
-                Decision::Unchanged(accepted) => return Ok(accepted),
+                Decision::Unchanged(accepted) => return Ok((accepted, latest)),
                 Decision::Append(event) => (event, latest.as_ref().map_or(0, |s| s.sequence)),
             };
             let started = Instant::now();
@@ -113,12 +131,13 @@ impl Receiver {
                         EventType::Updated => Outcome::Updated,
                         EventType::Deleted => Outcome::Deleted,
                     };
-                    return Ok(Accepted {
+                    let accepted = Accepted {
                         result,
-                        key: event.key,
+                        key: event.key.clone(),
                         version: event.version,
                         sequence,
-                    });
+                    };
+                    return Ok((accepted, Some(Stored { event, sequence })));
                 }
                 Appended::Conflict => {
                     self.metrics.conflicts_retried.inc();
@@ -180,9 +199,7 @@ impl Receiver {
 
         let unchanged = match (current_state, &next_state) {
             (None, None) => true,
-            (Some(current), Some(next)) => {
-                informative(current, self.model.ignore()) == informative(next, self.model.ignore())
-            }
+            (Some(current), Some(next)) => same_information(current, next, self.model.ignore()),
             _ => false,
         };
         if unchanged {

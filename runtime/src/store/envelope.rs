@@ -82,7 +82,11 @@ fn diff_at(path: String, from: Option<&Value>, to: Option<&Value>, out: &mut Vec
 }
 
 fn child(path: &str, field: &str) -> String {
-    format!("{path}/{}", field.replace('~', "~0").replace('/', "~1"))
+    if field.contains(['~', '/']) {
+        format!("{path}/{}", field.replace('~', "~0").replace('/', "~1"))
+    } else {
+        format!("{path}/{field}")
+    }
 }
 
 /// Rebuilds the state before `changes` from the state after them.
@@ -132,15 +136,63 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Option<Value>) {
     }
 }
 
-/// The part of a state that counts as information: `state` without the `ignored` pointers.
-/// Two states carry the same information exactly when their informative parts are equal
-/// (object key order never matters: JSON objects compare as maps).
-pub fn informative(state: &Value, ignored: &[String]) -> Value {
-    let mut copy = state.clone();
-    for pointer in ignored {
-        set_pointer(&mut copy, pointer, None);
+/// Whether two states carry the same information: equal once the `ignored` pointers are
+/// left out. Object key order never matters (JSON objects compare as maps).
+pub fn same_information(a: &Value, b: &Value, ignored: &[String]) -> bool {
+    if ignored.is_empty() {
+        return a == b;
     }
-    copy
+    let tokens: Vec<Vec<String>> = ignored
+        .iter()
+        .map(|p| {
+            p.split('/')
+                .skip(1)
+                .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                .collect()
+        })
+        .collect();
+    let paths: Vec<&[String]> = tokens.iter().map(Vec::as_slice).collect();
+    equal_except(a, b, &paths)
+}
+
+/// Compares `a` and `b`, skipping the fields at `ignored` (paths relative to them).
+fn equal_except(a: &Value, b: &Value, ignored: &[&[String]]) -> bool {
+    let (Value::Object(a), Value::Object(b)) = (a, b) else {
+        return a == b;
+    };
+    let skipped = |field: &str| {
+        ignored
+            .iter()
+            .any(|path| path.len() == 1 && path[0] == field)
+    };
+    let nested = |field: &str| -> Vec<&[String]> {
+        ignored
+            .iter()
+            .filter(|path| path.len() > 1 && path[0] == field)
+            .map(|path| &path[1..])
+            .collect()
+    };
+    let fields_match = |x: &Map<String, Value>, y: &Map<String, Value>| {
+        x.iter().all(|(field, value)| {
+            if skipped(field) {
+                return true;
+            }
+            match y.get(field) {
+                Some(other) => {
+                    let inner = nested(field);
+                    if inner.is_empty() {
+                        value == other
+                    } else {
+                        equal_except(value, other, &inner)
+                    }
+                }
+                None => false,
+            }
+        })
+    };
+    fields_match(a, b)
+        && b.keys()
+            .all(|field| skipped(field) || a.contains_key(field))
 }
 
 #[cfg(test)]
@@ -225,9 +277,24 @@ mod tests {
             r#"{"meta":{"v":1,"etag":"y"},"name":"Ada","id":"1","lastSyncedAt":"t2"}"#,
         )
         .unwrap();
-        assert_eq!(informative(&a, &ignored), informative(&b, &ignored));
+        assert!(same_information(&a, &b, &ignored));
+        let without_ignored = json!({"id": "1", "name": "Ada", "meta": {"v": 1}});
+        assert!(
+            same_information(&a, &without_ignored, &ignored),
+            "an ignored field may come and go"
+        );
         let c = json!({"id": "1", "name": "Ada", "meta": {"v": 2}});
-        assert_ne!(informative(&a, &ignored), informative(&c, &ignored));
+        assert!(!same_information(&a, &c, &ignored));
+        let extra = json!({"id": "1", "name": "Ada", "meta": {"v": 1, "w": 0}});
+        assert!(
+            !same_information(&extra, &a, &ignored),
+            "a field only the new state has is new information"
+        );
+        assert!(
+            !same_information(&a, &extra, &ignored),
+            "a field only the old state has is information too"
+        );
+        assert!(same_information(&json!({"a": 1}), &json!({"a": 1}), &[]));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The event store on JetStream: one stream per Entity, created or updated idempotently; reads
 //! of a key's latest event; appends guarded by `Nats-Expected-Last-Subject-Sequence`.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use async_nats::HeaderMap;
 use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
@@ -11,6 +14,11 @@ use async_nats::jetstream::{self, Context};
 use crds::entity::{Storage, StreamSpec};
 
 use super::{Event, Key, StreamNames};
+
+/// Subjects asked for in one multi-subject direct get.
+const MULTI_GET_CHUNK: usize = 256;
+/// How long a multi-subject direct get may take to answer completely.
+const MULTI_GET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Oldest NATS server whose stream and consumer settings DreamPipe relies on.
 pub const MIN_SERVER: (u64, u64) = (2, 10);
@@ -126,13 +134,16 @@ pub fn stream_config(names: &StreamNames, spec: &StreamSpec) -> Result<stream::C
     })
 }
 
-fn check_server_version(version: &str) -> Result<(), StoreError> {
+fn version_at_least(version: &str, wanted: (u64, u64)) -> bool {
     let mut parts = version
         .trim_start_matches('v')
         .split('.')
         .map(|p| p.parse::<u64>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if found < MIN_SERVER {
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= wanted
+}
+
+fn check_server_version(version: &str) -> Result<(), StoreError> {
+    if !version_at_least(version, MIN_SERVER) {
         return Err(StoreError::ServerTooOld {
             version: version.to_owned(),
         });
@@ -149,6 +160,8 @@ pub struct EventStore {
     /// With one replica a direct get is answered by the only server, so it is never stale.
     /// With more, followers may lag, so reads go to the leader.
     direct_reads: bool,
+    /// Whether the server answers multi-subject direct gets (2.11 and later).
+    multi_get: bool,
 }
 
 impl EventStore {
@@ -171,6 +184,7 @@ impl EventStore {
             stream,
             names,
             direct_reads: replicas <= 1,
+            multi_get: version_at_least(&client.server_info().version, (2, 11)),
         })
     }
 
@@ -215,6 +229,85 @@ impl EventStore {
             event,
             sequence: message.sequence,
         }))
+    }
+
+    /// The latest event of each of `keys`, in one round trip per 256 keys (a multi-subject
+    /// direct get, NATS 2.11+) where reads may be direct, else key by key from the leader.
+    /// Keys never written are absent from the map.
+    pub async fn latest_many(&self, keys: &[Key]) -> Result<HashMap<Key, Stored>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        if !(self.direct_reads && self.multi_get) {
+            for key in keys {
+                if let Some(stored) = self.latest(key).await? {
+                    found.insert(key.clone(), stored);
+                }
+            }
+            return Ok(found);
+        }
+        let client = self.js.client();
+        let api = format!("$JS.API.DIRECT.GET.{}", self.names.stream());
+        for chunk in keys.chunks(MULTI_GET_CHUNK) {
+            let subjects: HashMap<String, &Key> =
+                chunk.iter().map(|k| (self.names.subject(k), k)).collect();
+            let request = serde_json::json!({ "multi_last": subjects.keys().collect::<Vec<_>>() });
+            let inbox = client.new_inbox();
+            let mut replies = client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| read_error(&api, e))?;
+            client
+                .publish_with_reply(api.clone(), inbox, request.to_string().into())
+                .await
+                .map_err(|e| read_error(&api, e))?;
+            loop {
+                let reply = tokio::time::timeout(MULTI_GET_TIMEOUT, replies.next())
+                    .await
+                    .map_err(|e| read_error(&api, e))?
+                    .ok_or_else(|| {
+                        read_error(&api, std::io::Error::other("reply subscription closed"))
+                    })?;
+                match reply.status {
+                    // End of batch, or nothing matched.
+                    Some(status) if status.as_u16() == 204 || status.as_u16() == 404 => break,
+                    Some(status) => {
+                        let why = format!(
+                            "multi-subject direct get answered {status}: {:?}",
+                            reply.description
+                        );
+                        return Err(read_error(&api, std::io::Error::other(why)));
+                    }
+                    None => {}
+                }
+                let header = |name: &str| {
+                    reply
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.as_str().to_owned())
+                };
+                let (Some(subject), Some(sequence)) =
+                    (header("Nats-Subject"), header("Nats-Sequence"))
+                else {
+                    return Err(read_error(
+                        &api,
+                        std::io::Error::other("direct get reply without subject or sequence"),
+                    ));
+                };
+                let sequence: u64 = sequence.parse().map_err(|e| read_error(&api, e))?;
+                let Some(key) = subjects.get(&subject) else {
+                    continue;
+                };
+                let event = serde_json::from_slice(&reply.payload).map_err(|source| {
+                    StoreError::Corrupt {
+                        subject: subject.clone(),
+                        sequence,
+                        source,
+                    }
+                })?;
+                found.insert((*key).clone(), Stored { event, sequence });
+            }
+        }
+        Ok(found)
     }
 
     /// Appends `event` to its key's subject if that subject's last sequence is still

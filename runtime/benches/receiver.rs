@@ -1,0 +1,242 @@
+//! Receiver throughput beside the raw limit of the same machine, measured in the same run.
+//!
+//! `cargo bench -p runtime --bench receiver` starts its own nats-server, a release
+//! `dreampipe receiver` process, and drives the batch endpoint with N submissions (default
+//! 100 000; `DREAMPIPE_BENCH_N` overrides) in three mixes: all new keys, all changed, all
+//! unchanged. Beside each it prints the raw rate of acknowledged, pipelined JetStream publishes
+//! of the same payloads, and the ratio; then the receiver's peak RSS.
+
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::future::IntoFuture;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use runtime::store::{Event, EventType, Key, StreamNames};
+use serde_json::{Value, json};
+use testbed::NatsServer;
+use testbed::child::{free_port, http, terminate, wait_for_port};
+
+const BATCH: usize = 1000;
+const REQUESTS_IN_FLIGHT: usize = 4;
+const ENTITY: &str = r#"
+apiVersion: dreampipe.io/v1alpha1
+kind: Entity
+metadata: {name: customer, namespace: bench}
+spec:
+  key: /id
+  partitions: 8
+  ignore: [/syncedAt]
+  receiver: {limits: {maxBodyBytes: 8388608, maxBatchItems: 5000}}
+  schema:
+    type: object
+    required: [id, name]
+    properties:
+      id: {type: string}
+      name: {type: string}
+      email: {type: string}
+      city: {type: string}
+      revenue: {type: number}
+      round: {type: integer}
+      syncedAt: {type: string}
+"#;
+
+fn state(i: usize, round: u32) -> Value {
+    let city = ["Lyon", "Oslo", "Porto", "Turku", "Gent"][i % 5];
+    json!({
+        "id": format!("customer-{i:07}"),
+        "name": format!("Customer {i}"),
+        "email": format!("customer{i}@example.com"),
+        "city": city,
+        "revenue": (i % 1000) as f64 * 12.5,
+        "round": round,
+        "syncedAt": "2026-11-23T10:00:00Z",
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::var("DREAMPIPE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("entity.yaml");
+    std::fs::write(&config, ENTITY)?;
+    let port = free_port();
+    let mut receiver = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
+        .arg("receiver")
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--nats-url",
+            nats.url(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    wait_for_port(&mut receiver, port, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http(port, "GET", "/readyz", None).is_ok_and(|(s, _)| s == 200) {
+        ensure!(Instant::now() < deadline, "receiver not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    println!(
+        "receiver benchmark: {n} submissions per mix, batches of {BATCH}, {REQUESTS_IN_FLIGHT} requests in flight"
+    );
+    println!(
+        "{:<10} {:>14} {:>14} {:>8} {:>22}",
+        "mix", "events/s", "raw publish/s", "ratio", "receiver CPU µs/item"
+    );
+    let mixes = [
+        ("new", 0, "created"),
+        ("changed", 1, "updated"),
+        ("unchanged", 1, "unchanged"),
+    ];
+    for (mix, round, expected) in mixes {
+        let payloads: Vec<Value> = (0..n).map(|i| state(i, round)).collect();
+        let raw = raw_publish_rate(&nats, &payloads, mix).await?;
+        let cpu_before = cpu_seconds(receiver.id()).context("read receiver CPU time")?;
+        let rate = drive(port, &payloads, expected).await?;
+        let cpu = cpu_seconds(receiver.id()).context("read receiver CPU time")? - cpu_before;
+        let per_item = cpu * 1e6 / n as f64;
+        println!(
+            "{mix:<10} {rate:>14.0} {raw:>14.0} {:>8.2} {per_item:>22.1}",
+            rate / raw
+        );
+    }
+    let rss = peak_rss_kib(receiver.id()).context("read receiver RSS")?;
+    println!("receiver peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    ensure!(
+        terminate(&mut receiver, Duration::from_secs(10)).success(),
+        "receiver did not stop cleanly"
+    );
+    Ok(())
+}
+
+/// Sends every payload through the batch endpoint; returns submissions per second.
+async fn drive(port: u16, payloads: &[Value], expected: &str) -> anyhow::Result<f64> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let uri: hyper::Uri = format!("http://127.0.0.1:{port}/v1/entities/customer/batch").parse()?;
+    let bodies: Vec<Bytes> = payloads
+        .chunks(BATCH)
+        .map(|chunk| {
+            let lines: Vec<String> = chunk
+                .iter()
+                .map(|state| json!({"state": state}).to_string())
+                .collect();
+            Bytes::from(lines.join("\n"))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut answers = futures::stream::iter(bodies)
+        .map(|body| {
+            let request = hyper::Request::post(uri.clone())
+                .header("content-type", "application/x-ndjson")
+                .body(Full::new(body))
+                .expect("a valid request");
+            let client = client.clone();
+            async move {
+                let response = client.request(request).await?;
+                let bytes = response.into_body().collect().await?.to_bytes();
+                anyhow::Ok(serde_json::from_slice::<Value>(&bytes)?)
+            }
+        })
+        .buffer_unordered(REQUESTS_IN_FLIGHT);
+    let mut done = 0;
+    while let Some(answer) = answers.next().await {
+        let answer = answer?;
+        let results = answer["results"]
+            .as_array()
+            .context("batch answer has results")?;
+        for result in results {
+            ensure!(
+                result["result"] == expected,
+                "expected {expected}, got {result}"
+            );
+        }
+        done += results.len();
+    }
+    ensure!(done == payloads.len());
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Acknowledged JetStream publishes of the same events (envelope included), pipelined, into a
+/// stream of the same shape: the most the receiver could append on this machine.
+async fn raw_publish_rate(nats: &NatsServer, payloads: &[Value], mix: &str) -> anyhow::Result<f64> {
+    let js = nats.jetstream().await?;
+    let names = StreamNames::new("raw", mix, 8);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: names.stream(),
+        subjects: vec![names.stream_subjects()],
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await?;
+    let messages: Vec<(String, Bytes)> = payloads
+        .iter()
+        .map(|state| {
+            let key =
+                Key::new(state["id"].as_str().unwrap_or_default()).expect("bench keys are valid");
+            let event = Event {
+                id: uuid::Uuid::now_v7(),
+                entity: "customer".into(),
+                key: key.to_string(),
+                version: 1,
+                type_: EventType::Created,
+                state: Some(state.clone()),
+                changes: runtime::store::envelope::diff(None, Some(state)),
+                source: None,
+                occurred_at: None,
+                recorded_at: "2026-11-23T10:00:00Z".into(),
+                correlation_id: None,
+            };
+            (
+                names.subject(&key),
+                Bytes::from(serde_json::to_vec(&event).expect("events serialise")),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for window in messages.chunks(BATCH) {
+        let mut acks = Vec::with_capacity(window.len());
+        for (subject, payload) in window {
+            acks.push(
+                js.publish(subject.clone(), payload.clone())
+                    .await?
+                    .into_future(),
+            );
+        }
+        futures::future::try_join_all(acks).await?;
+    }
+    Ok(payloads.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// CPU time (user and system) a process has used, from /proc, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Peak resident set size of a process, from /proc (KiB).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
