@@ -273,3 +273,30 @@ async fn metrics_count_results_and_rejections() {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn status_reports_the_streams_events_keys_and_newest_event() {
+    let nats = NatsServer::start().await.unwrap();
+    let router = open_receiver(&nats).await;
+    let empty = call(&router, Method::GET, "/v1/status", None, &[]).await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert_eq!(empty.body["events"], 0);
+    assert!(empty.body.get("lastEventTime").is_none_or(|t| t.is_null()));
+
+    put(&router, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    put(&router, "c1", json!({"id": "c1", "name": "Ada L."})).await;
+    put(&router, "c2", json!({"id": "c2", "name": "Bo"})).await;
+    let status = call(&router, Method::GET, "/v1/status", None, &[]).await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.body["entity"], "customer");
+    assert_eq!(status.body["stream"], "dp_shop_customer");
+    assert_eq!(status.body["events"], 3);
+    assert_eq!(status.body["keys"], 2);
+    assert_eq!(status.body["lastSequence"], 3);
+    let newest: jiff::Timestamp = status.body["lastEventTime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(jiff::Timestamp::now().duration_since(newest).as_secs() < 60);
+}

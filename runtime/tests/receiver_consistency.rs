@@ -206,6 +206,11 @@ async fn receivers_starting_together_agree_on_the_stream() {
     assert_eq!(info.config.duplicate_window, expected.duplicate_window);
     assert_eq!(info.config.storage, expected.storage);
     assert_eq!(info.config.max_age, std::time::Duration::ZERO);
+    assert_eq!(
+        info.config.metadata["dreampipe.io/partitions"], "4",
+        "readers find the partitions in the stream"
+    );
+    assert_eq!(info.config.metadata["dreampipe.io/entity"], "customer");
 }
 
 #[tokio::test]

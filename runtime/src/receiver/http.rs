@@ -31,7 +31,7 @@ use crate::store::Key;
 /// Keys in flight at once within one batch; one key's items stay in order.
 const BATCH_CONCURRENCY: usize = 256;
 
-/// The API routes over `receiver`, guarded by `tokens`.
+/// The API routes over `receiver`, guarded by `tokens`, and the unguarded `/v1/status`.
 pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
     Router::new()
         .route("/v1/entities/{entity}/batch", post(batch))
@@ -43,7 +43,30 @@ pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
             Arc::new(tokens),
             require_token,
         ))
+        .route("/v1/status", get(status))
         .with_state(receiver)
+}
+
+/// What the operator shows in `kubectl get entities`: the stream's figures.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    entity: String,
+    stream: String,
+    #[serde(flatten)]
+    stats: crate::store::jetstream::StreamStats,
+}
+
+async fn status(State(receiver): State<Arc<Receiver>>) -> Response {
+    match receiver.store.stats().await {
+        Ok(stats) => axum::Json(Status {
+            entity: receiver.model.names().entity().to_owned(),
+            stream: receiver.model.names().stream(),
+            stats,
+        })
+        .into_response(),
+        Err(error) => ApiError::Store(error).into_response(),
+    }
 }
 
 async fn require_token(

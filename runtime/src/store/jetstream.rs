@@ -130,8 +130,38 @@ pub fn stream_config(names: &StreamNames, spec: &StreamSpec) -> Result<stream::C
         allow_direct: true,
         deny_delete: true,
         deny_purge: true,
+        // Lets readers (the query service) find an Entity's partitions without its YAML.
+        metadata: HashMap::from([
+            (METADATA_ENTITY.to_owned(), names.entity().to_owned()),
+            (METADATA_NAMESPACE.to_owned(), names.namespace().to_owned()),
+            (
+                METADATA_PARTITIONS.to_owned(),
+                names.partitions().to_string(),
+            ),
+        ]),
         ..Default::default()
     })
+}
+
+/// Stream metadata key naming the Entity.
+pub const METADATA_ENTITY: &str = "dreampipe.io/entity";
+/// Stream metadata key naming the Entity's namespace.
+pub const METADATA_NAMESPACE: &str = "dreampipe.io/namespace";
+/// Stream metadata key holding the Entity's partition count.
+pub const METADATA_PARTITIONS: &str = "dreampipe.io/partitions";
+
+/// What a stream holds, for status reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStats {
+    /// Events stored.
+    pub events: u64,
+    /// Distinct keys (subjects) with events.
+    pub keys: u64,
+    /// Sequence of the newest event.
+    pub last_sequence: u64,
+    /// When the newest event was stored (RFC 3339); absent while the stream is empty.
+    pub last_event_time: Option<String>,
 }
 
 fn version_at_least(version: &str, wanted: (u64, u64)) -> bool {
@@ -191,6 +221,28 @@ impl EventStore {
     /// Stream and subject names.
     pub fn names(&self) -> &StreamNames {
         &self.names
+    }
+
+    /// Events, keys and the newest event of the stream, as the server reports them now.
+    pub async fn stats(&self) -> Result<StreamStats, StoreError> {
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| read_error(&self.names.stream(), e))?;
+        let state = &info.state;
+        let last_event_time = (state.messages > 0)
+            .then(|| {
+                jiff::Timestamp::from_nanosecond(state.last_timestamp.unix_timestamp_nanos()).ok()
+            })
+            .flatten()
+            .map(|t| t.to_string());
+        Ok(StreamStats {
+            events: state.messages,
+            keys: state.subjects_count,
+            last_sequence: state.last_sequence,
+            last_event_time,
+        })
     }
 
     /// The latest event of `key`, read from the stream itself (never from a cache).
