@@ -2,7 +2,9 @@
 //! do from its mounted config (the same YAML a user applies) and its environment; the runtime
 //! never calls the Kubernetes API.
 
+pub mod auth;
 pub mod config;
+pub mod problem;
 pub mod receiver;
 pub mod store;
 

@@ -5,7 +5,7 @@ mod receiver_support;
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use receiver_support::*;
-use runtime::receiver::auth::Tokens;
+use runtime::auth::Tokens;
 use serde_json::json;
 use testbed::NatsServer;
 

@@ -14,18 +14,19 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::Tokens;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::submit::{Accepted, Operation, Receiver, Submission};
+use crate::auth::{Tokens, require_token};
+use crate::problem::Problem;
 use crate::store::Key;
 
 /// Keys in flight at once within one batch; one key's items stay in order.
@@ -66,22 +67,6 @@ async fn status(State(receiver): State<Arc<Receiver>>) -> Response {
         })
         .into_response(),
         Err(error) => ApiError::Store(error).into_response(),
-    }
-}
-
-async fn require_token(
-    State(tokens): State<Arc<Tokens>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if tokens.admits(authorization) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
     }
 }
 

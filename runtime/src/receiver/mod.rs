@@ -2,7 +2,6 @@
 //! against the Entity's schema, appends an event only when a submission carries new
 //! information, and never loses an update when writers race.
 
-pub mod auth;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -22,9 +21,9 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::auth::{Tokens, TokensError};
 use crate::config::{ConfigError, Resources, name_of};
 use crate::store::jetstream::{StoreError, ensure_stream};
-use auth::{Tokens, TokensError};
 use metrics::Metrics;
 use model::{EntityModel, SchemaError};
 use submit::Receiver;

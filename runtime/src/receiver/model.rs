@@ -8,13 +8,7 @@ use serde_json::Value;
 use crate::config::{name_of, namespace_of};
 use crate::store::{Key, KeyError, StreamNames};
 
-/// One thing wrong with a submitted state, at a JSON pointer into it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Violation {
-    /// JSON pointer into the submitted state (`""` for the whole state).
-    pub path: String,
-    pub message: String,
-}
+pub use crate::problem::Violation;
 
 /// Why a submitted state is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,25 +1,12 @@
-//! Errors as HTTP answers: RFC 9457 `application/problem+json`. Internal errors are logged
-//! with their sources and answered without detail.
+//! The receiver's errors as HTTP answers (RFC 9457 problems). Internal errors are logged with
+//! their sources and answered without detail.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
-use super::model::{Rejection, Violation};
+use super::model::Rejection;
+use crate::problem::{Problem, Violation};
 use crate::store::jetstream::StoreError;
-
-/// A problem document (RFC 9457).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// The failing paths of a schema violation.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<Violation>,
-}
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +27,6 @@ pub enum ApiError {
     UnknownEntity { served: String, requested: String },
     #[error("{0}")]
     NotFound(String),
-    #[error("a bearer token is required")]
-    Unauthorized,
     #[error("the current version is {current}, not {expected}")]
     PreconditionFailed { expected: u64, current: u64 },
     #[error("too many concurrent writers on key {key}; retry")]
@@ -65,7 +50,6 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownEntity { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Contended { .. } | ApiError::Store(_) | ApiError::Starting => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -91,7 +75,6 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::UnknownEntity { .. } => "unknown_entity",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Unauthorized => "unauthorized",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
             ApiError::Contended { .. } => "contended",
             ApiError::Store(_) => "unavailable",
@@ -101,20 +84,18 @@ impl ApiError {
 
     /// The problem document; internal causes are not echoed.
     pub fn problem(&self) -> Problem {
-        let status = self.status();
-        let errors = match self {
+        Problem::new(
+            self.status(),
+            self.reason(),
+            self.to_string(),
+            self.violations(),
+        )
+    }
+
+    fn violations(&self) -> Vec<Violation> {
+        match self {
             ApiError::Rejected(Rejection::Schema { violations, .. }) => violations.clone(),
             _ => Vec::new(),
-        };
-        Problem {
-            type_: format!(
-                "https://dreampipe.io/problems/{}",
-                self.reason().replace('_', "-")
-            ),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            errors,
         }
     }
 }
@@ -124,22 +105,11 @@ impl IntoResponse for ApiError {
         if let ApiError::Store(error) = &self {
             tracing::error!(error = %crate::error_chain(error), "event store failed");
         }
-        let problem = self.problem();
-        let mut response = (self.status(), axum::Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if matches!(self, ApiError::Unauthorized) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if matches!(
-            self,
-            ApiError::Contended { .. } | ApiError::Store(_) | ApiError::Starting
-        ) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        crate::problem::respond(
+            self.status(),
+            self.reason(),
+            self.to_string(),
+            self.violations(),
+        )
     }
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
-use runtime::receiver::auth::Tokens;
+use runtime::auth::Tokens;
 use runtime::receiver::metrics::Metrics;
 use runtime::receiver::model::EntityModel;
 use runtime::receiver::submit::Receiver;

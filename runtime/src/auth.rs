@@ -1,9 +1,36 @@
 //! Bearer tokens: read from a mounted file (one per line) and/or the environment, compared in
-//! constant time. With no token configured the receiver is open, and says so at start.
+//! constant time. With no token configured an API is open, and its role says so at start.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use subtle::ConstantTimeEq;
+
+/// Middleware: lets a request through when it carries an accepted token, else answers 401.
+pub async fn require_token(
+    State(tokens): State<Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if tokens.admits(authorization) {
+        next.run(request).await
+    } else {
+        crate::problem::respond(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required".to_owned(),
+            Vec::new(),
+        )
+    }
+}
 
 /// The accepted bearer tokens; empty means open.
 #[derive(Clone, Default)]
