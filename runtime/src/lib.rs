@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod problem;
+pub mod query;
 pub mod receiver;
 pub mod store;
 

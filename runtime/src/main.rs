@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Event Receiver: validates submissions and appends an event when they carry new information.
     Receiver(runtime::receiver::Args),
+    /// Event Query Service: entity states and history, and projected views.
+    Query(runtime::query::Args),
 }
 
 #[tokio::main]
@@ -44,6 +46,9 @@ async fn main() -> ExitCode {
     let shutdown = process::shutdown_on_signal();
     let result = match command {
         Command::Receiver(args) => runtime::receiver::run(args, shutdown)
+            .await
+            .map_err(|e| runtime::error_chain(&e)),
+        Command::Query(args) => runtime::query::run(args, shutdown)
             .await
             .map_err(|e| runtime::error_chain(&e)),
     };

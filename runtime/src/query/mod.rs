@@ -1,0 +1,175 @@
+//! The Event Query Service (DESIGN §6): entity states and history read from JetStream, and
+//! projected views read from Postgres through their stable names.
+
+pub mod entities;
+pub mod http;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use process::Health;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Tokens, TokensError};
+use crate::store::jetstream::StoreError;
+use entities::Entities;
+use http::Readers;
+use views::Views;
+
+/// Flags of `dreampipe query`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Namespace whose Entities are served.
+    #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Postgres URL of the views, best as the read-only role; views are not served without it.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Address of the API and of /healthz, /readyz and /metrics.
+    #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// File of accepted bearer tokens, one per line (a mounted Secret).
+    #[arg(long, env = "DREAMPIPE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Accepted bearer tokens, comma-separated.
+    #[arg(long, env = "DREAMPIPE_TOKENS", hide_env_values = true)]
+    pub tokens: Option<String>,
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("no entity {0:?} in this namespace")]
+    UnknownEntity(String),
+    #[error("no view {0:?}")]
+    UnknownView(String),
+    #[error("view {view:?} has no column {column:?}")]
+    UnknownColumn { view: String, column: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the event store is unavailable")]
+    Store(#[from] StoreError),
+    #[error("the view database is unavailable")]
+    Database(#[from] sqlx::Error),
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let (status, reason) = match &self {
+            QueryError::UnknownEntity(_) => (StatusCode::NOT_FOUND, "unknown_entity"),
+            QueryError::UnknownView(_) => (StatusCode::NOT_FOUND, "unknown_view"),
+            QueryError::UnknownColumn { .. } => (StatusCode::BAD_REQUEST, "unknown_column"),
+            QueryError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            QueryError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            QueryError::Store(error) => {
+                tracing::error!(error = %crate::error_chain(error), "event store failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            QueryError::Database(error) => {
+                tracing::error!(error = %crate::error_chain(error), "view database failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        crate::problem::respond(status, reason, self.to_string(), Vec::new())
+    }
+}
+
+/// Why the query service could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryServiceError {
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error("cannot connect to NATS at {url}")]
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("invalid DATABASE_URL")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the query service until `shutdown` is cancelled.
+pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QueryServiceError> {
+    let Args {
+        namespace,
+        nats_url,
+        database_url,
+        listen,
+        tokens_file,
+        tokens,
+    } = args;
+    let tokens = Tokens::load(tokens_file.as_deref(), tokens.as_deref())?;
+    if tokens.is_open() {
+        tracing::warn!("no bearer tokens configured: the query API answers anyone");
+    }
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(&nats_url)
+        .await
+        .map_err(|source| QueryServiceError::Nats {
+            url: nats_url.clone(),
+            source,
+        })?;
+    let views = match &database_url {
+        Some(url) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .connect_lazy(url)
+                .map_err(QueryServiceError::DatabaseUrl)?;
+            Some(Views::new(pool))
+        }
+        None => {
+            tracing::warn!("no DATABASE_URL: views are not served");
+            None
+        }
+    };
+    let readers = Arc::new(Readers {
+        entities: Entities::new(client.clone(), namespace),
+        views,
+    });
+    let health = Health::new(Registry::default());
+    let app = process::probe_routes(health.clone()).merge(http::routes(readers.clone(), tokens));
+    let listener = process::bind(listen)
+        .await
+        .map_err(QueryServiceError::Serve)?;
+    let server = tokio::spawn(process::serve(listener, app, shutdown.clone()));
+    tokio::spawn(watch_readiness(client, readers, health, shutdown));
+    match server.await {
+        Ok(result) => result.map_err(QueryServiceError::Serve),
+        Err(join) => Err(QueryServiceError::Serve(std::io::Error::other(join))),
+    }
+}
+
+/// Ready while NATS is connected and (when configured) Postgres answers.
+async fn watch_readiness(
+    client: async_nats::Client,
+    readers: Arc<Readers>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let nats = client.connection_state() == async_nats::connection::State::Connected;
+        let postgres = match &readers.views {
+            Some(views) => sqlx::query("select 1").execute(views.pool()).await.is_ok(),
+            None => true,
+        };
+        health.set_ready(nats && postgres);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! View reads from Postgres, through stable view names only: a name is served when Postgres
+//! lists it as a view visible to the connected role, never when it is a generation's table.
+//! Filters compare declared columns for equality; names are checked against the view's own
+//! columns and quoted, values are always bound.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use super::QueryError;
+use super::entities::truncate;
+
+/// Longest filter value accepted, in bytes.
+const MAX_FILTER_BYTES: usize = 1024;
+
+/// Reads views.
+#[derive(Clone, Debug)]
+pub struct Views {
+    pool: PgPool,
+}
+
+/// One page of a view's rows, in a stable order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewPage {
+    pub view: String,
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Value>,
+    /// Pass as `pageToken` for the next page; absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+impl Views {
+    pub fn new(pool: PgPool) -> Self {
+        Views { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The columns of `view` in declared order, or `UnknownView`.
+    async fn columns(&self, view: &str) -> Result<Vec<String>, QueryError> {
+        if !crds::validate::is_sql_identifier(view) {
+            return Err(QueryError::UnknownView(truncate(view)));
+        }
+        let columns: Vec<String> = sqlx::query_scalar(
+            "select c.column_name::text from information_schema.columns c
+             join information_schema.views v
+               on v.table_schema = c.table_schema and v.table_name = c.table_name
+             where c.table_schema = current_schema() and c.table_name = $1
+             order by c.ordinal_position",
+        )
+        .bind(view)
+        .fetch_all(&self.pool)
+        .await?;
+        if columns.is_empty() {
+            return Err(QueryError::UnknownView(view.to_owned()));
+        }
+        Ok(columns)
+    }
+
+    /// A page of `view`'s rows matching every `(column, value)` filter.
+    pub async fn page(
+        &self,
+        view: &str,
+        filters: &[(String, String)],
+        limit: usize,
+        offset: u64,
+    ) -> Result<ViewPage, QueryError> {
+        let columns = self.columns(view).await?;
+        let mut conditions = Vec::with_capacity(filters.len());
+        for (index, (column, value)) in filters.iter().enumerate() {
+            if !columns.iter().any(|c| c == column) {
+                return Err(QueryError::UnknownColumn {
+                    view: view.to_owned(),
+                    column: truncate(column),
+                });
+            }
+            if value.len() > MAX_FILTER_BYTES {
+                return Err(QueryError::BadRequest(format!(
+                    "the filter on {column} is {} bytes long; at most {MAX_FILTER_BYTES} are allowed",
+                    value.len()
+                )));
+            }
+            if value.contains('\0') {
+                return Err(QueryError::BadRequest(format!(
+                    "the filter on {column} contains a NUL character"
+                )));
+            }
+            conditions.push(format!("{}::text = ${}", quote(column), index + 1));
+        }
+        // Bookkeeping columns give latest and history views a unique order; aggregate views
+        // are unique over all their columns.
+        let order = ["dp_sequence", "dp_key"]
+            .iter()
+            .find(|c| columns.iter().any(|column| column == *c))
+            .map(|c| quote(c))
+            .unwrap_or_else(|| {
+                columns
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+        let sql = format!(
+            "select to_jsonb(v) from {} v {} order by {order} limit {} offset {offset}",
+            quote(view),
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("where {}", conditions.join(" and "))
+            },
+            limit + 1,
+        );
+        let mut query = sqlx::query_scalar::<_, Value>(sqlx::AssertSqlSafe(sql));
+        for (_, value) in filters {
+            query = query.bind(value);
+        }
+        let mut rows = query.fetch_all(&self.pool).await?;
+        let next_page_token = (rows.len() > limit).then(|| (offset + limit as u64).to_string());
+        rows.truncate(limit);
+        Ok(ViewPage {
+            view: view.to_owned(),
+            rows,
+            next_page_token,
+        })
+    }
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}

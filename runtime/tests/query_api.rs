@@ -1,0 +1,369 @@
+//! The Event Query Service against a real JetStream (written by a real receiver) and a real
+//! Postgres: states, history, as-of reads, views, bad and hostile input, and its OpenAPI document.
+
+mod receiver_support;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use receiver_support::{call, open_receiver, put};
+use runtime::auth::Tokens;
+use runtime::query::entities::Entities;
+use runtime::query::http::{Readers, routes};
+use runtime::query::views::Views;
+use serde_json::{Value, json};
+use testbed::{NatsServer, TestDatabase};
+
+async fn query_service(nats: &NatsServer, database: Option<&TestDatabase>) -> Router {
+    let views = match database {
+        Some(database) => Some(Views::new(database.pool().await.unwrap())),
+        None => None,
+    };
+    let readers = Readers {
+        entities: Entities::new(nats.client().await.unwrap(), "shop".to_owned()),
+        views,
+    };
+    routes(Arc::new(readers), Tokens::default())
+}
+
+async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
+    let answer = call(router, Method::GET, uri, None, &[]).await;
+    (answer.status, answer.body)
+}
+
+#[tokio::test]
+async fn entity_state_history_and_as_of_come_from_the_stream() {
+    let nats = NatsServer::start().await.unwrap();
+    let receiver = open_receiver(&nats).await;
+    for name in ["Ada", "Ada L.", "Ada Lovelace"] {
+        put(&receiver, "c1", json!({"id": "c1", "name": name})).await;
+    }
+    let between = jiff::Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    put(&receiver, "c1", json!({"id": "c1", "name": "Countess"})).await;
+    let query = query_service(&nats, None).await;
+
+    let (status, current) = get(&query, "/v1/entities/customer/c1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(current["version"], 4);
+    assert_eq!(current["state"]["name"], "Countess");
+
+    let (_, v2) = get(&query, "/v1/entities/customer/c1?asOf=2").await;
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["state"]["name"], "Ada L.");
+    let (_, before) = get(&query, &format!("/v1/entities/customer/c1?asOf={between}")).await;
+    assert_eq!(
+        before["version"], 3,
+        "the state as of a time is the last event recorded by then"
+    );
+    let (status, _) = get(&query, "/v1/entities/customer/c1?asOf=2000-01-01T00:00:00Z").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "before its first event the key did not exist"
+    );
+
+    let (_, first) = get(&query, "/v1/entities/customer/c1/history?limit=3").await;
+    let versions: Vec<u64> = first["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(first["nextFromVersion"], 4);
+    let (_, last) = get(
+        &query,
+        "/v1/entities/customer/c1/history?limit=3&fromVersion=4",
+    )
+    .await;
+    assert_eq!(last["events"].as_array().unwrap().len(), 1);
+    assert!(last["nextFromVersion"].is_null());
+}
+
+#[tokio::test]
+async fn a_deleted_key_is_gone_now_but_readable_as_of_before() {
+    let nats = NatsServer::start().await.unwrap();
+    let receiver = open_receiver(&nats).await;
+    put(&receiver, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    call(
+        &receiver,
+        Method::DELETE,
+        "/v1/entities/customer/c1",
+        None,
+        &[],
+    )
+    .await;
+    let query = query_service(&nats, None).await;
+    let (status, body) = get(&query, "/v1/entities/customer/c1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["detail"], "c1 was deleted at version 2");
+    let (status, body) = get(&query, "/v1/entities/customer/c1?asOf=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"]["name"], "Ada");
+}
+
+#[tokio::test]
+async fn bad_entity_reads_are_4xx_naming_what_is_wrong() {
+    let nats = NatsServer::start().await.unwrap();
+    let receiver = open_receiver(&nats).await;
+    put(&receiver, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    let query = query_service(&nats, None).await;
+    let cases = [
+        (
+            "/v1/entities/order/o1",
+            StatusCode::NOT_FOUND,
+            "no entity \"order\"",
+        ),
+        (
+            "/v1/entities/customer/nobody",
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            "/v1/entities/customer/c1?asOf=yesterday",
+            StatusCode::BAD_REQUEST,
+            "asOf must be a version number or an RFC 3339 time",
+        ),
+        (
+            "/v1/entities/customer/c1?asOf=0",
+            StatusCode::BAD_REQUEST,
+            "1 or more",
+        ),
+        (
+            "/v1/entities/customer/c1/history?limit=0",
+            StatusCode::BAD_REQUEST,
+            "limit must be a number from 1 to 1000",
+        ),
+        (
+            "/v1/entities/customer/c1/history?limit=1001",
+            StatusCode::BAD_REQUEST,
+            "limit must be a number from 1 to 1000",
+        ),
+        (
+            "/v1/entities/customer/c1/history?fromVersion=x",
+            StatusCode::BAD_REQUEST,
+            "fromVersion",
+        ),
+        (
+            "/v1/entities/Customer%3Bdrop/c1",
+            StatusCode::NOT_FOUND,
+            "no entity",
+        ),
+    ];
+    for (uri, status, words) in cases {
+        let (got, body) = get(&query, uri).await;
+        assert_eq!(got, status, "{uri}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(words),
+            "{uri}: {body}"
+        );
+    }
+    let long_key = format!("/v1/entities/customer/{}", "k".repeat(600));
+    assert_eq!(get(&query, &long_key).await.0, StatusCode::BAD_REQUEST);
+}
+
+/// A database laid out as the projector leaves it: a generation table and its stable view.
+async fn projected(database: &TestDatabase) {
+    let pool = database.pool().await.unwrap();
+    for statement in [
+        "create table dp_checkpoints (projection text, generation text, partition int, sequence bigint)",
+        "create table \"dp_customers_g1\" (dp_key text primary key, dp_version bigint, \"name\" text, \"city\" text, \"spend\" numeric)",
+        "create view \"customers\" as select dp_key, dp_version, \"name\", \"city\", \"spend\" from \"dp_customers_g1\"",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    for i in 0..25 {
+        sqlx::query("insert into dp_customers_g1 values ($1, 1, $2, $3, $4::bigint)")
+            .bind(format!("c{i:02}"))
+            .bind(format!("Customer {i}"))
+            .bind(if i % 2 == 0 { "Lyon" } else { "Oslo" })
+            .bind(i64::from(i * 10))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn view_rows_page_in_a_stable_order_with_equality_filters() {
+    let nats = NatsServer::start().await.unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    projected(&database).await;
+    let query = query_service(&nats, Some(&database)).await;
+
+    let mut keys = Vec::new();
+    let mut uri = "/v1/views/customers?limit=10".to_owned();
+    loop {
+        let (status, page) = get(&query, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        keys.extend(
+            page["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["dp_key"].as_str().unwrap().to_owned()),
+        );
+        match page["nextPageToken"].as_str() {
+            Some(token) => uri = format!("/v1/views/customers?limit=10&pageToken={token}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(keys, expected, "pages cover every row once, in key order");
+
+    let (_, lyon) = get(&query, "/v1/views/customers?city=Lyon&limit=100").await;
+    let rows = lyon["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 13);
+    assert!(rows.iter().all(|r| r["city"] == "Lyon"));
+    let (_, one) = get(&query, "/v1/views/customers?city=Oslo&spend=30").await;
+    assert_eq!(one["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(one["rows"][0]["name"], "Customer 3");
+}
+
+#[tokio::test]
+async fn hostile_view_requests_get_a_clear_4xx_and_change_nothing() {
+    let nats = NatsServer::start().await.unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    projected(&database).await;
+    let query = query_service(&nats, Some(&database)).await;
+    let huge = "x".repeat(5000);
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        (
+            "/v1/views/nope".into(),
+            StatusCode::NOT_FOUND,
+            "no view \"nope\"",
+        ),
+        (
+            "/v1/views/dp_customers_g1".into(),
+            StatusCode::NOT_FOUND,
+            "no view",
+        ),
+        (
+            "/v1/views/dp_checkpoints".into(),
+            StatusCode::NOT_FOUND,
+            "no view",
+        ),
+        (
+            "/v1/views/customers%3B%20drop%20table%20dp_customers_g1".into(),
+            StatusCode::NOT_FOUND,
+            "no view",
+        ),
+        (
+            "/v1/views/CUSTOMERS".into(),
+            StatusCode::NOT_FOUND,
+            "no view",
+        ),
+        (
+            "/v1/views/customers?town=Lyon".into(),
+            StatusCode::BAD_REQUEST,
+            "has no column \"town\"",
+        ),
+        (
+            "/v1/views/customers?city%22%3Bdrop%20table%20x%3B--=1".into(),
+            StatusCode::BAD_REQUEST,
+            "has no column",
+        ),
+        (
+            "/v1/views/customers?c%C3%ADty=Lyon".into(),
+            StatusCode::BAD_REQUEST,
+            "has no column \"cíty\"",
+        ),
+        (
+            format!("/v1/views/customers?city={huge}"),
+            StatusCode::BAD_REQUEST,
+            "at most 1024",
+        ),
+        (
+            "/v1/views/customers?city=%00".into(),
+            StatusCode::BAD_REQUEST,
+            "NUL",
+        ),
+        (
+            "/v1/views/customers?limit=-1".into(),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/v1/views/customers?limit=99999999999999999999".into(),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/v1/views/customers?pageToken=abc".into(),
+            StatusCode::BAD_REQUEST,
+            "pageToken",
+        ),
+    ];
+    for (uri, status, words) in &cases {
+        let (got, body) = get(&query, uri).await;
+        assert_eq!(got, *status, "{uri}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(words),
+            "{uri}: {body}"
+        );
+        assert!(
+            body["detail"].as_str().unwrap().chars().count() < 300,
+            "errors echo input in short"
+        );
+    }
+    // Injection in a value is just a value that matches nothing.
+    let (status, body) = get(
+        &query,
+        "/v1/views/customers?city=Lyon%27%20or%20%271%27%3D%271",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["rows"].as_array().unwrap().len(), 0);
+    let pool = database.pool().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from dp_customers_g1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 25, "nothing changed");
+}
+
+#[tokio::test]
+async fn every_route_is_documented_and_every_documented_route_answers() {
+    let nats = NatsServer::start().await.unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    projected(&database).await;
+    let receiver = open_receiver(&nats).await;
+    put(&receiver, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    let query = query_service(&nats, Some(&database)).await;
+
+    let (status, document) = get(&query, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let documented: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let routes = [
+        "/v1/entities/{entity}/{key}",
+        "/v1/entities/{entity}/{key}/history",
+        "/v1/views/{view}",
+        "/openapi.json",
+    ];
+    for route in routes {
+        assert!(
+            documented.iter().any(|d| d == route),
+            "{route} is not in the OpenAPI document"
+        );
+    }
+    for path in &documented {
+        let uri = path
+            .replace("{entity}", "customer")
+            .replace("{key}", "c1")
+            .replace("{view}", "customers");
+        let (status, body) = get(&query, &uri).await;
+        assert_eq!(status, StatusCode::OK, "documented {path} answers: {body}");
+    }
+    assert_eq!(
+        documented.len(),
+        routes.len(),
+        "no undocumented extras: {documented:?}"
+    );
+}
