@@ -367,3 +367,31 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
         "no undocumented extras: {documented:?}"
     );
 }
+
+#[tokio::test]
+async fn a_view_replaced_by_a_new_generation_is_read_with_its_new_columns() {
+    let nats = NatsServer::start().await.unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    projected(&database).await;
+    let query = query_service(&nats, Some(&database)).await;
+    assert_eq!(
+        get(&query, "/v1/views/customers?city=Lyon").await.0,
+        StatusCode::OK
+    );
+
+    // A new generation without `city` and with `tier` takes over the stable name.
+    let pool = database.pool().await.unwrap();
+    for statement in [
+        "create table dp_customers_g2 (dp_key text primary key, dp_version bigint, name text, tier text)",
+        "insert into dp_customers_g2 values ('c00', 1, 'Customer 0', 'gold')",
+        "drop view customers",
+        "create view customers as select dp_key, dp_version, name, tier from dp_customers_g2",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let (status, body) = get(&query, "/v1/views/customers?tier=gold").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0]["tier"], "gold");
+    let (status, body) = get(&query, "/v1/views/customers?city=Lyon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

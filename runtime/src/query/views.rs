@@ -3,6 +3,9 @@
 //! Filters compare declared columns for equality; names are checked against the view's own
 //! columns and quoted, values are always bound.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -15,9 +18,11 @@ use super::entities::truncate;
 const MAX_FILTER_BYTES: usize = 1024;
 
 /// Reads views.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Views {
     pool: PgPool,
+    /// Columns of the views read so far; dropped when Postgres says a view changed.
+    columns: Mutex<HashMap<String, Arc<Vec<String>>>>,
 }
 
 /// One page of a view's rows, in a stable order.
@@ -33,7 +38,10 @@ pub struct ViewPage {
 
 impl Views {
     pub fn new(pool: PgPool) -> Self {
-        Views { pool }
+        Views {
+            pool,
+            columns: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -41,16 +49,24 @@ impl Views {
     }
 
     /// The columns of `view` in declared order, or `UnknownView`.
-    async fn columns(&self, view: &str) -> Result<Vec<String>, QueryError> {
+    async fn columns(&self, view: &str) -> Result<Arc<Vec<String>>, QueryError> {
         if !crds::validate::is_sql_identifier(view) {
             return Err(QueryError::UnknownView(truncate(view)));
         }
+        if let Some(columns) = self.columns.lock().expect("columns lock").get(view) {
+            return Ok(columns.clone());
+        }
+        // The catalogue directly (information_schema's joins cost more than the read itself);
+        // only views, and only those the connected role may select from.
         let columns: Vec<String> = sqlx::query_scalar(
-            "select c.column_name::text from information_schema.columns c
-             join information_schema.views v
-               on v.table_schema = c.table_schema and v.table_name = c.table_name
-             where c.table_schema = current_schema() and c.table_name = $1
-             order by c.ordinal_position",
+            "select a.attname::text
+             from pg_class c
+             join pg_namespace n on n.oid = c.relnamespace
+             join pg_attribute a on a.attrelid = c.oid
+             where n.nspname = current_schema() and c.relname = $1 and c.relkind = 'v'
+               and a.attnum > 0 and not a.attisdropped
+               and has_table_privilege(c.oid, 'select')
+             order by a.attnum",
         )
         .bind(view)
         .fetch_all(&self.pool)
@@ -58,11 +74,38 @@ impl Views {
         if columns.is_empty() {
             return Err(QueryError::UnknownView(view.to_owned()));
         }
+        let columns = Arc::new(columns);
+        self.columns
+            .lock()
+            .expect("columns lock")
+            .insert(view.to_owned(), columns.clone());
         Ok(columns)
     }
 
     /// A page of `view`'s rows matching every `(column, value)` filter.
     pub async fn page(
+        &self,
+        view: &str,
+        filters: &[(String, String)],
+        limit: usize,
+        offset: u64,
+    ) -> Result<ViewPage, QueryError> {
+        match self.page_once(view, filters, limit, offset).await {
+            // The view was replaced (a new generation), dropped or its grant revoked since its
+            // columns were cached, or it may have gained the column asked for: look again.
+            Err(QueryError::UnknownColumn { .. }) => {
+                self.columns.lock().expect("columns lock").remove(view);
+                self.page_once(view, filters, limit, offset).await
+            }
+            Err(QueryError::Database(error)) if view_changed(&error) => {
+                self.columns.lock().expect("columns lock").remove(view);
+                self.page_once(view, filters, limit, offset).await
+            }
+            result => result,
+        }
+    }
+
+    async fn page_once(
         &self,
         view: &str,
         filters: &[(String, String)],
@@ -127,6 +170,15 @@ impl Views {
             next_page_token,
         })
     }
+}
+
+/// Whether a database error says the view is not what was cached: undefined column or
+/// relation, or insufficient privilege.
+fn view_changed(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| matches!(code.as_ref(), "42703" | "42P01" | "42501"))
 }
 
 fn quote(identifier: &str) -> String {
