@@ -7,6 +7,7 @@ pub mod config;
 pub mod problem;
 pub mod query;
 pub mod receiver;
+pub mod simulator;
 pub mod store;
 
 /// An error and its sources on one line, `outer: inner: innermost`, for logs.
