@@ -3,4 +3,6 @@
 //! never calls the Kubernetes API.
 
 pub mod config;
+pub mod expr;
+pub mod projector;
 pub mod store;
