@@ -155,10 +155,11 @@ pub fn generation_status(
     let stopped = partitions.iter().any(|p| p.stopped.is_some());
     let progress = if lag == 0 && !unknown {
         100
-    } else if events + lag == 0 {
-        0
     } else {
-        (events * 100 / (events + lag)).min(99) as u8
+        (events * 100)
+            .checked_div(events + lag)
+            .unwrap_or(0)
+            .min(99) as u8
     };
     let state = generation.state.as_str();
     let phase = match generation.state {

@@ -27,7 +27,7 @@ pub enum ProjectorError {
     Plan {
         projection: String,
         #[source]
-        source: PlanError,
+        source: Box<PlanError>,
     },
     #[error(transparent)]
     Database(#[from] DatabaseError),
@@ -116,7 +116,7 @@ impl Projector {
         let plan = Plan::new(projection, entity.spec.partitions).map_err(|source| {
             ProjectorError::Plan {
                 projection: super::plan::projection_id(projection),
-                source,
+                source: Box::new(source),
             }
         })?;
         Ok(Projector {
@@ -320,7 +320,7 @@ impl Projector {
                         )
                         .map_err(|source| ProjectorError::Plan {
                             projection: projection.to_owned(),
-                            source,
+                            source: Box::new(source),
                         })?;
                         let compiled = Arc::new(Running::new(compiled));
                         state
@@ -371,7 +371,7 @@ impl Projector {
                     Plan::compile(projection.to_owned(), row.definition.clone(), OnError::Skip)
                         .map_err(|source| ProjectorError::Plan {
                             projection: projection.to_owned(),
-                            source,
+                            source: Box::new(source),
                         })?;
                 database::drop_generation(&self.pool, &retired).await?;
                 state.plans.remove(&row.generation);
