@@ -61,8 +61,11 @@ pub struct Producer {
     pub names: StreamNames,
     js: async_nats::jetstream::Context,
     states: HashMap<String, (u64, Option<Value>)>,
+    unsettled: Vec<Event>,
     pub last_sequence: BTreeMap<u32, u64>,
     pub published: u64,
+    /// Every event stored, with its partition and stream sequence.
+    pub log: Vec<(u32, u64, Event)>,
 }
 
 impl Producer {
@@ -75,8 +78,10 @@ impl Producer {
             names,
             js: async_nats::jetstream::new(client.clone()),
             states: HashMap::new(),
+            unsettled: Vec::new(),
             last_sequence: BTreeMap::new(),
             published: 0,
+            log: Vec::new(),
         }
     }
 
@@ -116,6 +121,7 @@ impl Producer {
                 continue;
             };
             pending.push(self.send(&event).await);
+            self.unsettled.push(event);
             if pending.len() >= 2000 {
                 self.settle(&mut pending).await;
             }
@@ -127,8 +133,10 @@ impl Producer {
     pub async fn publish_raw(&mut self, key: &str, payload: &'static [u8]) {
         let subject = self.names.subject(&Key::new(key).unwrap());
         let ack = self.js.publish(subject, payload.into()).await.unwrap();
-        let mut pending = vec![(subject_partition(&self.names, key), ack)];
-        self.settle(&mut pending).await;
+        let partition = subject_partition(&self.names, key);
+        let ack = ack.await.unwrap();
+        let last = self.last_sequence.entry(partition).or_default();
+        *last = (*last).max(ack.sequence);
     }
 
     async fn send(&self, event: &Event) -> (u32, async_nats::jetstream::context::PublishAckFuture) {
@@ -155,8 +163,10 @@ impl Producer {
         let acks = futures::future::try_join_all(acks.into_iter().map(IntoFuture::into_future))
             .await
             .unwrap();
-        for (partition, ack) in partitions.into_iter().zip(acks) {
+        let events: Vec<Event> = self.unsettled.drain(..).collect();
+        for ((partition, ack), event) in partitions.into_iter().zip(acks).zip(events) {
             assert!(!ack.duplicate, "a test event was stored twice");
+            self.log.push((partition, ack.sequence, event));
             let last = self.last_sequence.entry(partition).or_default();
             *last = (*last).max(ack.sequence);
             self.published += 1;
