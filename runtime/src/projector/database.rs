@@ -408,7 +408,7 @@ pub async fn commit(
     partition: u32,
     fence: &Fence,
     expected: u64,
-    projected: &[Projected],
+    projected: &[&Projected],
     dead_letters: &[DeadLetter],
     progress: &Progress,
     stopped: Option<&str>,
@@ -453,11 +453,11 @@ async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     view: &super::plan::PostgresPlan,
     write: &Write,
-    projected: &[Projected],
+    projected: &[&Projected],
 ) -> Result<(), CommitError> {
     match write {
         Write::Latest { upsert, delete } => {
-            let changes = latest_changes(view, projected);
+            let changes = latest_changes(view, projected.iter().copied());
             if !changes.keys.is_empty() {
                 let mut query = sqlx::query(AssertSqlSafe(upsert.as_str()))
                     .bind(&changes.keys)
@@ -476,7 +476,7 @@ async fn apply(
             }
         }
         Write::History { insert } => {
-            let rows = history_rows(view, projected);
+            let rows = history_rows(view, projected.iter().copied());
             if !rows.sequences.is_empty() {
                 let mut query = sqlx::query(AssertSqlSafe(insert.as_str()))
                     .bind(&rows.sequences)
@@ -496,7 +496,7 @@ async fn apply(
             apply_deltas,
             delete_empty,
         } => {
-            let keys = touched_keys(projected);
+            let keys = touched_keys(projected.iter().copied());
             let old: HashMap<String, _> = sqlx::query_as::<_, (String, String, String)>(
                 AssertSqlSafe(select_members.as_str()),
             )
@@ -507,8 +507,8 @@ async fn apply(
             .map(|(key, group, sums)| (key, stored_contribution(group, &sums)))
             .collect();
             // Contributions were checked when the effects were computed.
-            let changes =
-                aggregate_changes(view, &old, projected).map_err(CommitError::Contribution)?;
+            let changes = aggregate_changes(view, &old, projected.iter().copied())
+                .map_err(CommitError::Contribution)?;
             if !changes.member_keys.is_empty() {
                 sqlx::query(AssertSqlSafe(upsert_members.as_str()))
                     .bind(&changes.member_keys)

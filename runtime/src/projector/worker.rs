@@ -259,7 +259,7 @@ impl Worker {
     /// The outcome of one message.
     fn project(&self, sequence: u64, payload: &[u8]) -> Outcome {
         let plan = &self.running.plan;
-        let event: Event = match serde_json::from_slice(payload) {
+        let event = match decode(plan, payload) {
             Ok(event) => event,
             Err(error) => {
                 let poison = Poison::NotAnEvent(error);
@@ -294,7 +294,7 @@ impl Worker {
                 sequence,
                 key: Some(event.key.clone()),
                 version: Some(event.version),
-                event: serde_json::to_value(&event).ok(),
+                event: serde_json::from_slice(payload).ok(),
                 payload: None,
                 reason: poison.reason(),
             })
@@ -438,7 +438,7 @@ impl Worker {
         let mut skipped = 0;
         for item in items {
             match &item.outcome {
-                Outcome::Row(row) => projected.push(row.clone()),
+                Outcome::Row(row) => projected.push(row),
                 Outcome::Publish(Some(message)) => outbound.push(message),
                 Outcome::Publish(None) => {}
                 Outcome::Poison(letter) => match self.on_error {
@@ -531,6 +531,48 @@ impl Worker {
             .map_err(publish_error)?;
         Ok(())
     }
+}
+
+/// Decodes an event. Where nothing reads `changes` (no `previous` or `event` in the filters,
+/// a Postgres sink), they are skipped: they are often the larger half of the payload.
+fn decode(plan: &Plan, payload: &[u8]) -> Result<Event, serde_json::Error> {
+    if plan.needs.previous || plan.needs.event || matches!(plan.output, Output::Nats { .. }) {
+        return serde_json::from_slice(payload);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct WithoutChanges {
+        id: uuid::Uuid,
+        entity: String,
+        key: String,
+        version: u64,
+        #[serde(rename = "type")]
+        type_: crate::store::EventType,
+        state: Option<Json>,
+        #[serde(default)]
+        source: Option<String>,
+        #[serde(default)]
+        occurred_at: Option<String>,
+        recorded_at: String,
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(rename = "changes")]
+        _changes: serde::de::IgnoredAny,
+    }
+    let e: WithoutChanges = serde_json::from_slice(payload)?;
+    Ok(Event {
+        id: e.id,
+        entity: e.entity,
+        key: e.key,
+        version: e.version,
+        type_: e.type_,
+        state: e.state,
+        changes: Vec::new(),
+        source: e.source,
+        occurred_at: e.occurred_at,
+        recorded_at: e.recorded_at,
+        correlation_id: e.correlation_id,
+    })
 }
 
 /// The event republished by a NATS sink: the envelope with `set` assignments laid over its
