@@ -384,6 +384,9 @@ async fn main() -> anyhow::Result<()> {
         aggregate_rate / raw_rate
     );
 
+    if std::env::args().any(|a| a == "--skip-rebuild") {
+        return Ok(());
+    }
     let loading = Instant::now();
     producer.publish(REBUILD_EVENTS - EVENTS).await?;
     println!(

@@ -44,8 +44,15 @@ pub struct ProjectorArgs {
 pub enum CommandError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Choice(String),
+    #[error("the config holds no Projection{} in namespace {namespace:?}", .name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default())]
+    NoProjection {
+        namespace: String,
+        name: Option<String>,
+    },
+    #[error("the config holds several Projections ({names}): name one with --projection")]
+    SeveralProjections { names: String },
+    #[error("the config holds no Entity {entity:?} for the Projection")]
+    NoEntity { entity: String },
     #[error("invalid DATABASE_URL")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error("could not connect to NATS at {url}")]
@@ -85,20 +92,23 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
     let projection = match candidates.as_slice() {
         [one] => *one,
         [] => {
-            return Err(CommandError::Choice(format!(
-                "no Projection {}in namespace {namespace:?} in the config",
-                projection.map(|p| format!("{p:?} ")).unwrap_or_default()
-            )));
+            return Err(CommandError::NoProjection {
+                namespace,
+                name: projection,
+            });
         }
-        _ => {
-            return Err(CommandError::Choice(
-                "the config holds several Projections: name one with --projection".to_owned(),
-            ));
+        several => {
+            let names: Vec<&str> = several.iter().map(|p| name_of(&p.metadata)).collect();
+            return Err(CommandError::SeveralProjections {
+                names: names.join(", "),
+            });
         }
     };
     let entity = resources
         .entity(namespace_of(&projection.metadata), &projection.spec.entity)
-        .ok_or_else(|| CommandError::Choice(format!("no Entity {:?}", projection.spec.entity)))?;
+        .ok_or_else(|| CommandError::NoEntity {
+            entity: projection.spec.entity.clone(),
+        })?;
     let replica = replica_id
         .or_else(|| std::env::var("DREAMPIPE_REPLICA_ID").ok())
         .filter(|r| !r.is_empty())

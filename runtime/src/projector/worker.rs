@@ -93,6 +93,8 @@ pub struct WorkerOptions {
     pub batch_size: usize,
     /// After this long without events the partition counts as caught up.
     pub idle: Duration,
+    /// How long a batch waits for more events before it commits what it has.
+    pub linger: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -100,6 +102,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             batch_size: 1000,
             idle: Duration::from_millis(500),
+            linger: Duration::from_millis(10),
         }
     }
 }
@@ -201,15 +204,14 @@ impl Worker {
             partition: self.partition,
             source,
         };
-        let mut chunks = consumer
+        let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| read_error(Box::new(e)))?
-            .ready_chunks(self.options.batch_size);
+            .map_err(|e| read_error(Box::new(e)))?;
         loop {
             let next = tokio::select! {
                 _ = self.cancel.cancelled() => return Ok(Exit::Cancelled),
-                next = tokio::time::timeout(self.options.idle, chunks.next()) => next,
+                next = tokio::time::timeout(self.options.idle, messages.next()) => next,
             };
             match next {
                 Err(_idle) => {
@@ -232,7 +234,16 @@ impl Worker {
                         partition: self.partition,
                     });
                 }
-                Ok(Some(chunk)) => {
+                Ok(Some(first)) => {
+                    // Linger briefly so a backlog commits in full batches, not per network read.
+                    let mut chunk = vec![first];
+                    let deadline = tokio::time::Instant::now() + self.options.linger;
+                    while chunk.len() < self.options.batch_size {
+                        match tokio::time::timeout_at(deadline, messages.next()).await {
+                            Ok(Some(message)) => chunk.push(message),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
                     let mut items = Vec::with_capacity(chunk.len());
                     for message in chunk {
                         let message = message.map_err(|e| read_error(Box::new(e)))?;

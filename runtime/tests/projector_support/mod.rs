@@ -50,6 +50,7 @@ pub fn fast_options() -> Options {
         worker: WorkerOptions {
             batch_size: 500,
             idle: Duration::from_millis(150),
+            linger: Duration::from_millis(5),
         },
     }
 }
