@@ -129,6 +129,9 @@ impl Producer {
     }
 }
 
+/// One row of the raw baseline: key, version, sequence, and the four column texts.
+type RawRow = (String, i64, i64, [Option<String>; 4]);
+
 /// A `dreampipe projector` child process.
 struct ProjectorProcess {
     child: Child,
@@ -247,8 +250,7 @@ async fn raw_upserts(
 ) -> anyhow::Result<(f64, usize)> {
     use async_nats::jetstream::consumer::pull::OrderedConfig;
     use futures::StreamExt;
-    let mut partitions: Vec<Vec<(String, i64, i64, [Option<String>; 4])>> =
-        vec![Vec::new(); PARTITIONS as usize];
+    let mut partitions: Vec<Vec<RawRow>> = vec![Vec::new(); PARTITIONS as usize];
     let info = stream.get_info().await?;
     let consumer = stream.create_consumer(OrderedConfig::default()).await?;
     let mut messages = consumer.messages().await?;
@@ -308,7 +310,7 @@ async fn raw_upserts(
                 }
                 let mut keep: Vec<usize> = last.into_values().collect();
                 keep.sort();
-                let column = |f: fn(&(String, i64, i64, [Option<String>; 4])) -> Option<String>| -> Vec<Option<String>> {
+                let column = |f: fn(&RawRow) -> Option<String>| -> Vec<Option<String>> {
                     keep.iter().map(|&i| f(&batch[i])).collect()
                 };
                 let keys: Vec<String> = keep.iter().map(|&i| batch[i].0.clone()).collect();
