@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod config;
+pub mod expr;
 pub mod problem;
+pub mod projector;
 pub mod query;
 pub mod receiver;
 pub mod simulator;

@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log line format.
+    /// Log lines as JSON (for collectors) or text (for a terminal).
     #[arg(
         long,
         env = "DREAMPIPE_LOG_FORMAT",
@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Event Receiver: validates submissions and appends an event when they carry new information.
     Receiver(runtime::receiver::Args),
+    /// Projector: keeps a Projection's view (or subject) up to date from its Entity's stream.
+    Projector(runtime::projector::command::ProjectorArgs),
     /// Event Query Service: entity states and history, and projected views.
     Query(runtime::query::Args),
 }
@@ -46,6 +48,9 @@ async fn main() -> ExitCode {
     let shutdown = process::shutdown_on_signal();
     let result = match command {
         Command::Receiver(args) => runtime::receiver::run(args, shutdown)
+            .await
+            .map_err(|e| runtime::error_chain(&e)),
+        Command::Projector(args) => runtime::projector::command::run(args, shutdown)
             .await
             .map_err(|e| runtime::error_chain(&e)),
         Command::Query(args) => runtime::query::run(args, shutdown)

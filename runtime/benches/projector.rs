@@ -1,0 +1,405 @@
+//! Projector throughput, beside the raw batched UNNEST upsert of the same rows, and the time
+//! to rebuild a 1M-event generation. Not a timed test: run it and read the figures.
+//!
+//! ```sh
+//! PATH=$PWD/.tools/bin:$PATH cargo bench -p runtime --bench projector
+//! ```
+//!
+//! It starts its own nats-server and Postgres (testbed), appends events the way the receiver
+//! does, and runs the real `dreampipe projector` binary as a child process (so its RSS is the
+//! projector's alone), timing from start until every partition's checkpoint reached the head.
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::HeaderMap;
+use async_nats::header::NATS_MESSAGE_ID;
+use runtime::store::envelope::diff;
+use runtime::store::jetstream::{ensure_stream, message_id};
+use runtime::store::{Event, EventType, Key, StreamNames};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testbed::{NatsServer, TestDatabase};
+
+const PARTITIONS: u32 = 8;
+const EVENTS: usize = 200_000;
+const KEYS: usize = 100_000;
+const REBUILD_EVENTS: usize = 1_000_000;
+const BATCH: usize = 1000;
+
+const ENTITY: &str = "apiVersion: dreampipe.io/v1alpha1\nkind: Entity\nmetadata: {name: customer}\nspec:\n  key: /id\n  partitions: 8\n  schema: {type: object, required: [id], properties: {id: {type: string}}}\n";
+
+const LATEST: &str = "apiVersion: dreampipe.io/v1alpha1\nkind: Projection\nmetadata: {name: customers}\nspec:\n  entity: customer\n  filters:\n    - where: \"state.active\"\n    - set: {label: \"state.city + '/' + state.name\"}\n  sink:\n    postgres:\n      view: customers\n      columns: [{name: name, type: text}, {name: city, type: text}, {name: label, type: text}, {name: spend, type: bigint}]\n";
+
+const AGGREGATE: &str = "apiVersion: dreampipe.io/v1alpha1\nkind: Projection\nmetadata: {name: by-city}\nspec:\n  entity: customer\n  filters:\n    - where: \"state.active\"\n  sink:\n    postgres:\n      view: customers_by_city\n      mode: aggregate\n      columns: [{name: city, type: text}, {name: spend, type: bigint}]\n      groupBy: [city]\n      aggregates: [{name: customers, function: count}, {name: spend, function: sum, of: spend}]\n";
+
+fn state(rng: &mut fastrand::Rng, id: &str) -> Value {
+    const CITIES: [&str; 40] = [
+        "Lyon", "Oslo", "Porto", "Quito", "Turin", "Accra", "Bergen", "Cork", "Delft", "Essen",
+        "Fes", "Graz", "Hue", "Ibiza", "Jena", "Kiev", "Leeds", "Malmo", "Nice", "Ohrid", "Pisa",
+        "Riga", "Sfax", "Tartu", "Ulm", "Vaasa", "Wels", "Xanten", "York", "Zug", "Aarhus",
+        "Basel", "Cadiz", "Dakar", "Evora", "Faro", "Gent", "Hanoi", "Izmir", "Jaffna",
+    ];
+    json!({
+        "id": id,
+        "name": format!("customer {id}"),
+        "city": CITIES[rng.usize(..CITIES.len())],
+        "active": rng.u8(..10) < 8,
+        "spend": rng.i64(0..10_000),
+        "notes": "lorem ipsum dolor sit amet, consectetur adipiscing elit",
+    })
+}
+
+/// Appends events like the receiver; returns the last sequence of each partition.
+struct Producer {
+    names: StreamNames,
+    js: async_nats::jetstream::Context,
+    versions: HashMap<String, (u64, Value)>,
+    last: BTreeMap<u32, u64>,
+    rng: fastrand::Rng,
+}
+
+impl Producer {
+    async fn publish(&mut self, events: usize) -> anyhow::Result<()> {
+        let mut pending = Vec::with_capacity(4096);
+        for _ in 0..events {
+            let key = format!("c{}", self.rng.usize(..KEYS));
+            let next = state(&mut self.rng, &key);
+            let (version, previous) = match self.versions.get(&key) {
+                Some((v, s)) => (*v, Some(s.clone())),
+                None => (0, None),
+            };
+            let event = Event {
+                id: uuid::Uuid::now_v7(),
+                entity: "customer".into(),
+                key: key.clone(),
+                version: version + 1,
+                type_: if previous.is_some() {
+                    EventType::Updated
+                } else {
+                    EventType::Created
+                },
+                changes: diff(previous.as_ref(), Some(&next)),
+                state: Some(next.clone()),
+                source: None,
+                occurred_at: None,
+                recorded_at: "2026-01-01T00:00:00Z".into(),
+                correlation_id: None,
+            };
+            self.versions.insert(key.clone(), (version + 1, next));
+            let key = Key::new(key)?;
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_MESSAGE_ID, message_id(&event).as_str());
+            let ack = self
+                .js
+                .publish_with_headers(
+                    self.names.subject(&key),
+                    headers,
+                    serde_json::to_vec(&event)?.into(),
+                )
+                .await?;
+            pending.push((key.partition(PARTITIONS), ack));
+            if pending.len() == 4096 {
+                self.settle(&mut pending).await?;
+            }
+        }
+        self.settle(&mut pending).await
+    }
+
+    async fn settle(
+        &mut self,
+        pending: &mut Vec<(u32, async_nats::jetstream::context::PublishAckFuture)>,
+    ) -> anyhow::Result<()> {
+        let (partitions, acks): (Vec<u32>, Vec<_>) = pending.drain(..).unzip();
+        let acks =
+            futures::future::try_join_all(acks.into_iter().map(IntoFuture::into_future)).await?;
+        for (partition, ack) in partitions.into_iter().zip(acks) {
+            let last = self.last.entry(partition).or_default();
+            *last = (*last).max(ack.sequence);
+        }
+        Ok(())
+    }
+}
+
+/// One row of the raw baseline: key, version, sequence, and the four column texts.
+type RawRow = (String, i64, i64, [Option<String>; 4]);
+
+/// A `dreampipe projector` child process.
+struct ProjectorProcess {
+    child: Child,
+}
+
+impl ProjectorProcess {
+    fn start(config: &Path, nats: &str, database: &str) -> anyhow::Result<Self> {
+        let port = testbed::child::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
+            .arg("projector")
+            .env("DREAMPIPE_CONFIG", config)
+            .env("NATS_URL", nats)
+            .env("DATABASE_URL", database)
+            .env("DREAMPIPE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DREAMPIPE_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start dreampipe projector")?;
+        Ok(ProjectorProcess { child })
+    }
+
+    /// Peak resident set size in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    /// CPU seconds used so far (user + system), assuming 100 clock ticks per second.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    fn stop(mut self) {
+        testbed::child::terminate(&mut self.child, Duration::from_secs(20));
+    }
+}
+
+/// Waits until every partition's checkpoint of the only generation reached `last`.
+async fn caught_up(
+    pool: &PgPool,
+    projection: &str,
+    last: &BTreeMap<u32, u64>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let rows: Vec<(i32, i64)> =
+            sqlx::query_as("select partition, sequence from dp_checkpoints where projection = $1")
+                .bind(projection)
+                .fetch_all(pool)
+                .await
+                .unwrap_or_default();
+        let at: HashMap<u32, u64> = rows
+            .into_iter()
+            .map(|(p, s)| (p as u32, s as u64))
+            .collect();
+        if !at.is_empty() && last.iter().all(|(p, s)| at.get(p).is_some_and(|a| a >= s)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("projection {projection} did not catch up: {at:?} of {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `projection_yaml` over the stream into a fresh database; returns (seconds, peak RSS).
+async fn project(
+    nats: &NatsServer,
+    projection_yaml: &str,
+    projection: &str,
+    last: &BTreeMap<u32, u64>,
+) -> anyhow::Result<(f64, f64, TestDatabase)> {
+    let database = TestDatabase::create().await?;
+    let pool = database.pool().await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!("{ENTITY}---\n{projection_yaml}"),
+    )?;
+    let started = Instant::now();
+    let process = ProjectorProcess::start(dir.path(), nats.url(), &database.url())?;
+    caught_up(&pool, projection, last).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rss = process.peak_rss_mib();
+    println!(
+        "  ({projection}: the projector process used {:.1} CPU seconds in {seconds:.1}s)",
+        process.cpu_seconds()
+    );
+    process.stop();
+    Ok((seconds, rss, database))
+}
+
+/// The raw baseline: the same rows the latest projection writes, prepared in memory, upserted
+/// with one batched UNNEST per transaction, one writer per partition (as the projector runs).
+async fn raw_upserts(
+    stream: &async_nats::jetstream::stream::Stream,
+    names: &StreamNames,
+) -> anyhow::Result<(f64, usize)> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    use futures::StreamExt;
+    let mut partitions: Vec<Vec<RawRow>> = vec![Vec::new(); PARTITIONS as usize];
+    let info = stream.get_info().await?;
+    let consumer = stream.create_consumer(OrderedConfig::default()).await?;
+    let mut messages = consumer.messages().await?;
+    let mut read = 0;
+    while read < info.state.messages {
+        let message = messages.next().await.context("stream ended")??;
+        read += 1;
+        let sequence = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        let event: Event = serde_json::from_slice(&message.payload)?;
+        let state = event.state.unwrap_or_default();
+        if state["active"] != json!(true) {
+            continue;
+        }
+        let text = |v: &Value| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_i64().map(|i| i.to_string()))
+        };
+        let (partition, _) = names.parse_subject(&message.subject).context("subject")?;
+        partitions[partition as usize].push((
+            event.key,
+            event.version as i64,
+            sequence as i64,
+            [
+                text(&state["name"]),
+                text(&state["city"]),
+                Some(format!(
+                    "{}/{}",
+                    state["city"].as_str().unwrap_or(""),
+                    state["name"].as_str().unwrap_or("")
+                )),
+                text(&state["spend"]),
+            ],
+        ));
+    }
+    let rows: usize = partitions.iter().map(Vec::len).sum();
+    let database = TestDatabase::create().await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(PARTITIONS)
+        .connect_with(database.options().clone())
+        .await?;
+    sqlx::query("create table raw (dp_key text primary key, dp_version bigint not null, dp_sequence bigint not null, name text, city text, label text, spend bigint)")
+        .execute(&pool)
+        .await?;
+    let started = Instant::now();
+    let writers = partitions.into_iter().map(|rows| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for batch in rows.chunks(BATCH) {
+                // One statement cannot update a row twice: the last version of a key wins.
+                let mut last: HashMap<&str, usize> = HashMap::new();
+                for (i, row) in batch.iter().enumerate() {
+                    last.insert(row.0.as_str(), i);
+                }
+                let mut keep: Vec<usize> = last.into_values().collect();
+                keep.sort();
+                let column = |f: fn(&RawRow) -> Option<String>| -> Vec<Option<String>> {
+                    keep.iter().map(|&i| f(&batch[i])).collect()
+                };
+                let keys: Vec<String> = keep.iter().map(|&i| batch[i].0.clone()).collect();
+                let versions: Vec<i64> = keep.iter().map(|&i| batch[i].1).collect();
+                let sequences: Vec<i64> = keep.iter().map(|&i| batch[i].2).collect();
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "insert into raw (dp_key, dp_version, dp_sequence, name, city, label, spend)
+                     select k, v, s, n, c, l, sp::bigint from unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) as u(k, v, s, n, c, l, sp)
+                     on conflict (dp_key) do update set dp_version = excluded.dp_version, dp_sequence = excluded.dp_sequence,
+                       name = excluded.name, city = excluded.city, label = excluded.label, spend = excluded.spend",
+                )
+                .bind(&keys)
+                .bind(&versions)
+                .bind(&sequences)
+                .bind(column(|r| r.3[0].clone()))
+                .bind(column(|r| r.3[1].clone()))
+                .bind(column(|r| r.3[2].clone()))
+                .bind(column(|r| r.3[3].clone()))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        })
+    });
+    for writer in futures::future::join_all(writers).await {
+        writer??;
+    }
+    Ok((started.elapsed().as_secs_f64(), rows))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let client = nats.client().await?;
+    let names = StreamNames::new("default", "customer", PARTITIONS);
+    ensure_stream(&client, &names, &Default::default()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut producer = Producer {
+        names: names.clone(),
+        js: js.clone(),
+        versions: HashMap::new(),
+        last: BTreeMap::new(),
+        rng: fastrand::Rng::with_seed(1),
+    };
+    let loading = Instant::now();
+    producer.publish(EVENTS).await?;
+    println!(
+        "loaded {EVENTS} events over {KEYS} keys in {:.1}s",
+        loading.elapsed().as_secs_f64()
+    );
+
+    let stream = js.get_stream(names.stream()).await?;
+    let (raw_seconds, raw_rows) = raw_upserts(&stream, &names).await?;
+    let raw_rate = EVENTS as f64 / raw_seconds;
+    println!(
+        "raw batched UNNEST upsert: {raw_rows} rows of {EVENTS} events in {raw_seconds:.2}s = {raw_rate:.0} events/s"
+    );
+
+    let (latest_seconds, latest_rss, _db) =
+        project(&nats, LATEST, "default/customers", &producer.last).await?;
+    let latest_rate = EVENTS as f64 / latest_seconds;
+    println!(
+        "latest mode: {EVENTS} events in {latest_seconds:.2}s = {latest_rate:.0} events/s, {:.2} of raw, peak RSS {latest_rss:.0} MiB",
+        latest_rate / raw_rate
+    );
+    let (aggregate_seconds, aggregate_rss, _db) =
+        project(&nats, AGGREGATE, "default/by-city", &producer.last).await?;
+    let aggregate_rate = EVENTS as f64 / aggregate_seconds;
+    println!(
+        "aggregate mode: {EVENTS} events in {aggregate_seconds:.2}s = {aggregate_rate:.0} events/s, {:.2} of raw, peak RSS {aggregate_rss:.0} MiB",
+        aggregate_rate / raw_rate
+    );
+
+    if std::env::args().any(|a| a == "--skip-rebuild") {
+        return Ok(());
+    }
+    let loading = Instant::now();
+    producer.publish(REBUILD_EVENTS - EVENTS).await?;
+    println!(
+        "loaded up to {REBUILD_EVENTS} events in {:.1}s more",
+        loading.elapsed().as_secs_f64()
+    );
+    let (rebuild_seconds, rebuild_rss, _db) =
+        project(&nats, LATEST, "default/customers", &producer.last).await?;
+    println!(
+        "rebuild of a {REBUILD_EVENTS}-event generation (latest mode): {rebuild_seconds:.1}s = {:.0} events/s, peak RSS {rebuild_rss:.0} MiB",
+        REBUILD_EVENTS as f64 / rebuild_seconds
+    );
+    Ok(())
+}

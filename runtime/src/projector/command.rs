@@ -1,0 +1,167 @@
+//! `dreampipe projector`: the flags, and wiring the projector to its config, NATS, Postgres
+//! and the HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+use super::{Metrics, Options, Projector, ProjectorError, status};
+use crate::config::{ConfigError, Resources, name_of, namespace_of};
+
+/// Keeps one Projection's view (or subject) up to date.
+#[derive(Debug, clap::Args)]
+pub struct ProjectorArgs {
+    /// YAML files or folders holding the Projection and its Entity.
+    #[arg(long, env = "DREAMPIPE_CONFIG", value_delimiter = ',', required = true)]
+    pub config: Vec<PathBuf>,
+    /// Name of the Projection to run, when the config holds several.
+    #[arg(long, env = "DREAMPIPE_PROJECTION")]
+    pub projection: Option<String>,
+    /// Namespace of resources that do not name one.
+    #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Postgres URL of the database holding the views and the projector's bookkeeping.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Address of /healthz, /readyz, /metrics and /v1/status.
+    #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// This replica's identity in partition leases (the pod name on Kubernetes; also read
+    /// from DREAMPIPE_REPLICA_ID); defaults to hostname and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub replica_id: Option<String>,
+}
+
+/// Why the projector command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the config holds no Projection{} in namespace {namespace:?}", .name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default())]
+    NoProjection {
+        namespace: String,
+        name: Option<String>,
+    },
+    #[error("the config holds several Projections ({names}): name one with --projection")]
+    SeveralProjections { names: String },
+    #[error("the config holds no Entity {entity:?} for the Projection")]
+    NoEntity { entity: String },
+    #[error("invalid DATABASE_URL")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("could not connect to NATS at {url}")]
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the projector until `shutdown`.
+pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(), CommandError> {
+    let ProjectorArgs {
+        config,
+        projection,
+        namespace,
+        nats_url,
+        database_url,
+        listen,
+        replica_id,
+    } = args;
+    let resources = Resources::load(&config, &namespace)?;
+    let candidates: Vec<_> = resources
+        .projections
+        .iter()
+        .filter(|p| namespace_of(&p.metadata) == namespace)
+        .filter(|p| {
+            projection
+                .as_deref()
+                .is_none_or(|name| name_of(&p.metadata) == name)
+        })
+        .collect();
+    let projection = match candidates.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(CommandError::NoProjection {
+                namespace,
+                name: projection,
+            });
+        }
+        several => {
+            let names: Vec<&str> = several.iter().map(|p| name_of(&p.metadata)).collect();
+            return Err(CommandError::SeveralProjections {
+                names: names.join(", "),
+            });
+        }
+    };
+    let entity = resources
+        .entity(namespace_of(&projection.metadata), &projection.spec.entity)
+        .ok_or_else(|| CommandError::NoEntity {
+            entity: projection.spec.entity.clone(),
+        })?;
+    let replica = replica_id
+        .or_else(|| std::env::var("DREAMPIPE_REPLICA_ID").ok())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(default_replica_id);
+
+    // Connections are made lazily and retried, so the projector waits for Postgres and NATS
+    // (not ready meanwhile) instead of crashing.
+    let partitions = entity.spec.partitions;
+    let pool = PgPoolOptions::new()
+        .max_connections((partitions * 2 + 4).min(32))
+        .connect_lazy(&database_url)
+        .map_err(CommandError::DatabaseUrl)?;
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(&nats_url)
+        .await
+        .map_err(|source| CommandError::Nats {
+            url: nats_url.clone(),
+            source,
+        })?;
+
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let health = process::Health::new(registry);
+    let projector = Projector::new(
+        projection,
+        entity,
+        replica,
+        pool,
+        client,
+        metrics,
+        Options::default(),
+    )?;
+    let router =
+        process::probe_routes(Arc::clone(&health)).merge(status::routes(projector.status_source()));
+    let listener = process::bind(listen).await.map_err(CommandError::Serve)?;
+    let server = tokio::spawn(process::serve(listener, router, shutdown.clone()));
+    let ready = move |ready: bool| health.set_ready(ready);
+    let result = projector.run(ready, shutdown.clone()).await;
+    shutdown.cancel();
+    match server.await {
+        Ok(Err(error)) => return Err(CommandError::Serve(error)),
+        Err(error) => tracing::error!(%error, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    Ok(result?)
+}
+
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "projector".to_owned());
+    format!("{host}-{}", std::process::id())
+}

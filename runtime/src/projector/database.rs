@@ -1,0 +1,764 @@
+//! The projector's Postgres side: bookkeeping tables, generation registration and swap,
+//! checkpoints written in the same transaction as the rows (compare-and-set, fenced by the
+//! partition lease), partition leases, and dead letters.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+
+use super::plan::{Definition, Plan};
+use super::rows::{
+    Projected, aggregate_changes, history_rows, latest_changes, stored_contribution, touched_keys,
+};
+use super::schema::{BOOKKEEPING, DDL_LOCK, Statements, Write, statements};
+
+/// Why a database step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("Postgres: {action}")]
+    Query {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("generation {generation} of {projection} has a definition this release cannot read")]
+    Definition {
+        projection: String,
+        generation: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn query_error(action: &'static str) -> impl FnOnce(sqlx::Error) -> DatabaseError {
+    move |source| DatabaseError::Query { action, source }
+}
+
+/// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The partition's checkpoint moved or its lease changed hands: another replica owns it now.
+    #[error("the partition lease was lost (checkpoint or lease changed underneath)")]
+    Fenced,
+    /// Postgres refused a value (a data or constraint error): some event of the batch is poison.
+    #[error("Postgres rejected a row of the batch")]
+    Rejected(#[source] sqlx::Error),
+    #[error("Postgres failed while committing a batch")]
+    Database(#[source] sqlx::Error),
+    /// A contribution that the effect step should have refused reached the commit.
+    #[error("an aggregate contribution could not be computed")]
+    Contribution(#[source] super::rows::Poison),
+}
+
+impl From<sqlx::Error> for CommitError {
+    fn from(error: sqlx::Error) -> Self {
+        let class = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|code| code.chars().take(2).collect::<String>());
+        match class.as_deref() {
+            // 22: data exception (bad cast, out of range), 23: integrity constraint violation.
+            Some("22" | "23") => CommitError::Rejected(error),
+            _ => CommitError::Database(error),
+        }
+    }
+}
+
+/// Proof of a partition lease: the owner and the lease's epoch (a fencing token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// A poison event, recorded with its reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub sequence: u64,
+    pub key: Option<String>,
+    pub version: Option<u64>,
+    pub event: Option<Json>,
+    /// The raw payload, when it is not an event.
+    pub payload: Option<String>,
+    pub reason: String,
+}
+
+/// Where a partition of a generation stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Last applied stream sequence (0: none).
+    pub sequence: u64,
+    /// Events left in the partition at the last commit, when known.
+    pub lag: Option<u64>,
+}
+
+/// What a commit records besides the rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The new checkpoint: the last stream sequence the batch covers.
+    pub sequence: u64,
+    /// Events the batch consumed (applied, filtered out or poison).
+    pub events: u64,
+    /// Events left in the partition after the batch.
+    pub lag: u64,
+}
+
+/// Creates the shared bookkeeping tables.
+pub async fn prepare(pool: &PgPool) -> Result<(), DatabaseError> {
+    let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+    lock_ddl(&mut tx).await?;
+    for statement in BOOKKEEPING {
+        sqlx::query(*statement)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("create the bookkeeping tables"))?;
+    }
+    tx.commit().await.map_err(query_error("commit"))
+}
+
+async fn lock_ddl(tx: &mut Transaction<'_, Postgres>) -> Result<(), DatabaseError> {
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(DDL_LOCK)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(query_error("take the DDL lock"))
+}
+
+/// Lifecycle of a generation in `dp_generations`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenerationState {
+    Building,
+    Live,
+    Retired,
+    Dropped,
+}
+
+impl GenerationState {
+    /// The name stored in `dp_generations.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GenerationState::Building => "building",
+            GenerationState::Live => "live",
+            GenerationState::Retired => "retired",
+            GenerationState::Dropped => "dropped",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "live" => GenerationState::Live,
+            "retired" => GenerationState::Retired,
+            "dropped" => GenerationState::Dropped,
+            _ => GenerationState::Building,
+        }
+    }
+}
+
+/// A generation as recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationRow {
+    pub generation: String,
+    pub state: GenerationState,
+    pub definition: Definition,
+    /// Seconds since it was retired (for dropping after the grace period).
+    pub retired_for: Option<f64>,
+}
+
+/// Records `plan` as a generation of its projection and creates its tables, unless it exists.
+/// A generation that was retired or dropped (the configuration went back to it) is rebuilt
+/// from scratch.
+pub async fn register(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseError> {
+    let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+    lock_ddl(&mut tx).await?;
+    let state: Option<String> = sqlx::query_scalar(
+        "select state from dp_generations where projection = $1 and generation = $2",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(query_error("read the generation"))?;
+    let state = state.as_deref().map(GenerationState::parse);
+    let statements = plan.postgres().map(statements);
+    if matches!(
+        state,
+        None | Some(GenerationState::Retired | GenerationState::Dropped)
+    ) {
+        if let Some(statements) = &statements {
+            for statement in statements.drop.iter().chain(&statements.create) {
+                sqlx::query(AssertSqlSafe(statement.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("create the generation's tables"))?;
+            }
+        }
+        for statement in [
+            "delete from dp_checkpoints where projection = $1 and generation = $2",
+            "delete from dp_dead_letters where projection = $1 and generation = $2",
+        ] {
+            sqlx::query(statement)
+                .bind(&plan.projection)
+                .bind(&plan.generation)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("reset the generation"))?;
+        }
+        let definition =
+            serde_json::to_value(&plan.definition).expect("a definition always serialises");
+        sqlx::query(
+            "insert into dp_generations (projection, generation, state, definition)
+             values ($1, $2, 'building', $3)
+             on conflict (projection, generation) do update
+             set state = 'building', definition = excluded.definition, created_at = now(),
+                 live_at = null, retired_at = null",
+        )
+        .bind(&plan.projection)
+        .bind(&plan.generation)
+        .bind(definition)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("record the generation"))?;
+        tracing::info!(projection = %plan.projection, generation = %plan.generation, "new generation: building from sequence 1");
+    }
+    sqlx::query(
+        "insert into dp_checkpoints (projection, generation, partition)
+         select $1, $2, p from generate_series(0, $3 - 1) as p
+         on conflict do nothing",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .bind(plan.definition.partitions as i32)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_error("create the checkpoints"))?;
+    tx.commit().await.map_err(query_error("commit"))
+}
+
+/// The generations of `projection` that are not dropped.
+pub async fn generations(
+    pool: &PgPool,
+    projection: &str,
+) -> Result<Vec<GenerationRow>, DatabaseError> {
+    let rows = sqlx::query(
+        "select generation, state, definition,
+                extract(epoch from now() - retired_at)::float8 as retired_for
+         from dp_generations where projection = $1 and state <> 'dropped'
+         order by created_at",
+    )
+    .bind(projection)
+    .fetch_all(pool)
+    .await
+    .map_err(query_error("read the generations"))?;
+    rows.into_iter()
+        .map(|row| {
+            let generation: String = row.get("generation");
+            let definition: Json = row.get("definition");
+            let definition =
+                serde_json::from_value(definition).map_err(|source| DatabaseError::Definition {
+                    projection: projection.to_owned(),
+                    generation: generation.clone(),
+                    source,
+                })?;
+            Ok(GenerationRow {
+                state: GenerationState::parse(row.get("state")),
+                retired_for: row.get("retired_for"),
+                generation,
+                definition,
+            })
+        })
+        .collect()
+}
+
+/// Makes `plan` the live generation if every partition has caught up (lag at most
+/// `max_lag`): the stable view switches to its table and the previous live generation is
+/// retired, in one transaction. Returns whether it switched.
+pub async fn swap_if_caught_up(
+    pool: &PgPool,
+    plan: &Plan,
+    max_lag: u64,
+) -> Result<bool, DatabaseError> {
+    let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+    lock_ddl(&mut tx).await?;
+    let state: Option<String> = sqlx::query_scalar(
+        "select state from dp_generations where projection = $1 and generation = $2 for update",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(query_error("read the generation"))?;
+    if state.as_deref() != Some("building") {
+        return Ok(false);
+    }
+    let caught_up: bool = sqlx::query_scalar(
+        "select count(*) = $3 and coalesce(bool_and(lag is not null and lag <= $4 and stopped is null), false)
+         from dp_checkpoints where projection = $1 and generation = $2",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .bind(i64::from(plan.definition.partitions))
+    .bind(max_lag as i64)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error("check the build's progress"))?;
+    if !caught_up {
+        return Ok(false);
+    }
+    if let Some(postgres) = plan.postgres() {
+        for statement in statements(postgres).publish_view {
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("switch the view"))?;
+        }
+    }
+    sqlx::query(
+        "update dp_generations set state = 'retired', retired_at = now()
+         where projection = $1 and state = 'live' and generation <> $2",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_error("retire the previous generation"))?;
+    sqlx::query(
+        "update dp_generations set state = 'live', live_at = now()
+         where projection = $1 and generation = $2",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_error("make the generation live"))?;
+    tx.commit().await.map_err(query_error("commit"))?;
+    tracing::info!(projection = %plan.projection, generation = %plan.generation, "generation is live");
+    Ok(true)
+}
+
+/// Drops the tables of a retired generation and forgets its checkpoints.
+pub async fn drop_generation(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseError> {
+    let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+    lock_ddl(&mut tx).await?;
+    let updated = sqlx::query(
+        "update dp_generations set state = 'dropped'
+         where projection = $1 and generation = $2 and state = 'retired'",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_error("mark the generation dropped"))?;
+    if updated.rows_affected() == 0 {
+        return Ok(()); // another replica dropped it, or it was revived
+    }
+    if let Some(postgres) = plan.postgres() {
+        for statement in statements(postgres).drop {
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("drop the generation's tables"))?;
+        }
+    }
+    sqlx::query("delete from dp_checkpoints where projection = $1 and generation = $2")
+        .bind(&plan.projection)
+        .bind(&plan.generation)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("forget the checkpoints"))?;
+    tx.commit().await.map_err(query_error("commit"))?;
+    tracing::info!(projection = %plan.projection, generation = %plan.generation, "retired generation dropped");
+    Ok(())
+}
+
+/// The checkpoint of one partition of a generation.
+pub async fn checkpoint(
+    pool: &PgPool,
+    plan: &Plan,
+    partition: u32,
+) -> Result<Checkpoint, DatabaseError> {
+    let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+        "select sequence, lag from dp_checkpoints
+         where projection = $1 and generation = $2 and partition = $3",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .bind(partition as i32)
+    .fetch_optional(pool)
+    .await
+    .map_err(query_error("read the checkpoint"))?;
+    Ok(
+        row.map_or_else(Checkpoint::default, |(sequence, lag)| Checkpoint {
+            sequence: sequence as u64,
+            lag: lag.map(|l| l as u64),
+        }),
+    )
+}
+
+/// Applies a batch to the generation's tables (when `write` is given), records its dead
+/// letters, and moves the checkpoint from `expected` to `progress.sequence`: all in one
+/// transaction, and only while `fence` still holds the partition's lease.
+#[allow(clippy::too_many_arguments)]
+pub async fn commit(
+    pool: &PgPool,
+    plan: &Plan,
+    write: Option<&Write>,
+    partition: u32,
+    fence: &Fence,
+    expected: u64,
+    projected: &[&Projected],
+    dead_letters: &[DeadLetter],
+    progress: &Progress,
+    stopped: Option<&str>,
+) -> Result<(), CommitError> {
+    let mut tx = pool.begin().await?;
+    if let (Some(write), Some(view)) = (write, plan.postgres())
+        && !projected.is_empty()
+    {
+        apply(&mut tx, view, write, projected).await?;
+    }
+    if !dead_letters.is_empty() {
+        record_dead_letters(&mut tx, plan, partition, dead_letters).await?;
+    }
+    let moved = sqlx::query(
+        "update dp_checkpoints c
+         set sequence = $5, events = c.events + $6, lag = $7, stopped = $8, updated_at = now()
+         where c.projection = $1 and c.generation = $2 and c.partition = $3 and c.sequence = $4
+           and exists (select 1 from dp_leases l
+                       where l.projection = $1 and l.partition = $3
+                         and l.owner = $9 and l.epoch = $10)",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .bind(partition as i32)
+    .bind(expected as i64)
+    .bind(progress.sequence as i64)
+    .bind(progress.events as i64)
+    .bind(progress.lag as i64)
+    .bind(stopped)
+    .bind(&fence.owner)
+    .bind(fence.epoch)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Err(CommitError::Fenced);
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    view: &super::plan::PostgresPlan,
+    write: &Write,
+    projected: &[&Projected],
+) -> Result<(), CommitError> {
+    match write {
+        Write::Latest { upsert, delete } => {
+            let changes = latest_changes(view, projected.iter().copied());
+            if !changes.keys.is_empty() {
+                let mut query = sqlx::query(AssertSqlSafe(upsert.as_str()))
+                    .bind(&changes.keys)
+                    .bind(&changes.versions)
+                    .bind(&changes.sequences);
+                for column in &changes.columns {
+                    query = query.bind(column);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            if !changes.deletes.is_empty() {
+                sqlx::query(AssertSqlSafe(delete.as_str()))
+                    .bind(&changes.deletes)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Write::History { insert } => {
+            let rows = history_rows(view, projected.iter().copied());
+            if !rows.sequences.is_empty() {
+                let mut query = sqlx::query(AssertSqlSafe(insert.as_str()))
+                    .bind(&rows.sequences)
+                    .bind(&rows.keys)
+                    .bind(&rows.versions)
+                    .bind(&rows.types);
+                for column in &rows.columns {
+                    query = query.bind(column);
+                }
+                query.execute(&mut **tx).await?;
+            }
+        }
+        Write::Aggregate {
+            select_members,
+            upsert_members,
+            delete_members,
+            apply_deltas,
+            delete_empty,
+        } => {
+            let keys = touched_keys(projected.iter().copied());
+            let old: HashMap<String, _> = sqlx::query_as::<_, (String, String, String)>(
+                AssertSqlSafe(select_members.as_str()),
+            )
+            .bind(&keys)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|(key, group, sums)| (key, stored_contribution(group, &sums)))
+            .collect();
+            // Contributions were checked when the effects were computed.
+            let changes = aggregate_changes(view, &old, projected.iter().copied())
+                .map_err(CommitError::Contribution)?;
+            if !changes.member_keys.is_empty() {
+                sqlx::query(AssertSqlSafe(upsert_members.as_str()))
+                    .bind(&changes.member_keys)
+                    .bind(&changes.member_groups)
+                    .bind(&changes.member_sums)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            if !changes.member_deletes.is_empty() {
+                sqlx::query(AssertSqlSafe(delete_members.as_str()))
+                    .bind(&changes.member_deletes)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            if !changes.delta_groups.is_empty() {
+                let mut query = sqlx::query(AssertSqlSafe(apply_deltas.as_str()))
+                    .bind(&changes.delta_groups)
+                    .bind(&changes.delta_counts);
+                for sums in &changes.delta_sums {
+                    query = query.bind(sums);
+                }
+                query.execute(&mut **tx).await?;
+                sqlx::query(AssertSqlSafe(delete_empty.as_str()))
+                    .bind(&changes.delta_groups)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn record_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &Plan,
+    partition: u32,
+    dead_letters: &[DeadLetter],
+) -> Result<(), CommitError> {
+    let sequences: Vec<i64> = dead_letters.iter().map(|d| d.sequence as i64).collect();
+    let keys: Vec<Option<String>> = dead_letters.iter().map(|d| d.key.clone()).collect();
+    let versions: Vec<Option<i64>> = dead_letters
+        .iter()
+        .map(|d| d.version.map(|v| v as i64))
+        .collect();
+    let events: Vec<Option<String>> = dead_letters
+        .iter()
+        .map(|d| d.event.as_ref().map(Json::to_string))
+        .collect();
+    let payloads: Vec<Option<String>> = dead_letters.iter().map(|d| d.payload.clone()).collect();
+    let reasons: Vec<String> = dead_letters.iter().map(|d| d.reason.clone()).collect();
+    sqlx::query(
+        "insert into dp_dead_letters (projection, generation, partition, sequence, key, version, event, payload, reason)
+         select $1, $2, $3, s, k, v, e::jsonb, p, r
+         from unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[]) as d(s, k, v, e, p, r)
+         on conflict do nothing",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .bind(partition as i32)
+    .bind(&sequences)
+    .bind(&keys)
+    .bind(&versions)
+    .bind(&events)
+    .bind(&payloads)
+    .bind(&reasons)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The statements that apply batches of `plan` (None for a NATS sink).
+pub fn write_statements(plan: &Plan) -> Option<Statements> {
+    plan.postgres().map(statements)
+}
+
+/// Announces `replica` as alive and returns the live replicas of `projection`, sorted.
+pub async fn heartbeat(
+    pool: &PgPool,
+    projection: &str,
+    replica: &str,
+    ttl: Duration,
+) -> Result<Vec<String>, DatabaseError> {
+    sqlx::query(
+        "insert into dp_replicas (projection, replica, seen_at) values ($1, $2, now())
+         on conflict (projection, replica) do update set seen_at = now()",
+    )
+    .bind(projection)
+    .bind(replica)
+    .execute(pool)
+    .await
+    .map_err(query_error("record the heartbeat"))?;
+    sqlx::query_scalar(
+        "select replica from dp_replicas
+         where projection = $1 and seen_at > now() - make_interval(secs => $2)
+         order by replica",
+    )
+    .bind(projection)
+    .bind(ttl.as_secs_f64())
+    .fetch_all(pool)
+    .await
+    .map_err(query_error("read the live replicas"))
+}
+
+/// Forgets `replica` (on a graceful stop) so the others rebalance at once.
+pub async fn leave(pool: &PgPool, projection: &str, replica: &str) -> Result<(), DatabaseError> {
+    sqlx::query("delete from dp_leases where projection = $1 and owner = $2")
+        .bind(projection)
+        .bind(replica)
+        .execute(pool)
+        .await
+        .map_err(query_error("release the leases"))?;
+    sqlx::query("delete from dp_replicas where projection = $1 and replica = $2")
+        .bind(projection)
+        .bind(replica)
+        .execute(pool)
+        .await
+        .map_err(query_error("leave"))?;
+    Ok(())
+}
+
+/// Takes the lease of `partition` if it is free, expired, or already ours; returns its fence.
+pub async fn acquire(
+    pool: &PgPool,
+    projection: &str,
+    partition: u32,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Option<Fence>, DatabaseError> {
+    let epoch: Option<i64> = sqlx::query_scalar(
+        "insert into dp_leases as l (projection, partition, owner, epoch, expires_at)
+         values ($1, $2, $3, 1, now() + make_interval(secs => $4))
+         on conflict (projection, partition) do update
+         set owner = excluded.owner, epoch = l.epoch + 1, expires_at = excluded.expires_at
+         where l.owner = excluded.owner or l.expires_at < now()
+         returning epoch",
+    )
+    .bind(projection)
+    .bind(partition as i32)
+    .bind(owner)
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+    .map_err(query_error("acquire a lease"))?;
+    Ok(epoch.map(|epoch| Fence {
+        owner: owner.to_owned(),
+        epoch,
+    }))
+}
+
+/// Extends the leases `owned` (partition -> epoch); returns the partitions still held.
+pub async fn renew(
+    pool: &PgPool,
+    projection: &str,
+    owner: &str,
+    owned: &[(u32, i64)],
+    ttl: Duration,
+) -> Result<Vec<u32>, DatabaseError> {
+    let partitions: Vec<i32> = owned.iter().map(|(p, _)| *p as i32).collect();
+    let epochs: Vec<i64> = owned.iter().map(|(_, e)| *e).collect();
+    let held: Vec<i32> = sqlx::query_scalar(
+        "update dp_leases l set expires_at = now() + make_interval(secs => $3)
+         from unnest($4::int[], $5::bigint[]) as o(partition, epoch)
+         where l.projection = $1 and l.owner = $2 and l.partition = o.partition and l.epoch = o.epoch
+         returning l.partition",
+    )
+    .bind(projection)
+    .bind(owner)
+    .bind(ttl.as_secs_f64())
+    .bind(&partitions)
+    .bind(&epochs)
+    .fetch_all(pool)
+    .await
+    .map_err(query_error("renew the leases"))?;
+    Ok(held.into_iter().map(|p| p as u32).collect())
+}
+
+/// Gives up the lease of `partition`.
+pub async fn release(
+    pool: &PgPool,
+    projection: &str,
+    partition: u32,
+    fence: &Fence,
+) -> Result<(), DatabaseError> {
+    sqlx::query(
+        "delete from dp_leases where projection = $1 and partition = $2 and owner = $3 and epoch = $4",
+    )
+    .bind(projection)
+    .bind(partition as i32)
+    .bind(&fence.owner)
+    .bind(fence.epoch)
+    .execute(pool)
+    .await
+    .map(drop)
+    .map_err(query_error("release a lease"))
+}
+
+/// One partition's checkpoint row, for the status endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionRow {
+    pub generation: String,
+    pub partition: u32,
+    pub sequence: u64,
+    pub events: u64,
+    pub lag: Option<u64>,
+    pub stopped: Option<String>,
+    pub owner: Option<String>,
+}
+
+/// Checkpoints (with the lease owner) of every generation of `projection`.
+pub async fn partitions(
+    pool: &PgPool,
+    projection: &str,
+) -> Result<Vec<PartitionRow>, DatabaseError> {
+    let rows = sqlx::query(
+        "select c.generation, c.partition, c.sequence, c.events, c.lag, c.stopped,
+                case when l.expires_at > now() then l.owner end as owner
+         from dp_checkpoints c
+         left join dp_leases l on l.projection = c.projection and l.partition = c.partition
+         where c.projection = $1
+         order by c.generation, c.partition",
+    )
+    .bind(projection)
+    .fetch_all(pool)
+    .await
+    .map_err(query_error("read the checkpoints"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| PartitionRow {
+            generation: row.get("generation"),
+            partition: row.get::<i32, _>("partition") as u32,
+            sequence: row.get::<i64, _>("sequence") as u64,
+            events: row.get::<i64, _>("events") as u64,
+            lag: row.get::<Option<i64>, _>("lag").map(|l| l as u64),
+            stopped: row.get("stopped"),
+            owner: row.get("owner"),
+        })
+        .collect())
+}
+
+/// Dead letters per generation of `projection`.
+pub async fn dead_letter_counts(
+    pool: &PgPool,
+    projection: &str,
+) -> Result<HashMap<String, u64>, DatabaseError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select generation, count(*) from dp_dead_letters where projection = $1 group by generation",
+    )
+    .bind(projection)
+    .fetch_all(pool)
+    .await
+    .map_err(query_error("count the dead letters"))?;
+    Ok(rows.into_iter().map(|(g, n)| (g, n as u64)).collect())
+}

@@ -1,0 +1,40 @@
+//! The projector (read side, DESIGN §5): replays an Entity's stream, partition by partition,
+//! through a Projection's filters into a Postgres view or a NATS subject.
+//!
+//! - `plan`, `evaluate`, `rows`, `schema`: pure. A Projection compiles once per generation into
+//!   a [`plan::Plan`]; the filter chain and the net changes of a batch are computed without a
+//!   database; SQL is built once per generation.
+//! - `database`: rows, dead letters and the checkpoint commit in one transaction; the
+//!   checkpoint moves by compare-and-set under the partition lease's epoch.
+//! - `worker`: one (generation, partition): an ordered consumer from the checkpoint on.
+//! - `supervisor`: one replica: leases, generations, the swap, retirement.
+//! - `status`, `metrics`: what the operator and Prometheus read.
+
+pub mod command;
+pub mod database;
+pub mod evaluate;
+pub mod metrics;
+pub mod plan;
+pub mod rows;
+pub mod schema;
+pub mod status;
+pub mod supervisor;
+pub mod worker;
+
+pub use metrics::Metrics;
+pub use plan::{Definition, Plan};
+pub use status::{StatusReport, StatusSource};
+pub use supervisor::{Options, Projector, ProjectorError};
+pub use worker::WorkerOptions;
+
+/// An error and its sources on one line, for logs.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,294 @@
+//! The status endpoint (`GET /v1/status`): per generation, its phase, lag, last applied
+//! sequence, build progress and dead letters, read from Postgres so that every replica
+//! answers for the whole projection (the operator reads it into the Projection's status).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use crds::projection::Phase;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::database::{self, GenerationRow, GenerationState, PartitionRow};
+
+/// The status of a projection as one replica sees it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub projection: String,
+    pub replica: String,
+    /// Partitions this replica holds the lease of.
+    pub owned_partitions: Vec<u32>,
+    /// The stable view (or subject) readers use.
+    pub view: String,
+    /// The generation serving the view.
+    pub active_generation: Option<String>,
+    /// A generation being built to replace it.
+    pub building_generation: Option<String>,
+    /// The generation this replica's configuration asks for.
+    pub configured_generation: String,
+    pub generations: Vec<GenerationStatus>,
+}
+
+/// One generation's figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationStatus {
+    pub generation: String,
+    /// `building`, `live` or `retired`.
+    pub state: &'static str,
+    pub phase: Phase,
+    /// Events not yet applied, summed over partitions.
+    pub lag: u64,
+    /// Highest stream sequence applied in any partition.
+    pub last_applied_sequence: u64,
+    /// Events applied.
+    pub events: u64,
+    /// Percentage of the stream replayed (100 once caught up).
+    pub progress: u8,
+    pub dead_letters: u64,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition of a generation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    pub partition: u32,
+    pub sequence: u64,
+    pub lag: Option<u64>,
+    pub owner: Option<String>,
+    /// Why the partition stopped (`onError: Stop`), if it did.
+    pub stopped: Option<String>,
+}
+
+/// What the status endpoint needs besides the database.
+#[derive(Clone, Debug)]
+pub struct StatusSource {
+    pub pool: PgPool,
+    pub projection: String,
+    pub replica: String,
+    pub view: String,
+    pub configured_generation: String,
+    /// Kept up to date by the supervisor.
+    pub owned: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+impl StatusSource {
+    /// Reads the figures and builds the report.
+    pub async fn report(&self) -> Result<StatusReport, database::DatabaseError> {
+        let generations = database::generations(&self.pool, &self.projection).await?;
+        let partitions = database::partitions(&self.pool, &self.projection).await?;
+        let dead_letters = database::dead_letter_counts(&self.pool, &self.projection).await?;
+        let owned = self
+            .owned
+            .lock()
+            .map(|o| o.iter().copied().collect())
+            .unwrap_or_default();
+        Ok(report(
+            self,
+            owned,
+            &generations,
+            &partitions,
+            &dead_letters,
+        ))
+    }
+}
+
+/// Builds the report from what the database holds. Pure.
+pub fn report(
+    source: &StatusSource,
+    owned_partitions: Vec<u32>,
+    generations: &[GenerationRow],
+    partitions: &[PartitionRow],
+    dead_letters: &HashMap<String, u64>,
+) -> StatusReport {
+    let generations: Vec<GenerationStatus> = generations
+        .iter()
+        .filter(|g| g.state != GenerationState::Dropped)
+        .map(|g| {
+            let rows: Vec<&PartitionRow> = partitions
+                .iter()
+                .filter(|p| p.generation == g.generation)
+                .collect();
+            generation_status(
+                g,
+                &rows,
+                dead_letters.get(&g.generation).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    let find = |state: &str| {
+        generations
+            .iter()
+            .rev()
+            .find(|g| g.state == state)
+            .map(|g| g.generation.clone())
+    };
+    StatusReport {
+        projection: source.projection.clone(),
+        replica: source.replica.clone(),
+        owned_partitions,
+        view: source.view.clone(),
+        active_generation: find("live"),
+        building_generation: find("building"),
+        configured_generation: source.configured_generation.clone(),
+        generations,
+    }
+}
+
+/// One generation's figures from its checkpoints. Pure.
+pub fn generation_status(
+    generation: &GenerationRow,
+    partitions: &[&PartitionRow],
+    dead_letters: u64,
+) -> GenerationStatus {
+    let lag: u64 = partitions.iter().filter_map(|p| p.lag).sum();
+    let events: u64 = partitions.iter().map(|p| p.events).sum();
+    let unknown = partitions.iter().any(|p| p.lag.is_none());
+    let stopped = partitions.iter().any(|p| p.stopped.is_some());
+    let progress = if lag == 0 && !unknown {
+        100
+    } else {
+        (events * 100)
+            .checked_div(events + lag)
+            .unwrap_or(0)
+            .min(99) as u8
+    };
+    let state = generation.state.as_str();
+    let phase = match generation.state {
+        _ if stopped => Phase::Degraded,
+        GenerationState::Live | GenerationState::Retired => Phase::Live,
+        GenerationState::Building | GenerationState::Dropped => Phase::Building,
+    };
+    GenerationStatus {
+        generation: generation.generation.clone(),
+        state,
+        phase,
+        lag,
+        last_applied_sequence: partitions.iter().map(|p| p.sequence).max().unwrap_or(0),
+        events,
+        progress,
+        dead_letters,
+        partitions: partitions
+            .iter()
+            .map(|p| PartitionStatus {
+                partition: p.partition,
+                sequence: p.sequence,
+                lag: p.lag,
+                owner: p.owner.clone(),
+                stopped: p.stopped.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// `GET /v1/status`.
+pub fn routes(source: StatusSource) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .with_state(Arc::new(source))
+}
+
+async fn status(State(source): State<Arc<StatusSource>>) -> Response {
+    match source.report().await {
+        Ok(report) => Json(report).into_response(),
+        Err(error) => {
+            tracing::warn!(error = %super::chain(&error), "status unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "status unavailable: database error",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projector::plan::Definition;
+    use crds::projection::Sink;
+
+    fn row(generation: &str, state: GenerationState) -> GenerationRow {
+        GenerationRow {
+            generation: generation.into(),
+            state,
+            definition: Definition {
+                namespace: "default".into(),
+                entity: "customer".into(),
+                partitions: 2,
+                filters: vec![],
+                sink: Sink::default(),
+            },
+            retired_for: None,
+        }
+    }
+
+    fn partition(
+        generation: &str,
+        partition: u32,
+        sequence: u64,
+        events: u64,
+        lag: Option<u64>,
+    ) -> PartitionRow {
+        PartitionRow {
+            generation: generation.into(),
+            partition,
+            sequence,
+            events,
+            lag,
+            stopped: None,
+            owner: Some("r1".into()),
+        }
+    }
+
+    #[test]
+    fn a_building_generation_reports_progress_from_applied_and_pending_events() {
+        let rows = [
+            partition("g2", 0, 40, 30, Some(60)),
+            partition("g2", 1, 41, 30, Some(30)),
+        ];
+        let status = generation_status(
+            &row("g2", GenerationState::Building),
+            &rows.iter().collect::<Vec<_>>(),
+            2,
+        );
+        assert_eq!(status.phase, Phase::Building);
+        assert_eq!((status.lag, status.events, status.progress), (90, 60, 40));
+        assert_eq!(status.last_applied_sequence, 41);
+        assert_eq!(status.dead_letters, 2);
+    }
+
+    #[test]
+    fn a_live_generation_with_a_stopped_partition_is_degraded() {
+        let mut stopped = partition("g1", 1, 5, 5, Some(3));
+        stopped.stopped = Some("sequence 6: a filter failed".into());
+        let rows = [partition("g1", 0, 4, 4, Some(0)), stopped];
+        let status = generation_status(
+            &row("g1", GenerationState::Live),
+            &rows.iter().collect::<Vec<_>>(),
+            0,
+        );
+        assert_eq!(status.phase, Phase::Degraded);
+        let caught_up = [
+            partition("g1", 0, 4, 4, Some(0)),
+            partition("g1", 1, 5, 5, Some(0)),
+        ];
+        let status = generation_status(
+            &row("g1", GenerationState::Live),
+            &caught_up.iter().collect::<Vec<_>>(),
+            0,
+        );
+        assert_eq!(
+            (status.phase, status.progress, status.lag),
+            (Phase::Live, 100, 0)
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! One projector replica: registers its generation, shares the partitions with the other
+//! replicas through leases, runs a worker per (leased partition, running generation), swaps
+//! a caught-up generation in, and drops retired ones after a grace period.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, Context};
+use crds::projection::OnError;
+use crds::{Entity, Projection};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::database::{self, DatabaseError, Fence, GenerationState};
+use super::metrics::Metrics;
+use super::plan::{Output, Plan, PlanError};
+use super::status::StatusSource;
+use super::worker::{Exit, Running, Worker, WorkerOptions};
+use crate::expr::Evaluator;
+
+/// Why a projector could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("projection {projection} cannot be compiled")]
+    Plan {
+        projection: String,
+        #[source]
+        source: Box<PlanError>,
+    },
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+/// Timings of leases, swaps and workers.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How often a replica heartbeats, renews its leases and rebalances.
+    pub heartbeat: Duration,
+    /// A lease (and a replica's liveness) lasts this long without renewal; a dead replica's
+    /// partitions move after at most this long plus a heartbeat.
+    pub lease_ttl: Duration,
+    /// How long a retired generation's table is kept after the swap.
+    pub retire_after: Duration,
+    /// A building generation counts as caught up when every partition's lag is at most this.
+    pub caught_up_lag: u64,
+    pub worker: WorkerOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            heartbeat: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(5),
+            retire_after: Duration::from_secs(300),
+            caught_up_lag: 0,
+            worker: WorkerOptions::default(),
+        }
+    }
+}
+
+/// A projector replica, ready to run.
+#[derive(Debug)]
+pub struct Projector {
+    configured: Arc<Running>,
+    replica: String,
+    options: Options,
+    pool: PgPool,
+    jetstream: Context,
+    metrics: Metrics,
+    owned: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+/// A worker task; aborted when dropped, so that a replica that is itself aborted (a crash
+/// in tests) leaves no worker behind.
+#[derive(Debug)]
+struct WorkerTask {
+    cancel: CancellationToken,
+    handle: Option<JoinHandle<Exit>>,
+}
+
+impl Drop for WorkerTask {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+impl WorkerTask {
+    /// Cancels the worker and waits (briefly) for it to finish its current commit.
+    async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(handle) = self.handle.take()
+            && tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .is_err()
+        {
+            tracing::warn!("a partition worker did not stop within 10s");
+        }
+    }
+}
+
+impl Projector {
+    /// Compiles `projection` (over `entity`) for replica `replica`.
+    pub fn new(
+        projection: &Projection,
+        entity: &Entity,
+        replica: impl Into<String>,
+        pool: PgPool,
+        client: async_nats::Client,
+        metrics: Metrics,
+        options: Options,
+    ) -> Result<Self, ProjectorError> {
+        let plan = Plan::new(projection, entity.spec.partitions).map_err(|source| {
+            ProjectorError::Plan {
+                projection: super::plan::projection_id(projection),
+                source: Box::new(source),
+            }
+        })?;
+        Ok(Projector {
+            configured: Arc::new(Running::new(plan)),
+            replica: replica.into(),
+            options,
+            pool,
+            jetstream: jetstream::new(client),
+            metrics,
+            owned: Arc::default(),
+        })
+    }
+
+    /// The generation this replica's configuration asks for.
+    pub fn generation(&self) -> &str {
+        &self.configured.plan.generation
+    }
+
+    /// What the status endpoint reads.
+    pub fn status_source(&self) -> StatusSource {
+        let plan = &self.configured.plan;
+        StatusSource {
+            pool: self.pool.clone(),
+            projection: plan.projection.clone(),
+            replica: self.replica.clone(),
+            view: match &plan.output {
+                Output::Postgres(view) => view.view.clone(),
+                Output::Nats { subject } => subject.clone(),
+            },
+            configured_generation: plan.generation.clone(),
+            owned: Arc::clone(&self.owned),
+        }
+    }
+
+    /// Runs until `shutdown`; `ready` is called with true once the stream exists and the
+    /// generation is registered. Transient failures (database, NATS) are retried, not returned.
+    pub async fn run(
+        self,
+        ready: impl Fn(bool) + Send,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProjectorError> {
+        let plan = &self.configured.plan;
+        let projection = plan.projection.clone();
+        tracing::info!(%projection, generation = %plan.generation, replica = %self.replica, "projector starting");
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let prepared = async {
+                database::prepare(&self.pool).await?;
+                database::register(&self.pool, plan).await
+            };
+            match prepared.await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(error = %super::chain(&error), "cannot prepare the database yet; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        let stream_name = plan.stream_names().stream();
+        loop {
+            match self.jetstream.get_stream(&stream_name).await {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::info!(stream = %stream_name, %error, "waiting for the entity's stream");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.options.heartbeat) => {}
+            }
+        }
+        ready(true);
+
+        let mut state = Supervision::default();
+        let mut ticks = tokio::time::interval(self.options.heartbeat);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.tick(&mut state).await {
+                tracing::warn!(error = %super::chain(&error), "projector housekeeping failed; retrying");
+            }
+        }
+
+        ready(false);
+        let stopping: Vec<WorkerTask> = state.workers.drain().map(|(_, w)| w).collect();
+        futures::future::join_all(stopping.into_iter().map(WorkerTask::stop)).await;
+        if let Err(error) = database::leave(&self.pool, &projection, &self.replica).await {
+            tracing::warn!(error = %super::chain(&error), "could not release the leases; they will expire");
+        }
+        tracing::info!(%projection, "projector stopped");
+        Ok(())
+    }
+
+    /// One round of housekeeping: leases, generations, workers, swap, retirement.
+    async fn tick(&self, state: &mut Supervision) -> Result<(), ProjectorError> {
+        let plan = &self.configured.plan;
+        let projection = plan.projection.as_str();
+        let partitions = plan.definition.partitions;
+        let ttl = self.options.lease_ttl;
+
+        // Workers that ended on their own.
+        let finished: Vec<(String, u32)> = state
+            .workers
+            .iter()
+            .filter(|(_, w)| w.handle.as_ref().is_none_or(JoinHandle::is_finished))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in finished {
+            if let Some(mut task) = state.workers.remove(&key)
+                && let Some(handle) = task.handle.take()
+            {
+                match handle.await {
+                    Ok(Exit::Stopped { .. }) => {
+                        state.stopped.insert(key);
+                    }
+                    Ok(Exit::Fenced) => {
+                        // Give the partition up; it is acquired again if it is still ours.
+                        self.lose(state, key.1).await;
+                    }
+                    Ok(Exit::Cancelled) => {}
+                    Err(error) => tracing::error!(%error, "a partition worker panicked"),
+                }
+            }
+        }
+
+        // Who is alive, and which partitions are ours to hold.
+        let replicas = database::heartbeat(&self.pool, projection, &self.replica, ttl).await?;
+        let desired: HashSet<u32> = match replicas.iter().position(|r| *r == self.replica) {
+            Some(me) => (0..partitions)
+                .filter(|p| *p as usize % replicas.len() == me)
+                .collect(),
+            None => HashSet::new(),
+        };
+
+        let owned: Vec<(u32, i64)> = state.leases.iter().map(|(p, f)| (*p, f.epoch)).collect();
+        let held: HashSet<u32> =
+            database::renew(&self.pool, projection, &self.replica, &owned, ttl)
+                .await?
+                .into_iter()
+                .collect();
+        for (partition, _) in owned {
+            if !held.contains(&partition) {
+                tracing::warn!(partition, "partition lease lost");
+                self.lose(state, partition).await;
+            } else if !desired.contains(&partition) {
+                // Rebalance: hand it over once its workers have committed and stopped.
+                self.stop_partition(state, partition).await;
+                if let Some(fence) = state.leases.remove(&partition) {
+                    database::release(&self.pool, projection, partition, &fence).await?;
+                    tracing::info!(partition, "partition handed over");
+                }
+            }
+        }
+        for partition in &desired {
+            if !state.leases.contains_key(partition)
+                && let Some(fence) =
+                    database::acquire(&self.pool, projection, *partition, &self.replica, ttl)
+                        .await?
+            {
+                tracing::info!(partition, epoch = fence.epoch, "partition lease acquired");
+                state.leases.insert(*partition, fence);
+            }
+        }
+        if let Ok(mut shared) = self.owned.lock() {
+            *shared = state.leases.keys().copied().collect();
+        }
+        self.metrics.partitions_owned.set(state.leases.len() as i64);
+
+        // Which generations run: the live one and ours while it builds (a NATS sink only ever
+        // runs ours: republishing the old mapping beside the new would send both).
+        let rows = database::generations(&self.pool, projection).await?;
+        let nats = matches!(plan.output, Output::Nats { .. });
+        let mut running: HashMap<String, Arc<Running>> = HashMap::new();
+        for row in &rows {
+            let ours = row.generation == plan.generation;
+            let runs = match row.state {
+                GenerationState::Building => ours,
+                GenerationState::Live => ours || !nats,
+                GenerationState::Retired | GenerationState::Dropped => false,
+            };
+            if !runs {
+                continue;
+            }
+            let compiled = if ours {
+                Arc::clone(&self.configured)
+            } else {
+                match state.plans.get(&row.generation) {
+                    Some(compiled) => Arc::clone(compiled),
+                    None => {
+                        let compiled = Plan::compile(
+                            projection.to_owned(),
+                            row.definition.clone(),
+                            plan.on_error,
+                        )
+                        .map_err(|source| ProjectorError::Plan {
+                            projection: projection.to_owned(),
+                            source: Box::new(source),
+                        })?;
+                        let compiled = Arc::new(Running::new(compiled));
+                        state
+                            .plans
+                            .insert(row.generation.clone(), Arc::clone(&compiled));
+                        compiled
+                    }
+                }
+            };
+            running.insert(row.generation.clone(), compiled);
+        }
+
+        // Stop workers of generations that no longer run; start the missing ones.
+        let retired: Vec<(String, u32)> = state
+            .workers
+            .keys()
+            .filter(|(g, _)| !running.contains_key(g))
+            .cloned()
+            .collect();
+        for key in retired {
+            if let Some(task) = state.workers.remove(&key) {
+                task.stop().await;
+            }
+        }
+        for (partition, fence) in &state.leases {
+            for (generation, compiled) in &running {
+                let key = (generation.clone(), *partition);
+                if state.workers.contains_key(&key) || state.stopped.contains(&key) {
+                    continue;
+                }
+                state
+                    .workers
+                    .insert(key, self.spawn(compiled, *partition, fence.clone()));
+            }
+        }
+
+        // Swap our generation in once it has caught up; drop retired tables after the grace.
+        let ours = rows.iter().find(|r| r.generation == plan.generation);
+        if ours.is_some_and(|r| r.state == GenerationState::Building) {
+            database::swap_if_caught_up(&self.pool, plan, self.options.caught_up_lag).await?;
+        }
+        for row in &rows {
+            let expired = row
+                .retired_for
+                .is_some_and(|seconds| seconds >= self.options.retire_after.as_secs_f64());
+            if row.state == GenerationState::Retired && expired {
+                let retired =
+                    Plan::compile(projection.to_owned(), row.definition.clone(), OnError::Skip)
+                        .map_err(|source| ProjectorError::Plan {
+                            projection: projection.to_owned(),
+                            source: Box::new(source),
+                        })?;
+                database::drop_generation(&self.pool, &retired).await?;
+                state.plans.remove(&row.generation);
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, running: &Arc<Running>, partition: u32, fence: Fence) -> WorkerTask {
+        let cancel = CancellationToken::new();
+        let worker = Worker {
+            running: Arc::clone(running),
+            partition,
+            fence,
+            pool: self.pool.clone(),
+            jetstream: self.jetstream.clone(),
+            evaluator: Evaluator::default(),
+            options: self.options.worker.clone(),
+            metrics: self.metrics.clone(),
+            on_error: self.configured.plan.on_error,
+            cancel: cancel.clone(),
+        };
+        tracing::debug!(generation = %running.plan.generation, partition, "partition worker starting");
+        WorkerTask {
+            cancel,
+            handle: Some(tokio::spawn(worker.run())),
+        }
+    }
+
+    async fn stop_partition(&self, state: &mut Supervision, partition: u32) {
+        let keys: Vec<(String, u32)> = state
+            .workers
+            .keys()
+            .filter(|(_, p)| *p == partition)
+            .cloned()
+            .collect();
+        let tasks: Vec<WorkerTask> = keys
+            .iter()
+            .filter_map(|k| state.workers.remove(k))
+            .collect();
+        futures::future::join_all(tasks.into_iter().map(WorkerTask::stop)).await;
+        state.stopped.retain(|(_, p)| *p != partition);
+    }
+
+    async fn lose(&self, state: &mut Supervision, partition: u32) {
+        self.stop_partition(state, partition).await;
+        state.leases.remove(&partition);
+    }
+}
+
+/// What the supervisor keeps between ticks.
+#[derive(Debug, Default)]
+struct Supervision {
+    leases: HashMap<u32, Fence>,
+    workers: HashMap<(String, u32), WorkerTask>,
+    /// Workers stopped by a poison event (`onError: Stop`): not restarted until the process is.
+    stopped: HashSet<(String, u32)>,
+    /// Compiled plans of generations other than ours (the live one while ours builds).
+    plans: HashMap<String, Arc<Running>>,
+}
