@@ -37,6 +37,9 @@ pub struct ProjectorArgs {
     /// from DREAMPIPE_REPLICA_ID); defaults to hostname and process id.
     #[arg(long, env = "POD_NAME")]
     pub replica_id: Option<String>,
+    /// The analysts' read-only Postgres role: granted SELECT on the stable view, nothing else.
+    #[arg(long, env = "DREAMPIPE_READER_ROLE")]
+    pub reader_role: Option<String>,
 }
 
 /// Why the projector command failed.
@@ -53,6 +56,8 @@ pub enum CommandError {
     SeveralProjections { names: String },
     #[error("the config holds no Entity {entity:?} for the Projection")]
     NoEntity { entity: String },
+    #[error("the reader role {0:?} is not a valid role name ([a-z_][a-z0-9_]{{0,62}})")]
+    ReaderRole(String),
     #[error("invalid DATABASE_URL")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error("could not connect to NATS at {url}")]
@@ -77,7 +82,13 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         database_url,
         listen,
         replica_id,
+        reader_role,
     } = args;
+    if let Some(role) = &reader_role
+        && !crds::validate::is_sql_identifier(role)
+    {
+        return Err(CommandError::ReaderRole(role.clone()));
+    }
     let resources = Resources::load(&config, &namespace)?;
     let candidates: Vec<_> = resources
         .projections
@@ -141,7 +152,10 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         pool,
         client,
         metrics,
-        Options::default(),
+        Options {
+            reader_role,
+            ..Options::default()
+        },
     )?;
     let router =
         process::probe_routes(Arc::clone(&health)).merge(status::routes(projector.status_source()));

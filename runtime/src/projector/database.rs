@@ -12,7 +12,7 @@ use super::plan::{Definition, Plan};
 use super::rows::{
     Projected, aggregate_changes, history_rows, latest_changes, stored_contribution, touched_keys,
 };
-use super::schema::{BOOKKEEPING, DDL_LOCK, Statements, Write, statements};
+use super::schema::{BOOKKEEPING, DDL_LOCK, Statements, Write, quote, statements};
 
 /// Why a database step failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,10 @@ pub enum DatabaseError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "the reader role {0:?} does not exist: create it (the Helm chart's Postgres init does)"
+    )]
+    NoReaderRole(String),
     #[error("generation {generation} of {projection} has a definition this release cannot read")]
     Definition {
         projection: String,
@@ -114,6 +118,56 @@ pub async fn prepare(pool: &PgPool) -> Result<(), DatabaseError> {
             .execute(&mut *tx)
             .await
             .map_err(query_error("create the bookkeeping tables"))?;
+    }
+    tx.commit().await.map_err(query_error("commit"))
+}
+
+/// Opens the projection's stable view, and nothing else, to the analysts' `role`: PUBLIC
+/// loses the right to create in `public` and to create temporary tables, the role may
+/// connect and use the schema, and it may select from the live view (each swap grants the
+/// new one). Idempotent; run at start.
+pub async fn open_to_reader(
+    pool: &PgPool,
+    role: &str,
+    view: Option<&str>,
+) -> Result<(), DatabaseError> {
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
+            .bind(role)
+            .fetch_one(pool)
+            .await
+            .map_err(query_error("look up the reader role"))?;
+    if !exists {
+        return Err(DatabaseError::NoReaderRole(role.to_owned()));
+    }
+    let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+    lock_ddl(&mut tx).await?;
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_error("name the database"))?;
+    let (database, role_name) = (quote(&database), quote(role));
+    let mut statements = vec![
+        "revoke create on schema public from public".to_owned(),
+        format!("revoke temporary on database {database} from public"),
+        format!("grant connect on database {database} to {role_name}"),
+        format!("grant usage on schema public to {role_name}"),
+    ];
+    if let Some(view) = view {
+        let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+            .bind(quote(view))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(query_error("look up the view"))?;
+        if exists {
+            statements.push(format!("grant select on {} to {role_name}", quote(view)));
+        }
+    }
+    for statement in statements {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("open the view to the reader role"))?;
     }
     tx.commit().await.map_err(query_error("commit"))
 }
@@ -279,6 +333,7 @@ pub async fn swap_if_caught_up(
     pool: &PgPool,
     plan: &Plan,
     max_lag: u64,
+    reader_role: Option<&str>,
 ) -> Result<bool, DatabaseError> {
     let mut tx = pool.begin().await.map_err(query_error("begin"))?;
     lock_ddl(&mut tx).await?;
@@ -313,6 +368,18 @@ pub async fn swap_if_caught_up(
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("switch the view"))?;
+        }
+        // A re-created view has lost its grants; the analysts keep reading across the swap.
+        if let Some(role) = reader_role {
+            let grant = format!(
+                "grant select on {} to {}",
+                quote(&postgres.view),
+                quote(role)
+            );
+            sqlx::query(AssertSqlSafe(grant))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("grant the reader role the view"))?;
         }
     }
     sqlx::query(

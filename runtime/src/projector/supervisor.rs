@@ -45,6 +45,8 @@ pub struct Options {
     pub retire_after: Duration,
     /// A building generation counts as caught up when every partition's lag is at most this.
     pub caught_up_lag: u64,
+    /// The analysts' read-only Postgres role, granted SELECT on the stable view.
+    pub reader_role: Option<String>,
     pub worker: WorkerOptions,
 }
 
@@ -55,6 +57,7 @@ impl Default for Options {
             lease_ttl: Duration::from_secs(5),
             retire_after: Duration::from_secs(300),
             caught_up_lag: 0,
+            reader_role: None,
             worker: WorkerOptions::default(),
         }
     }
@@ -165,6 +168,10 @@ impl Projector {
         loop {
             let prepared = async {
                 database::prepare(&self.pool).await?;
+                if let Some(role) = &self.options.reader_role {
+                    let view = plan.postgres().map(|p| p.view.as_str());
+                    database::open_to_reader(&self.pool, role, view).await?;
+                }
                 database::register(&self.pool, plan).await
             };
             match prepared.await {
@@ -360,7 +367,13 @@ impl Projector {
         // Swap our generation in once it has caught up; drop retired tables after the grace.
         let ours = rows.iter().find(|r| r.generation == plan.generation);
         if ours.is_some_and(|r| r.state == GenerationState::Building) {
-            database::swap_if_caught_up(&self.pool, plan, self.options.caught_up_lag).await?;
+            database::swap_if_caught_up(
+                &self.pool,
+                plan,
+                self.options.caught_up_lag,
+                self.options.reader_role.as_deref(),
+            )
+            .await?;
         }
         for row in &rows {
             let expired = row

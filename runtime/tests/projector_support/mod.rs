@@ -47,6 +47,7 @@ pub fn fast_options() -> Options {
         lease_ttl: Duration::from_millis(1500),
         retire_after: Duration::from_secs(1),
         caught_up_lag: 0,
+        reader_role: None,
         worker: WorkerOptions {
             batch_size: 500,
             idle: Duration::from_millis(150),
