@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use runtime::store::jetstream::{EventStore, ensure_stream};
 use runtime::store::{Event, EventType, Key, StreamNames};
 use serde_json::json;
-use testbed::child::{free_port, http, terminate, wait_for_port};
+use testbed::child::{free_port, terminate, wait_for_port, wait_until_ready};
 use testbed::{NatsServer, TestDatabase};
 
 const KEYS: usize = 10_000;
@@ -53,11 +53,7 @@ async fn main() -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     wait_for_port(&mut query, port, Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http(port, "GET", "/readyz", None).is_ok_and(|(s, _)| s == 200) {
-        ensure!(Instant::now() < deadline, "query service not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_ready(port, Duration::from_secs(30));
 
     println!("query benchmark: {n} requests of each kind, {CONCURRENCY} in flight");
     println!(

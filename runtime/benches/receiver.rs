@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use runtime::store::{Event, EventType, Key, StreamNames};
 use serde_json::{Value, json};
 use testbed::NatsServer;
-use testbed::child::{free_port, http, terminate, wait_for_port};
+use testbed::child::{free_port, terminate, wait_for_port, wait_until_ready};
 
 const BATCH: usize = 1000;
 const REQUESTS_IN_FLIGHT: usize = 4;
@@ -86,11 +86,7 @@ async fn main() -> anyhow::Result<()> {
         .stderr(Stdio::inherit())
         .spawn()?;
     wait_for_port(&mut receiver, port, Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http(port, "GET", "/readyz", None).is_ok_and(|(s, _)| s == 200) {
-        ensure!(Instant::now() < deadline, "receiver not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_ready(port, Duration::from_secs(30));
 
     println!(
         "receiver benchmark: {n} submissions per mix, batches of {BATCH}, {REQUESTS_IN_FLIGHT} requests in flight"

@@ -36,6 +36,8 @@ enum Command {
     Projector(runtime::projector::command::ProjectorArgs),
     /// Event Query Service: entity states and history, and projected views.
     Query(runtime::query::Args),
+    /// A Salesforce-like CRM whose accounts change over time, for the example and the tests.
+    CrmSimulator(runtime::simulator::Args),
 }
 
 #[tokio::main]
@@ -54,6 +56,9 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| runtime::error_chain(&e)),
         Command::Query(args) => runtime::query::run(args, shutdown)
+            .await
+            .map_err(|e| runtime::error_chain(&e)),
+        Command::CrmSimulator(args) => runtime::simulator::run(args, shutdown)
             .await
             .map_err(|e| runtime::error_chain(&e)),
     };

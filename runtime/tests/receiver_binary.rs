@@ -4,10 +4,10 @@
 mod receiver_support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testbed::NatsServer;
-use testbed::child::{free_port, http, terminate, wait_for_port};
+use testbed::child::{free_port, http, terminate, wait_for_port, wait_until_ready};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dreampipe");
 
@@ -27,14 +27,6 @@ fn start(
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http(port, "GET", "/readyz", None).is_ok_and(|(status, _)| status == 200) {
-        assert!(Instant::now() < deadline, "receiver never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -73,7 +65,7 @@ async fn receiver_is_ready_once_its_stream_exists_and_stops_cleanly_on_sigterm()
         let mut child = start(&config, &url, port, &log);
         wait_for_port(&mut child, port, Duration::from_secs(20));
         assert_eq!(http(port, "GET", "/healthz", None).unwrap().0, 200);
-        wait_ready(port);
+        wait_until_ready(port, Duration::from_secs(20));
         let answer = http(
             port,
             "PUT",

@@ -76,3 +76,15 @@ pub fn http(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Waits until `GET /readyz` on `port` answers 200; panics after `timeout`.
+pub fn wait_until_ready(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !http(port, "GET", "/readyz", None).is_ok_and(|(status, _)| status == 200) {
+        assert!(
+            Instant::now() < deadline,
+            "not ready on {port} within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

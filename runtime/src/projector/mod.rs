@@ -26,15 +26,3 @@ pub use plan::{Definition, Plan};
 pub use status::{StatusReport, StatusSource};
 pub use supervisor::{Options, Projector, ProjectorError};
 pub use worker::WorkerOptions;
-
-/// An error and its sources on one line, for logs.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

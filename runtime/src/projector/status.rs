@@ -200,7 +200,7 @@ async fn status(State(source): State<Arc<StatusSource>>) -> Response {
     match source.report().await {
         Ok(report) => Json(report).into_response(),
         Err(error) => {
-            tracing::warn!(error = %super::chain(&error), "status unavailable");
+            tracing::warn!(error = %crate::error_chain(&error), "status unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "status unavailable: database error",

@@ -177,7 +177,7 @@ impl Projector {
             match prepared.await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(error = %super::chain(&error), "cannot prepare the database yet; retrying");
+                    tracing::warn!(error = %crate::error_chain(&error), "cannot prepare the database yet; retrying");
                 }
             }
             tokio::select! {
@@ -210,7 +210,7 @@ impl Projector {
                 _ = ticks.tick() => {}
             }
             if let Err(error) = self.tick(&mut state).await {
-                tracing::warn!(error = %super::chain(&error), "projector housekeeping failed; retrying");
+                tracing::warn!(error = %crate::error_chain(&error), "projector housekeeping failed; retrying");
             }
         }
 
@@ -218,7 +218,7 @@ impl Projector {
         let stopping: Vec<WorkerTask> = state.workers.drain().map(|(_, w)| w).collect();
         futures::future::join_all(stopping.into_iter().map(WorkerTask::stop)).await;
         if let Err(error) = database::leave(&self.pool, &projection, &self.replica).await {
-            tracing::warn!(error = %super::chain(&error), "could not release the leases; they will expire");
+            tracing::warn!(error = %crate::error_chain(&error), "could not release the leases; they will expire");
         }
         tracing::info!(%projection, "projector stopped");
         Ok(())

@@ -157,7 +157,7 @@ impl Worker {
                     tracing::warn!(
                         generation = %self.running.plan.generation,
                         partition = self.partition,
-                        error = %crate::projector::chain(&error),
+                        error = %crate::error_chain(&error),
                         "partition worker failed; retrying from the checkpoint"
                     );
                     tokio::select! {
