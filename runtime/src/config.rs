@@ -97,6 +97,13 @@ impl Resources {
                 .get("apiVersion")
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
+            // A folder a user applies may hold Secrets, Deployments and the like beside the
+            // DreamPipe resources; those are Kubernetes' business, not the runtime's.
+            let group = api_version.split_once('/').map_or("", |(group, _)| group);
+            if group != crds::GROUP {
+                tracing::debug!(document = %at, kind, api_version, "not a DreamPipe resource; skipped");
+                continue;
+            }
             if api_version != format!("{}/{}", crds::GROUP, crds::VERSION) {
                 problems.push(format!(
                     "{at}: apiVersion {api_version:?} is not {}/{}",
@@ -227,12 +234,13 @@ mod tests {
     #[test]
     fn every_problem_names_its_file_and_document() {
         let text = format!(
-            "{ENTITY}---\napiVersion: v1\nkind: ConfigMap\n---\napiVersion: dreampipe.io/v1alpha1\nkind: Projection\nmetadata: {{name: p}}\nspec: {{entity: order, sink: {{nats: {{subject: out}}}}}}\n"
+            "{ENTITY}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\n---\napiVersion: dreampipe.io/v1beta9\nkind: Entity\n---\napiVersion: dreampipe.io/v1alpha1\nkind: Projection\nmetadata: {{name: p}}\nspec: {{entity: order, sink: {{nats: {{subject: out}}}}}}\n"
         );
         let error = Resources::parse(&text, "all.yaml", "default").unwrap_err();
-        assert_eq!(error.problems.len(), 2, "{error}");
+        assert_eq!(error.problems.len(), 2, "the Secret is skipped: {error}");
         assert!(
-            error.problems[0].starts_with("all.yaml (document 2): apiVersion \"v1\""),
+            error.problems[0]
+                .starts_with("all.yaml (document 3): apiVersion \"dreampipe.io/v1beta9\""),
             "{error}"
         );
         assert!(
