@@ -245,7 +245,8 @@ impl EventStore {
         })
     }
 
-    /// The latest event of `key`, read from the stream itself (never from a cache).
+    /// The latest event of `key`, read from the stream itself (never from a cache), without
+    /// its `changes` (see [`EventStore::history`] for whole events).
     pub async fn latest(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
         let subject = self.names.subject(key);
         let message = if self.direct_reads {
@@ -271,10 +272,10 @@ impl EventStore {
                 Err(error) => return Err(read_error(&subject, error)),
             }
         };
-        parse_stored(&subject, message.sequence, &message.payload).map(Some)
+        parse_stored(&subject, message.sequence, &message.payload, Detail::Head).map(Some)
     }
 
-    /// The latest event of each of `keys`, in one round trip per 256 keys (a multi-subject
+    /// The latest event (without `changes`) of each of `keys`, in one round trip per 256 keys (a multi-subject
     /// direct get, NATS 2.11+) where reads may be direct, else key by key from the leader.
     /// Keys never written are absent from the map.
     pub async fn latest_many(&self, keys: &[Key]) -> Result<HashMap<Key, Stored>, StoreError> {
@@ -291,7 +292,7 @@ impl EventStore {
             let subjects: HashMap<String, &Key> =
                 chunk.iter().map(|k| (self.names.subject(k), k)).collect();
             let request = serde_json::json!({ "multi_last": subjects.keys().collect::<Vec<_>>() });
-            for (subject, stored) in self.direct_batch(&request).await? {
+            for (subject, stored) in self.direct_batch(&request, Detail::Head).await? {
                 if let Some(key) = subjects.get(&subject) {
                     found.insert((*key).clone(), stored);
                 }
@@ -313,7 +314,7 @@ impl EventStore {
             let request =
                 serde_json::json!({ "seq": from.max(1), "next_by_subj": subject, "batch": limit });
             return Ok(self
-                .direct_batch(&request)
+                .direct_batch(&request, Detail::Full)
                 .await?
                 .into_iter()
                 .map(|(_, stored)| stored)
@@ -329,7 +330,12 @@ impl EventStore {
             {
                 Ok(message) => {
                     next = message.sequence + 1;
-                    events.push(parse_stored(&subject, message.sequence, &message.payload)?);
+                    events.push(parse_stored(
+                        &subject,
+                        message.sequence,
+                        &message.payload,
+                        Detail::Full,
+                    )?);
                 }
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => break,
                 Err(error) => return Err(read_error(&subject, error)),
@@ -342,6 +348,7 @@ impl EventStore {
     async fn direct_batch(
         &self,
         request: &serde_json::Value,
+        detail: Detail,
     ) -> Result<Vec<(String, Stored)>, StoreError> {
         let client = self.js.client();
         let api = format!("$JS.API.DIRECT.GET.{}", self.names.stream());
@@ -391,7 +398,7 @@ impl EventStore {
                 ));
             };
             let sequence: u64 = sequence.parse().map_err(|e| read_error(&api, e))?;
-            let stored = parse_stored(&subject, sequence, &reply.payload)?;
+            let stored = parse_stored(&subject, sequence, &reply.payload, detail)?;
             found.push((subject, stored));
         }
     }
@@ -448,12 +455,66 @@ impl EventStore {
     }
 }
 
-fn parse_stored(subject: &str, sequence: u64, payload: &[u8]) -> Result<Stored, StoreError> {
-    let event = serde_json::from_slice(payload).map_err(|source| StoreError::Corrupt {
+/// How much of a stored event a read needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Detail {
+    /// Everything, `changes` included (history).
+    Full,
+    /// All but `changes`, which deciding on or showing the current state never needs; for a
+    /// created event they repeat every field, so skipping them halves the work.
+    Head,
+}
+
+/// An event without its `changes`; unknown fields (the changes) are skipped, not built.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    id: uuid::Uuid,
+    entity: String,
+    key: String,
+    version: u64,
+    #[serde(rename = "type")]
+    type_: super::EventType,
+    state: Option<serde_json::Value>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    occurred_at: Option<String>,
+    recorded_at: String,
+    #[serde(default)]
+    correlation_id: Option<String>,
+}
+
+fn parse_stored(
+    subject: &str,
+    sequence: u64,
+    payload: &[u8],
+    detail: Detail,
+) -> Result<Stored, StoreError> {
+    let corrupt = |source| StoreError::Corrupt {
         subject: subject.to_owned(),
         sequence,
         source,
-    })?;
+    };
+    let event = match detail {
+        Detail::Full => serde_json::from_slice(payload).map_err(corrupt)?,
+        Detail::Head => {
+            let head: Head = serde_json::from_slice(payload).map_err(corrupt)?;
+            Event {
+                id: head.id,
+                entity: head.entity,
+                key: head.key,
+                version: head.version,
+                type_: head.type_,
+                state: head.state,
+                changes: Vec::new(),
+                source: head.source,
+                occurred_at: head.occurred_at,
+                recorded_at: head.recorded_at,
+                correlation_id: head.correlation_id,
+            }
+        }
+    };
     Ok(Stored { event, sequence })
 }
 
