@@ -2,20 +2,16 @@
 //! port), and a fresh database per test. With `DATABASE_URL` set, the databases are made on
 //! that server instead and dropped when the test ends.
 
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tempfile::TempDir;
 
-use crate::locate::debian_postgres_dirs;
-use crate::{TestbedError, locate_binary, log_tail};
+use servers::{Durability, Postgres, SUPERUSER};
+
+use crate::TestbedError;
 
 /// A fresh, empty database for one test. Dropping it drops the database (on a `DATABASE_URL`
 /// server) or releases the throwaway cluster, which stops when its last database is dropped.
@@ -143,16 +139,14 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, TestbedErro
         })
 }
 
-/// A Postgres cluster in a temporary directory, run as the `postgres` user when we are root
-/// (initdb refuses root). Stopped and removed when the last `Arc` is dropped.
+/// A throwaway Postgres cluster in a temporary directory, stopped and removed when the last
+/// `Arc` is dropped.
 #[derive(Debug)]
 struct Cluster {
-    server: Child,
-    port: u16,
-    dir: TempDir,
+    server: Postgres,
+    // Declared last so the directory is removed after the server is stopped.
+    _dir: TempDir,
 }
-
-const SUPERUSER: &str = "postgres";
 
 impl Cluster {
     /// This process's cluster, started on first use and shared while any test holds it.
@@ -163,212 +157,25 @@ impl Cluster {
         if let Some(cluster) = SHARED.lock().expect("cluster lock").upgrade() {
             return Ok(cluster);
         }
-        let cluster = Arc::new(
-            tokio::task::spawn_blocking(Cluster::start)
-                .await
-                .expect("cluster start does not panic")?,
-        );
-        *SHARED.lock().expect("cluster lock") = Arc::downgrade(&cluster);
-        Ok(cluster)
-    }
-
-    fn start() -> Result<Cluster, TestbedError> {
-        let bin_dir = std::env::var_os("POSTGRES_BIN_DIR").map(PathBuf::from);
-        let fallbacks = debian_postgres_dirs();
-        let initdb = locate_binary("initdb", bin_dir.as_deref(), &fallbacks)?;
-        let postgres = locate_binary("postgres", bin_dir.as_deref(), &fallbacks)?;
-        let user = ServerUser::for_current_process()?;
-
         let dir = tempfile::Builder::new()
             .prefix("dreampipe-postgres-")
             .tempdir()
             .map_err(TestbedError::io("create a temp dir for Postgres"))?;
-        user.give(dir.path())?;
-        let data = dir.path().join("data");
-        let init_log = dir.path().join("initdb.log");
-        let output = user
-            .command(&initdb)
-            .arg("--pgdata")
-            .arg(&data)
-            .args([
-                "--username",
-                SUPERUSER,
-                "--auth",
-                "trust",
-                "--encoding",
-                "UTF8",
-            ])
-            .args(["--locale", "C", "--no-sync"])
-            .output()
-            .map_err(TestbedError::io(format!("run {}", initdb.display())))?;
-        if !output.status.success() {
-            let _ = std::fs::write(&init_log, [output.stdout, output.stderr].concat());
-            return Err(TestbedError::StartFailed {
-                server: "initdb",
-                reason: format!("it exited with {}", output.status),
-                log: log_tail(&init_log, 20),
-            });
-        }
-
-        // A free port can be taken by someone else between our probe and the server's bind;
-        // a few attempts make that race harmless.
-        let mut last_error = None;
-        for _ in 0..5 {
-            let port = free_port()?;
-            match start_server(&user, &postgres, dir.path(), &data, port) {
-                Ok(server) => return Ok(Cluster { server, port, dir }),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.expect("at least one attempt was made"))
+        let path = dir.path().to_path_buf();
+        let server =
+            tokio::task::spawn_blocking(move || Postgres::start(&path, Durability::Throwaway))
+                .await
+                .expect("starting Postgres does not panic")?;
+        let cluster = Arc::new(Cluster { server, _dir: dir });
+        *SHARED.lock().expect("cluster lock") = Arc::downgrade(&cluster);
+        Ok(cluster)
     }
 
     fn admin_options(&self) -> PgConnectOptions {
         PgConnectOptions::new()
             .host("127.0.0.1")
-            .port(self.port)
+            .port(self.server.port())
             .username(SUPERUSER)
             .database("postgres")
-    }
-}
-
-fn start_server(
-    user: &ServerUser,
-    postgres: &Path,
-    dir: &Path,
-    data: &Path,
-    port: u16,
-) -> Result<Child, TestbedError> {
-    let log = dir.join(format!("postgres-{port}.log"));
-    let log_file =
-        std::fs::File::create(&log).map_err(TestbedError::io("create the Postgres log"))?;
-    user.give(&log)?;
-    let mut server = user
-        .command(postgres)
-        .arg("-D")
-        .arg(data)
-        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-        .arg("-c")
-        .arg(format!("unix_socket_directories={}", dir.display()))
-        // Durability is not what these tests measure; speed is welcome.
-        .args([
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ])
-        .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .map_err(TestbedError::io(format!("start {}", postgres.display())))?;
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::fs::read_to_string(&log)
-            .is_ok_and(|text| text.contains("ready to accept connections"))
-        {
-            return Ok(server);
-        }
-        let reason = match server.try_wait() {
-            Ok(Some(status)) => Some(format!("it exited with {status}")),
-            Ok(None) if Instant::now() > deadline => Some("not ready after 30s".to_owned()),
-            Ok(None) => None,
-            Err(error) => Some(error.to_string()),
-        };
-        if let Some(reason) = reason {
-            stop(&mut server);
-            return Err(TestbedError::StartFailed {
-                server: "postgres",
-                reason,
-                log: log_tail(&log, 20),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> Result<u16, TestbedError> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(TestbedError::io("find a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(TestbedError::io("find a free port"))?
-        .port();
-    Ok(port)
-}
-
-/// Asks the postmaster for a fast shutdown (SIGINT) and waits for it; kills it if it lingers.
-fn stop(server: &mut Child) {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    let pid = Pid::from_raw(server.id() as i32);
-    if kill(pid, Signal::SIGINT).is_ok() {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(server.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        stop(&mut self.server);
-        // The TempDir field then removes the data directory.
-        let _ = &self.dir;
-    }
-}
-
-/// The user the server runs as: ourselves, or `postgres` when we are root.
-#[derive(Debug)]
-enum ServerUser {
-    Current,
-    Switch { uid: u32, gid: u32 },
-}
-
-impl ServerUser {
-    fn for_current_process() -> Result<Self, TestbedError> {
-        if !nix::unistd::Uid::effective().is_root() {
-            return Ok(ServerUser::Current);
-        }
-        match nix::unistd::User::from_name(SUPERUSER) {
-            Ok(Some(user)) => Ok(ServerUser::Switch {
-                uid: user.uid.as_raw(),
-                gid: user.gid.as_raw(),
-            }),
-            _ => Err(TestbedError::MissingBinary {
-                name: "the postgres system user".to_owned(),
-                looked: "/etc/passwd".to_owned(),
-                hint: "initdb refuses to run as root; run scripts/install-deps, which creates it",
-            }),
-        }
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new(program);
-        if let ServerUser::Switch { uid, gid } = self {
-            command.uid(*uid).gid(*gid);
-        }
-        command
-    }
-
-    fn give(&self, path: &Path) -> Result<(), TestbedError> {
-        if let ServerUser::Switch { uid, gid } = self {
-            nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into())).map_err(
-                |errno| TestbedError::Io {
-                    action: format!("hand {} to the postgres user", path.display()),
-                    source: errno.into(),
-                },
-            )?;
-        }
-        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream;
-use testbed::{NatsServer, TestDatabase, TestbedError, locate_binary};
+use testbed::{NatsServer, ServerError, TestDatabase, locate_binary};
 
 #[tokio::test]
 async fn jetstream_rejects_a_stale_expected_last_subject_sequence() {
@@ -100,7 +100,7 @@ async fn postgres_round_trip_in_a_fresh_database() {
 fn a_missing_binary_error_says_how_to_install_it() {
     let empty = tempfile::tempdir().unwrap();
     let error = locate_binary("nats-server", Some(empty.path()), &[]).unwrap_err();
-    assert!(matches!(error, TestbedError::MissingBinary { .. }));
+    assert!(matches!(error, ServerError::MissingBinary { .. }));
     let message = error.to_string();
     assert!(message.starts_with("nats-server not found"), "{message}");
     assert!(message.contains("scripts/install-deps"), "{message}");

