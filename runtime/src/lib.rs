@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dev;
 pub mod expr;
 pub mod problem;
 pub mod projector;

@@ -38,6 +38,8 @@ enum Command {
     Query(runtime::query::Args),
     /// A Salesforce-like CRM whose accounts change over time, for the example and the tests.
     CrmSimulator(runtime::simulator::Args),
+    /// Everything of a folder of YAML in one process, with NATS and Postgres started if needed.
+    Dev(runtime::dev::Args),
 }
 
 #[tokio::main]
@@ -59,6 +61,9 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| runtime::error_chain(&e)),
         Command::CrmSimulator(args) => runtime::simulator::run(args, shutdown)
+            .await
+            .map_err(|e| runtime::error_chain(&e)),
+        Command::Dev(args) => runtime::dev::run(args, shutdown)
             .await
             .map_err(|e| runtime::error_chain(&e)),
     };

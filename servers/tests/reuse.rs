@@ -16,14 +16,23 @@ async fn postgres_started_again_over_its_folder_keeps_its_data() {
     };
     let first = Postgres::start(dir.path(), Durability::Durable).unwrap();
     let mut connection = options(first.port()).connect().await.unwrap();
-    sqlx::query("create table kept (note text)").execute(&mut connection).await.unwrap();
-    sqlx::query("insert into kept values ('from the first run')").execute(&mut connection).await.unwrap();
+    sqlx::query("create table kept (note text)")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query("insert into kept values ('from the first run')")
+        .execute(&mut connection)
+        .await
+        .unwrap();
     connection.close().await.unwrap();
     drop(first);
 
     let second = Postgres::start(dir.path(), Durability::Durable).unwrap();
     let mut connection = options(second.port()).connect().await.unwrap();
-    let note: String = sqlx::query_scalar("select note from kept").fetch_one(&mut connection).await.unwrap();
+    let note: String = sqlx::query_scalar("select note from kept")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
     assert_eq!(note, "from the first run");
 }
 
@@ -39,7 +48,11 @@ async fn nats_started_again_over_its_folder_keeps_its_streams() {
     })
     .await
     .unwrap();
-    js.publish("kept.one", "note".into()).await.unwrap().await.unwrap();
+    js.publish("kept.one", "note".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     drop(first);
 
     let second = Nats::start(dir.path()).unwrap();

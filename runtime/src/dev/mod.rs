@@ -1,0 +1,444 @@
+//! `dreampipe dev <folder>`: every Entity, Projection (and Adapter) of a folder of YAML in one
+//! process, against NATS and Postgres: the given ones, or servers it starts in a state folder
+//! of its own and reuses on the next run. Prints the endpoints and a status table, starts a
+//! Projection's new generation when its file changes, and stops everything on Ctrl-C.
+
+mod status;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sqlx::{ConnectOptions, Connection};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crds::ProjectionSpec;
+
+use crate::config::{ConfigError, Resources, name_of};
+
+/// The analysts' role `dev` creates, and its password.
+pub const READER_ROLE: &str = "dreampipe_reader";
+const READER_PASSWORD: &str = "dreampipe";
+const DATABASE: &str = "dreampipe";
+
+/// Flags of `dreampipe dev`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Folder of Entity, Adapter and Projection YAML (other documents are skipped).
+    pub folder: PathBuf,
+    /// Use this NATS server instead of starting one.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Use this Postgres database (as a superuser) instead of starting a cluster.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where started servers keep their data between runs.
+    #[arg(long, env = "DREAMPIPE_STATE_DIR", default_value = ".dreampipe")]
+    pub state_dir: PathBuf,
+    /// Port of the query service; receivers and projectors take the ports after it.
+    #[arg(long, env = "DREAMPIPE_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Namespace of resources that do not name one.
+    #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Seconds between two status tables (0: none).
+    #[arg(long, env = "DREAMPIPE_STATUS_EVERY", default_value_t = 10)]
+    pub status_every: u64,
+}
+
+/// Why `dreampipe dev` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Server(#[from] servers::ServerError),
+    #[error("could not prepare the database")]
+    Database(#[source] sqlx::Error),
+    #[error("could not write to the terminal")]
+    Terminal(#[source] std::io::Error),
+}
+
+/// The servers `dev` uses, and the URLs the roles get.
+struct Backing {
+    nats_url: String,
+    writer_url: String,
+    reader_url: String,
+    // Kept alive for the run; dropped (stopped) last.
+    _nats: Option<servers::Nats>,
+    _postgres: Option<servers::Postgres>,
+}
+
+/// One running role.
+struct Role {
+    kind: &'static str,
+    name: String,
+    port: u16,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Runs the folder until `shutdown`.
+pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError> {
+    let Args {
+        folder,
+        nats_url,
+        database_url,
+        state_dir,
+        port,
+        namespace,
+        status_every,
+    } = args;
+    let config = vec![folder.clone()];
+    let resources = Resources::load(&config, &namespace)?;
+    let backing = backing(nats_url, database_url, &state_dir).await?;
+    let mut out = std::io::stdout();
+
+    let mut roles = Vec::new();
+    let mut next_port = port;
+    let mut take_port = || {
+        let taken = next_port;
+        next_port += 1;
+        taken
+    };
+    let query_port = take_port();
+    roles.push(start_query(&backing, &namespace, query_port, &shutdown));
+    for entity in &resources.entities {
+        roles.push(start_receiver(
+            &config,
+            name_of(&entity.metadata),
+            &backing,
+            &namespace,
+            take_port(),
+            &shutdown,
+        ));
+    }
+    let mut files = file_times(&folder);
+    let mut specs: BTreeMap<String, ProjectionSpec> = resources
+        .projections
+        .iter()
+        .map(|p| (name_of(&p.metadata).to_owned(), p.spec.clone()))
+        .collect();
+    for projection in &resources.projections {
+        roles.push(start_projector(
+            &config,
+            name_of(&projection.metadata),
+            &backing,
+            &namespace,
+            take_port(),
+            &shutdown,
+        ));
+    }
+
+    writeln!(
+        out,
+        "DreamPipe dev: {} ({} entities, {} projections)",
+        folder.display(),
+        resources.entities.len(),
+        resources.projections.len()
+    )
+    .map_err(DevError::Terminal)?;
+    writeln!(out, "  NATS      {}", backing.nats_url).map_err(DevError::Terminal)?;
+    writeln!(
+        out,
+        "  Postgres  {}  (analysts: {})",
+        redact(&backing.writer_url),
+        redact(&backing.reader_url)
+    )
+    .map_err(DevError::Terminal)?;
+    for role in &roles {
+        writeln!(
+            out,
+            "  {:<10} {:<24} http://127.0.0.1:{}",
+            role.kind, role.name, role.port
+        )
+        .map_err(DevError::Terminal)?;
+    }
+    out.flush().map_err(DevError::Terminal)?;
+
+    let mut status_tick = tokio::time::interval(Duration::from_secs(status_every.max(1)));
+    status_tick.tick().await;
+    let mut watch_tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = status_tick.tick(), if status_every > 0 => {
+                let table = status::table(&roles.iter().map(|r| (r.kind, r.name.as_str(), r.port)).collect::<Vec<_>>()).await;
+                write!(out, "{table}").and_then(|()| out.flush()).map_err(DevError::Terminal)?;
+            }
+            _ = watch_tick.tick() => {
+                let now = file_times(&folder);
+                if now != files {
+                    files = now;
+                    restart_changed_projectors(&config, &namespace, &backing, &mut roles, &mut specs, &shutdown).await;
+                }
+            }
+        }
+    }
+    for role in roles {
+        role.stop.cancel();
+        let _ = role.task.await;
+    }
+    Ok(())
+}
+
+/// Restarts the projectors whose Projection changed: each starts the new generation, which
+/// replaces the served one once it has caught up.
+async fn restart_changed_projectors(
+    config: &[PathBuf],
+    namespace: &str,
+    backing: &Backing,
+    roles: &mut [Role],
+    specs: &mut BTreeMap<String, ProjectionSpec>,
+    shutdown: &CancellationToken,
+) {
+    let resources = match Resources::load(config, namespace) {
+        Ok(resources) => resources,
+        Err(error) => {
+            tracing::warn!(%error, "the changed folder is not valid; keeping what runs");
+            return;
+        }
+    };
+    for role in roles.iter_mut().filter(|r| r.kind == "projector") {
+        let Some(projection) = resources
+            .projections
+            .iter()
+            .find(|p| name_of(&p.metadata) == role.name)
+        else {
+            continue;
+        };
+        if specs.get(&role.name) == Some(&projection.spec) {
+            continue;
+        }
+        tracing::info!(projection = %role.name, "definition changed: its projector starts the new generation");
+        specs.insert(role.name.clone(), projection.spec.clone());
+        role.stop.cancel();
+        let _ = (&mut role.task).await;
+        *role = start_projector(
+            config,
+            &role.name.clone(),
+            backing,
+            namespace,
+            role.port,
+            shutdown,
+        );
+    }
+}
+
+fn listen(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn spawn_role<F, E>(
+    kind: &'static str,
+    name: &str,
+    port: u16,
+    shutdown: &CancellationToken,
+    run: impl FnOnce(CancellationToken) -> F,
+) -> Role
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + 'static,
+{
+    let stop = shutdown.child_token();
+    let future = run(stop.clone());
+    let label = format!("{kind} {name}");
+    let task = tokio::spawn(async move {
+        if let Err(error) = future.await {
+            tracing::error!(role = %label, error = %crate::error_chain(&error), "role stopped with an error");
+        }
+    });
+    Role {
+        kind,
+        name: name.to_owned(),
+        port,
+        stop,
+        task,
+    }
+}
+
+fn start_query(
+    backing: &Backing,
+    namespace: &str,
+    port: u16,
+    shutdown: &CancellationToken,
+) -> Role {
+    let args = crate::query::Args {
+        namespace: namespace.to_owned(),
+        nats_url: backing.nats_url.clone(),
+        database_url: Some(backing.reader_url.clone()),
+        listen: listen(port),
+        tokens_file: None,
+        tokens: None,
+    };
+    spawn_role("query", "entities and views", port, shutdown, |stop| {
+        crate::query::run(args, stop)
+    })
+}
+
+fn start_receiver(
+    config: &[PathBuf],
+    entity: &str,
+    backing: &Backing,
+    namespace: &str,
+    port: u16,
+    shutdown: &CancellationToken,
+) -> Role {
+    let args = crate::receiver::Args {
+        config: config.to_vec(),
+        entity: Some(entity.to_owned()),
+        namespace: namespace.to_owned(),
+        nats_url: backing.nats_url.clone(),
+        listen: listen(port),
+        tokens_file: None,
+        tokens: None,
+    };
+    spawn_role("receiver", entity, port, shutdown, |stop| {
+        crate::receiver::run(args, stop)
+    })
+}
+
+fn start_projector(
+    config: &[PathBuf],
+    projection: &str,
+    backing: &Backing,
+    namespace: &str,
+    port: u16,
+    shutdown: &CancellationToken,
+) -> Role {
+    let args = crate::projector::command::ProjectorArgs {
+        config: config.to_vec(),
+        projection: Some(projection.to_owned()),
+        namespace: namespace.to_owned(),
+        nats_url: backing.nats_url.clone(),
+        database_url: backing.writer_url.clone(),
+        listen: listen(port),
+        replica_id: Some(format!("dev-{projection}")),
+        reader_role: Some(READER_ROLE.to_owned()),
+    };
+    spawn_role("projector", projection, port, shutdown, |stop| {
+        crate::projector::command::run(args, stop)
+    })
+}
+
+/// The given servers, or local ones in `state_dir` (started now, reused from the last run).
+async fn backing(
+    nats_url: Option<String>,
+    database_url: Option<String>,
+    state_dir: &Path,
+) -> Result<Backing, DevError> {
+    let (nats_url, nats) = match nats_url {
+        Some(url) => (url, None),
+        None => {
+            let dir = state_dir.join("nats");
+            let nats = tokio::task::spawn_blocking(move || servers::Nats::start(&dir))
+                .await
+                .expect("starting nats-server does not panic")?;
+            (nats.url().to_owned(), Some(nats))
+        }
+    };
+    let (admin, postgres) = match database_url {
+        Some(url) => (url.parse().map_err(DevError::Database)?, None),
+        None => {
+            let dir = state_dir.join("postgres");
+            let postgres = tokio::task::spawn_blocking(move || {
+                servers::Postgres::start(&dir, servers::Durability::Durable)
+            })
+            .await
+            .expect("starting Postgres does not panic")?;
+            let admin = sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(postgres.port())
+                .username(servers::SUPERUSER)
+                .database("postgres");
+            (admin, Some(postgres))
+        }
+    };
+    let writer = prepare_database(&admin, postgres.is_some()).await?;
+    let reader = writer
+        .clone()
+        .username(READER_ROLE)
+        .password(READER_PASSWORD);
+    Ok(Backing {
+        nats_url,
+        writer_url: writer.to_url_lossy().to_string(),
+        reader_url: reader.to_url_lossy().to_string(),
+        _nats: nats,
+        _postgres: postgres,
+    })
+}
+
+/// Creates the `dreampipe` database (on a cluster of our own) and the analysts' role when
+/// missing; returns the writer's connection options.
+async fn prepare_database(
+    admin: &sqlx::postgres::PgConnectOptions,
+    own_cluster: bool,
+) -> Result<sqlx::postgres::PgConnectOptions, DevError> {
+    let mut connection = admin.connect().await.map_err(DevError::Database)?;
+    let writer = if own_cluster {
+        let exists: bool =
+            sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+                .bind(DATABASE)
+                .fetch_one(&mut connection)
+                .await
+                .map_err(DevError::Database)?;
+        if !exists {
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {DATABASE}")))
+                .execute(&mut connection)
+                .await
+                .map_err(DevError::Database)?;
+        }
+        admin.clone().database(DATABASE)
+    } else {
+        admin.clone()
+    };
+    let role_exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
+            .bind(READER_ROLE)
+            .fetch_one(&mut connection)
+            .await
+            .map_err(DevError::Database)?;
+    if !role_exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "create role {READER_ROLE} login password '{READER_PASSWORD}'"
+        )))
+        .execute(&mut connection)
+        .await
+        .map_err(DevError::Database)?;
+    }
+    let _ = connection.close().await;
+    Ok(writer)
+}
+
+/// Modification times of the folder's YAML files.
+fn file_times(folder: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            matches!(
+                e.path().extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml")
+            )
+        })
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
+        .collect()
+}
+
+/// A URL without its password.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| {
+        rest.split_once('@')
+            .map(|(user, host)| (scheme, user, host))
+    }) {
+        Some((scheme, user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
