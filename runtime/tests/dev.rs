@@ -43,7 +43,14 @@ fn dev(folder: &Path, state: &Path, port: u16, stdout: &Path) -> Child {
         .arg(folder)
         .arg("--state-dir")
         .arg(state)
-        .args(["--port", &port.to_string(), "--status-every", "0", "--log-format", "text"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--status-every",
+            "0",
+            "--log-format",
+            "text",
+        ])
         .stdout(std::fs::File::create(stdout).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -58,12 +65,18 @@ fn view_names(query_port: u16, expected: usize) -> Vec<String> {
             let page: Value = serde_json::from_str(&body).unwrap();
             let rows = page["rows"].as_array().unwrap();
             if rows.len() == expected {
-                let mut names: Vec<String> = rows.iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect();
+                let mut names: Vec<String> = rows
+                    .iter()
+                    .map(|r| r["name"].as_str().unwrap().to_owned())
+                    .collect();
                 names.sort();
                 return names;
             }
         }
-        assert!(Instant::now() < deadline, "the view never held {expected} rows");
+        assert!(
+            Instant::now() < deadline,
+            "the view never held {expected} rows"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -82,20 +95,38 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
     wait_until_ready(query, Duration::from_secs(90));
     wait_until_ready(receiver, Duration::from_secs(90));
     let printed = std::fs::read_to_string(&stdout).unwrap();
-    assert!(printed.contains(&format!("receiver   customer                 http://127.0.0.1:{receiver}")), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "receiver   customer                 http://127.0.0.1:{receiver}"
+        )),
+        "{printed}"
+    );
     assert!(printed.contains("projector  customers"), "{printed}");
 
     for (id, name, city) in [("c1", "Ada", "Oslo"), ("c2", "Bo", "Lyon")] {
         let body = format!(r#"{{"id":"{id}","name":"{name}","city":"{city}"}}"#);
-        let (status, answer) = http(receiver, "PUT", &format!("/v1/entities/customer/{id}"), Some(&body)).unwrap();
+        let (status, answer) = http(
+            receiver,
+            "PUT",
+            &format!("/v1/entities/customer/{id}"),
+            Some(&body),
+        )
+        .unwrap();
         assert_eq!(status, 201, "{answer}");
     }
     assert_eq!(view_names(query, 2), ["Ada", "Bo"]);
 
     // Editing the filter starts a new generation, which takes over the view.
-    std::fs::write(folder.path().join("projection.yaml"), projection("state.city == \"Lyon\"")).unwrap();
+    std::fs::write(
+        folder.path().join("projection.yaml"),
+        projection("state.city == \"Lyon\""),
+    )
+    .unwrap();
     assert_eq!(view_names(query, 1), ["Bo"]);
-    assert!(terminate(&mut first, Duration::from_secs(30)).success(), "dev stops cleanly on SIGTERM");
+    assert!(
+        terminate(&mut first, Duration::from_secs(30)).success(),
+        "dev stops cleanly on SIGTERM"
+    );
 
     // The next run starts from the same NATS and Postgres state.
     let mut second = dev(folder.path(), state.path(), port, &stdout);

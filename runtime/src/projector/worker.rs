@@ -550,40 +550,7 @@ fn decode(plan: &Plan, payload: &[u8]) -> Result<Event, serde_json::Error> {
     if plan.needs.previous || plan.needs.event || matches!(plan.output, Output::Nats { .. }) {
         return serde_json::from_slice(payload);
     }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct WithoutChanges {
-        id: uuid::Uuid,
-        entity: String,
-        key: String,
-        version: u64,
-        #[serde(rename = "type")]
-        type_: crate::store::EventType,
-        state: Option<Json>,
-        #[serde(default)]
-        source: Option<String>,
-        #[serde(default)]
-        occurred_at: Option<String>,
-        recorded_at: String,
-        #[serde(default)]
-        correlation_id: Option<String>,
-        #[serde(rename = "changes")]
-        _changes: serde::de::IgnoredAny,
-    }
-    let e: WithoutChanges = serde_json::from_slice(payload)?;
-    Ok(Event {
-        id: e.id,
-        entity: e.entity,
-        key: e.key,
-        version: e.version,
-        type_: e.type_,
-        state: e.state,
-        changes: Vec::new(),
-        source: e.source,
-        occurred_at: e.occurred_at,
-        recorded_at: e.recorded_at,
-        correlation_id: e.correlation_id,
-    })
+    Event::from_slice_without_changes(payload)
 }
 
 /// The event republished by a NATS sink: the envelope with `set` assignments laid over its

@@ -465,26 +465,6 @@ enum Detail {
     Head,
 }
 
-/// An event without its `changes`; unknown fields (the changes) are skipped, not built.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Head {
-    id: uuid::Uuid,
-    entity: String,
-    key: String,
-    version: u64,
-    #[serde(rename = "type")]
-    type_: super::EventType,
-    state: Option<serde_json::Value>,
-    #[serde(default)]
-    source: Option<String>,
-    #[serde(default)]
-    occurred_at: Option<String>,
-    recorded_at: String,
-    #[serde(default)]
-    correlation_id: Option<String>,
-}
-
 fn parse_stored(
     subject: &str,
     sequence: u64,
@@ -498,22 +478,7 @@ fn parse_stored(
     };
     let event = match detail {
         Detail::Full => serde_json::from_slice(payload).map_err(corrupt)?,
-        Detail::Head => {
-            let head: Head = serde_json::from_slice(payload).map_err(corrupt)?;
-            Event {
-                id: head.id,
-                entity: head.entity,
-                key: head.key,
-                version: head.version,
-                type_: head.type_,
-                state: head.state,
-                changes: Vec::new(),
-                source: head.source,
-                occurred_at: head.occurred_at,
-                recorded_at: head.recorded_at,
-                correlation_id: head.correlation_id,
-            }
-        }
+        Detail::Head => Event::from_slice_without_changes(payload).map_err(corrupt)?,
     };
     Ok(Stored { event, sequence })
 }
