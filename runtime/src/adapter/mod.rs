@@ -187,6 +187,7 @@ impl Adapter {
             &receiver_url,
             &spec.entity,
             token,
+            &name,
             spec.batch_size,
             stats.clone(),
         )?;

@@ -83,6 +83,7 @@ pub struct Submitter {
     client: HttpClient,
     url: hyper::Uri,
     token: Option<String>,
+    source: String,
     batch_size: usize,
     stats: Arc<Stats>,
 }
@@ -93,6 +94,7 @@ impl Submitter {
         receiver_url: &str,
         entity: &str,
         token: Option<String>,
+        source: &str,
         batch_size: u32,
         stats: Arc<Stats>,
     ) -> Result<Self, SubmitError> {
@@ -105,6 +107,7 @@ impl Submitter {
             client,
             url,
             token,
+            source: source.to_owned(),
             batch_size: batch_size.max(1) as usize,
             stats,
         })
@@ -157,7 +160,7 @@ impl Submitter {
     async fn attempt(&self, body: Bytes) -> Result<BatchAnswer, AttemptError> {
         let mut request = hyper::Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/x-ndjson")
-            .header("dreampipe-source", "adapter");
+            .header("dreampipe-source", self.source.as_str());
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
