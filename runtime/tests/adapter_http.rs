@@ -171,3 +171,30 @@ async fn the_cursor_survives_a_restart_of_the_adapter() {
     );
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn a_resync_deletes_accounts_the_crm_no_longer_returns() {
+    let world = world().await;
+    let yaml = adapter_yaml(&world.crm_url)
+        .replace("/queryAll?", "/query?")
+        .replace("  deleteWhen: record.IsDeleted\n", "")
+        .replace(
+            "      records: /records\n",
+            "      records: /records\n      resyncInterval: 1s\n      deleteMissing: true\n",
+        );
+    let adapter = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    wait_for(&adapter, "every account", |s| s.submitted == ACCOUNTS).await;
+
+    let (_, deleted) = business_happens(&world.simulator);
+    let status = wait_for(&adapter, "the resync", |s| s.deleted == 1).await;
+    assert_eq!(status.created, ACCOUNTS + 1, "the new account");
+    let events = events_of(&world.nats, &deleted).await;
+    assert_eq!(events.last().unwrap().type_, EventType::Deleted);
+    adapter.stop().await;
+}

@@ -49,6 +49,16 @@ pub async fn serve(router: axum::Router, shutdown: CancellationToken) -> String 
 
 /// The customer Entity's receiver over `nats`, served on a real port.
 pub async fn receiver(nats: &NatsServer, shutdown: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    receiver_on(nats, listener, shutdown).await
+}
+
+/// The customer Entity's receiver over `nats`, served on `listener`.
+pub async fn receiver_on(
+    nats: &NatsServer,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> String {
     let entity: crds::Entity = serde_yaml::from_str(ENTITY).unwrap();
     let client = nats.client().await.unwrap();
     ensure_stream(&client, &names(), &entity.spec.stream)
@@ -58,11 +68,10 @@ pub async fn receiver(nats: &NatsServer, shutdown: CancellationToken) -> String 
     let receiver = Receiver::open(&client, EntityModel::new(&entity).unwrap(), metrics)
         .await
         .unwrap();
-    serve(
-        runtime::receiver::http::routes(Arc::new(receiver), Tokens::default()),
-        shutdown,
-    )
-    .await
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let routes = runtime::receiver::http::routes(Arc::new(receiver), Tokens::default());
+    tokio::spawn(process::serve(listener, routes, shutdown));
+    url
 }
 
 /// A running adapter: its figures, its address and a way to stop it.
