@@ -2,6 +2,7 @@
 //! do from its mounted config (the same YAML a user applies) and its environment; the runtime
 //! never calls the Kubernetes API.
 
+pub mod adapter;
 pub mod auth;
 pub mod config;
 pub mod dev;

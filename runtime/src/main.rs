@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Event Receiver: validates submissions and appends an event when they carry new information.
     Receiver(runtime::receiver::Args),
+    /// Adapter: reads records from a source, maps them onto an Entity and submits them.
+    Adapter(runtime::adapter::Args),
     /// Projector: keeps a Projection's view (or subject) up to date from its Entity's stream.
     Projector(runtime::projector::command::ProjectorArgs),
     /// Event Query Service: entity states and history, and projected views.
@@ -52,6 +54,9 @@ async fn main() -> ExitCode {
     let shutdown = process::shutdown_on_signal();
     let result = match command {
         Command::Receiver(args) => runtime::receiver::run(args, shutdown)
+            .await
+            .map_err(|e| runtime::error_chain(&e)),
+        Command::Adapter(args) => runtime::adapter::run(args, shutdown)
             .await
             .map_err(|e| runtime::error_chain(&e)),
         Command::Projector(args) => runtime::projector::command::run(args, shutdown)

@@ -1,0 +1,377 @@
+//! The `http` source: polls a JSON API page by page every `interval`, asking only for records
+//! modified since the durable cursor, with a full read every `resyncInterval` that can delete
+//! keys the API no longer returns.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crds::adapter::HttpSource;
+use http_body_util::{BodyExt, Full};
+use hyper::header;
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+use super::super::cursor::{Cursor, CursorError, CursorStore};
+use super::super::mapping::{Item, Mapping};
+use super::super::status::Stats;
+use super::super::submit::{HttpClient, SubmitError, Submitter};
+
+/// Why one poll failed; the next poll starts again from the durable cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("{url:?} is not a valid URL")]
+    Url {
+        url: String,
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("cannot reach {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("cannot read the answer of {url}")]
+    Body {
+        url: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: hyper::StatusCode,
+    },
+    #[error("{url} did not answer JSON")]
+    Json {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the page of {url} has no records array at {pointer:?}")]
+    NoRecords { url: String, pointer: String },
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+}
+
+/// A polled HTTP API.
+#[derive(Debug)]
+pub struct HttpPoller {
+    pub source: HttpSource,
+    pub client: HttpClient,
+    pub token: Option<String>,
+    pub interval: Duration,
+    pub resync_interval: Option<Duration>,
+    pub cursors: CursorStore,
+}
+
+impl HttpPoller {
+    /// Polls every `interval` until `shutdown`. A failed poll is logged and kept as the last
+    /// error; the cursor only moves after a poll's records were all submitted.
+    pub async fn run(
+        &self,
+        mapping: &Mapping,
+        submitter: &Submitter,
+        stats: &Stats,
+        shutdown: &CancellationToken,
+    ) -> Result<(), CursorError> {
+        let mut cursor = self.cursors.load().await?;
+        tracing::info!(url = %self.source.url, since = ?cursor.since, "polling");
+        loop {
+            match self
+                .poll(&mut cursor, mapping, submitter, stats, shutdown)
+                .await
+            {
+                Ok(()) => stats.synced(),
+                Err(PollError::Submit(SubmitError::ShutDown)) => return Ok(()),
+                Err(error) => {
+                    let message = crate::error_chain(&error);
+                    tracing::warn!(error = %message, "poll failed");
+                    stats.error(message);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    /// Whether this poll reads everything rather than what changed since the cursor.
+    fn is_full_read(&self, cursor: &Cursor) -> bool {
+        let now = jiff::Timestamp::now();
+        self.resync_interval.is_some_and(|every| {
+            cursor
+                .last_full_read
+                .is_none_or(|last| now.duration_since(last).unsigned_abs() >= every)
+        })
+    }
+
+    /// One poll: every page, mapped and submitted, then the cursor stored.
+    pub async fn poll(
+        &self,
+        cursor: &mut Cursor,
+        mapping: &Mapping,
+        submitter: &Submitter,
+        stats: &Stats,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PollError> {
+        let full = self.is_full_read(cursor);
+        let delete_missing = self.source.delete_missing;
+        let mut next = cursor.clone();
+        let first = match (&self.source.incremental, &cursor.since) {
+            (Some(incremental), Some(since)) if !full => {
+                with_param(&self.source.url, &incremental.param, &param_text(since))
+            }
+            _ => encode_uri(&self.source.url),
+        };
+        let mut url = first.clone();
+        let mut seen = BTreeSet::new();
+        let mut failed = 0;
+        loop {
+            let page = self.fetch(&url).await?;
+            let records = page
+                .pointer(&self.source.records)
+                .and_then(Json::as_array)
+                .ok_or_else(|| PollError::NoRecords {
+                    url: url.clone(),
+                    pointer: self.source.records.clone(),
+                })?;
+            let items = super::map_records(records.iter(), mapping, stats);
+            failed += records.len() - items.len();
+            if let Some(incremental) = &self.source.incremental {
+                for value in records.iter().filter_map(|r| r.pointer(&incremental.field)) {
+                    if next
+                        .since
+                        .as_ref()
+                        .is_none_or(|since| is_later(value, since))
+                    {
+                        next.since = Some(value.clone());
+                    }
+                }
+            }
+            if delete_missing {
+                for item in &items {
+                    match item {
+                        Item::Upsert { key, .. } => {
+                            seen.insert(key.clone());
+                            next.keys.insert(key.clone());
+                        }
+                        Item::Delete { key } => {
+                            next.keys.remove(key);
+                        }
+                    }
+                }
+            }
+            submitter.submit(&items, shutdown).await?;
+            match self.next_page(&page, &first) {
+                Some(page_url) => url = page_url,
+                None => break,
+            }
+        }
+        if full {
+            if delete_missing && failed == 0 {
+                let missing: Vec<Item> = next
+                    .keys
+                    .difference(&seen)
+                    .map(|key| Item::Delete { key: key.clone() })
+                    .collect();
+                if !missing.is_empty() {
+                    tracing::info!(
+                        keys = missing.len(),
+                        "deleting keys the source no longer returns"
+                    );
+                    submitter.submit(&missing, shutdown).await?;
+                }
+                next.keys = seen;
+            } else if delete_missing {
+                tracing::warn!(
+                    failed,
+                    "some records failed mapping: missing keys are not deleted on this resync"
+                );
+            }
+            next.last_full_read = Some(jiff::Timestamp::now());
+        }
+        if !delete_missing {
+            next.keys.clear();
+        }
+        if next != *cursor {
+            self.cursors.save(&next).await?;
+            *cursor = next;
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Json, PollError> {
+        let uri: hyper::Uri = url.parse().map_err(|source| PollError::Url {
+            url: url.to_owned(),
+            source,
+        })?;
+        let mut request = hyper::Request::get(uri).header(header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|source| PollError::Fetch {
+                url: url.to_owned(),
+                source,
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(PollError::Status {
+                url: url.to_owned(),
+                status,
+            });
+        }
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| PollError::Body {
+                url: url.to_owned(),
+                source,
+            })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|source| PollError::Json {
+            url: url.to_owned(),
+            source,
+        })
+    }
+
+    /// The next page's URL, or `None` after the last page.
+    fn next_page(&self, page: &Json, first: &str) -> Option<String> {
+        let next = self.source.next_page.as_ref()?;
+        if let Some(pointer) = &next.url_field {
+            let url = page.pointer(pointer)?.as_str().filter(|u| !u.is_empty())?;
+            return Some(resolve(&self.source.url, url));
+        }
+        let cursor = match page.pointer(next.cursor_field.as_deref()?)? {
+            Json::String(text) if !text.is_empty() => text.clone(),
+            Json::Number(number) => number.to_string(),
+            _ => return None,
+        };
+        Some(with_param(first, next.cursor_param.as_deref()?, &cursor))
+    }
+}
+
+/// Whether incremental value `a` comes after `b`: numbers by value, anything else as text
+/// (RFC 3339 times in one format sort as text).
+fn is_later(a: &Json, b: &Json) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) => a > b,
+        _ => param_text(a) > param_text(b),
+    }
+}
+
+fn param_text(value: &Json) -> String {
+    match value {
+        Json::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `url` with `name=value` added to its query.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let url = encode_uri(url);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{separator}{}={}",
+        encode_component(name),
+        encode_component(value)
+    )
+}
+
+/// Percent-encodes what a URI may not hold as is (spaces in a SOQL query, say), leaving
+/// reserved characters and existing escapes alone.
+fn encode_uri(url: &str) -> String {
+    encode(url, |b| {
+        b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
+    })
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode_component(text: &str) -> String {
+    encode(text, |b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+fn encode(text: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if keep(byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// `next` resolved against `base`: absolute, origin-relative (`/path`) or path-relative.
+fn resolve(base: &str, next: &str) -> String {
+    if next.starts_with("http://") || next.starts_with("https://") {
+        return encode_uri(next);
+    }
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let origin_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    if next.starts_with('/') {
+        return encode_uri(&format!("{}{next}", &base[..origin_end]));
+    }
+    let path = base[..base.find('?').unwrap_or(base.len())].to_owned();
+    let directory_end = path
+        .rfind('/')
+        .filter(|i| *i >= origin_end)
+        .map_or(path.len(), |i| i);
+    encode_uri(&format!("{}/{next}", &path[..directory_end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn next_page_urls_resolve_against_the_source() {
+        let base = "http://crm:8090/services/data/v59.0/queryAll?q=SELECT Id FROM Account";
+        assert_eq!(
+            resolve(base, "/services/data/v59.0/query/01g-2"),
+            "http://crm:8090/services/data/v59.0/query/01g-2"
+        );
+        assert_eq!(
+            resolve(base, "page2"),
+            "http://crm:8090/services/data/v59.0/page2"
+        );
+        assert_eq!(resolve(base, "http://other/x"), "http://other/x");
+    }
+
+    #[test]
+    fn the_incremental_value_is_added_encoded_to_the_query() {
+        assert_eq!(
+            with_param(
+                "http://crm/q?q=SELECT Id FROM Account",
+                "modifiedSince",
+                "2027-01-15T08:00:00.000+01:00"
+            ),
+            "http://crm/q?q=SELECT%20Id%20FROM%20Account&modifiedSince=2027-01-15T08%3A00%3A00.000%2B01%3A00"
+        );
+    }
+
+    #[test]
+    fn numbers_compare_by_value_and_times_as_text() {
+        assert!(is_later(&json!(10), &json!(9)));
+        assert!(is_later(
+            &json!("2027-01-15T08:00:01.000Z"),
+            &json!("2027-01-15T08:00:00.000Z")
+        ));
+    }
+}

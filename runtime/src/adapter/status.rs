@@ -1,0 +1,140 @@
+//! What the adapter has done so far: counters (also exported as Prometheus metrics), the last
+//! sync time and the last error, served at `/v1/status` for the operator.
+
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// The adapter's figures, shared by the source, the submitter and the HTTP server.
+#[derive(Debug, Default)]
+pub struct Stats {
+    records_read: Counter,
+    submitted: Counter,
+    created: Counter,
+    updated: Counter,
+    deleted: Counter,
+    unchanged: Counter,
+    rejected: Counter,
+    last: Mutex<Last>,
+}
+
+#[derive(Debug, Default)]
+struct Last {
+    sync_time: Option<String>,
+    error: Option<String>,
+}
+
+/// The JSON of `/v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub last_sync_time: Option<String>,
+    pub records_read: u64,
+    pub submitted: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    pub last_error: Option<String>,
+}
+
+impl Stats {
+    /// Figures registered as `dreampipe_adapter_*` metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let stats = Stats::default();
+        let adapter = registry.sub_registry_with_prefix("dreampipe_adapter");
+        adapter.register(
+            "records_read",
+            "Records read from the source",
+            stats.records_read.clone(),
+        );
+        adapter.register(
+            "submitted",
+            "Items submitted to the receiver",
+            stats.submitted.clone(),
+        );
+        adapter.register(
+            "created",
+            "Submissions that created a key",
+            stats.created.clone(),
+        );
+        adapter.register(
+            "updated",
+            "Submissions that updated a key",
+            stats.updated.clone(),
+        );
+        adapter.register(
+            "deleted",
+            "Submissions that deleted a key",
+            stats.deleted.clone(),
+        );
+        adapter.register(
+            "unchanged",
+            "Submissions that carried no new information",
+            stats.unchanged.clone(),
+        );
+        adapter.register(
+            "rejected",
+            "Records that failed mapping or were rejected",
+            stats.rejected.clone(),
+        );
+        stats
+    }
+
+    pub fn read(&self, records: u64) {
+        self.records_read.inc_by(records);
+    }
+
+    pub fn submitted(&self, items: u64) {
+        self.submitted.inc_by(items);
+    }
+
+    /// Counts one item's result as the receiver named it.
+    pub fn result(&self, result: &str) {
+        match result {
+            "created" => self.created.inc(),
+            "updated" => self.updated.inc(),
+            "deleted" => self.deleted.inc(),
+            "unchanged" => self.unchanged.inc(),
+            _ => self.rejected.inc(),
+        };
+    }
+
+    /// Counts `count` rejected records and keeps `error` as the last error.
+    pub fn rejected(&self, count: u64, error: String) {
+        self.rejected.inc_by(count);
+        self.error(error);
+    }
+
+    /// Keeps `error` as the last error.
+    pub fn error(&self, error: String) {
+        self.last.lock().expect("stats lock").error = Some(error);
+    }
+
+    /// Notes that a sync finished now.
+    pub fn synced(&self) {
+        self.last.lock().expect("stats lock").sync_time = Some(jiff::Timestamp::now().to_string());
+    }
+
+    pub fn status(&self) -> Status {
+        let last = self.last.lock().expect("stats lock");
+        let (created, updated, deleted) =
+            (self.created.get(), self.updated.get(), self.deleted.get());
+        Status {
+            last_sync_time: last.sync_time.clone(),
+            records_read: self.records_read.get(),
+            submitted: self.submitted.get(),
+            created,
+            updated,
+            deleted,
+            changed: created + updated + deleted,
+            unchanged: self.unchanged.get(),
+            rejected: self.rejected.get(),
+            last_error: last.error.clone(),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The http source against the CRM simulator, end to end: every account reaches the
+//! Entity's stream, later polls submit only what changed, deleted accounts become deleted
+//! events, and the cursor survives a restart.
+
+mod adapter_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_support::{events_of, receiver, serve, start_adapter, stream_messages, wait_for};
+use runtime::simulator::crm::{Crm, stamp};
+use runtime::simulator::http::{Simulator, routes};
+use runtime::store::EventType;
+use testbed::NatsServer;
+use tokio_util::sync::CancellationToken;
+
+const ACCOUNTS: u64 = 30;
+
+fn at(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+fn adapter_yaml(crm_url: &str) -> String {
+    format!(
+        r#"
+apiVersion: dreampipe.io/v1alpha1
+kind: Adapter
+metadata: {{name: crm, namespace: shop}}
+spec:
+  entity: customer
+  interval: 200ms
+  batchSize: 8
+  source:
+    http:
+      url: "{crm_url}/services/data/v59.0/queryAll?q=SELECT Id, Name, BillingCity, AnnualRevenue, LastModifiedDate, IsDeleted FROM Account"
+      tokenSecretRef: {{name: crm, key: token}}
+      records: /records
+      nextPage: {{urlField: /nextRecordsUrl}}
+      incremental: {{field: /LastModifiedDate, param: modifiedSince}}
+  mapping:
+    id: record.Id
+    name: record.Name
+    city: record.BillingCity
+    revenue: record.AnnualRevenue
+  deleteWhen: record.IsDeleted
+"#
+    )
+}
+
+struct World {
+    nats: NatsServer,
+    simulator: Arc<Simulator>,
+    crm_url: String,
+    receiver_url: String,
+    dir: tempfile::TempDir,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn world() -> World {
+    let nats = NatsServer::start().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let simulator = Arc::new(Simulator::new(
+        Crm::new(ACCOUNTS, 42, at(0)),
+        "crm-token".to_owned(),
+        7,
+    ));
+    let crm_url = serve(routes(simulator.clone()), shutdown.clone()).await;
+    let receiver_url = receiver(&nats, shutdown.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets/crm")).unwrap();
+    std::fs::write(dir.path().join("secrets/crm/token"), "crm-token\n").unwrap();
+    World {
+        nats,
+        simulator,
+        crm_url,
+        receiver_url,
+        dir,
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+/// Advances the CRM by one tick that changes accounts, deletes one and creates one; answers
+/// how many accounts changed since the previous state and the deleted account's id.
+fn business_happens(simulator: &Simulator) -> (u64, String) {
+    let mut crm = simulator.crm.lock().unwrap();
+    crm.tick(9, 4, at(60));
+    let changed = crm.query(true, Some(&stamp(at(0)))).len() as u64;
+    let deleted = crm
+        .query(true, None)
+        .into_iter()
+        .find(|a| a.is_deleted)
+        .unwrap()
+        .id
+        .clone();
+    (changed, deleted)
+}
+
+#[tokio::test]
+async fn every_account_reaches_the_stream_and_later_polls_submit_only_changes() {
+    let world = world().await;
+    let adapter = start_adapter(
+        world.dir.path(),
+        &adapter_yaml(&world.crm_url),
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+
+    let first = wait_for(&adapter, "every account", |s| {
+        s.submitted == ACCOUNTS && s.last_sync_time.is_some()
+    })
+    .await;
+    assert_eq!(first.created, ACCOUNTS);
+    assert_eq!(first.rejected, 0, "{:?}", first.last_error);
+    assert_eq!(stream_messages(&world.nats).await, ACCOUNTS);
+
+    let (changed, deleted) = business_happens(&world.simulator);
+    assert!(changed > 1 && changed < ACCOUNTS, "{changed}");
+    let second = wait_for(&adapter, "the changes", |s| {
+        s.submitted == ACCOUNTS + changed
+    })
+    .await;
+    assert_eq!(second.deleted, 1);
+    assert_eq!(second.created, ACCOUNTS + 1, "the new account");
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        adapter.status().submitted,
+        ACCOUNTS + changed,
+        "polls without changes submit nothing"
+    );
+    let events = events_of(&world.nats, &deleted).await;
+    assert_eq!(events.last().unwrap().type_, EventType::Deleted);
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn the_cursor_survives_a_restart_of_the_adapter() {
+    let world = world().await;
+    let yaml = adapter_yaml(&world.crm_url);
+    let adapter = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    wait_for(&adapter, "every account", |s| s.submitted == ACCOUNTS).await;
+    adapter.stop().await;
+
+    let (changed, _) = business_happens(&world.simulator);
+    let restarted = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    wait_for(&restarted, "the changes", |s| s.last_sync_time.is_some()).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = restarted.status();
+    assert_eq!(
+        status.submitted, changed,
+        "only what changed while the adapter was down"
+    );
+    assert_eq!(status.changed + status.unchanged, changed);
+    assert_eq!(
+        stream_messages(&world.nats).await,
+        ACCOUNTS + status.changed,
+        "an event for each change that carried new information"
+    );
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn a_resync_deletes_accounts_the_crm_no_longer_returns() {
+    let world = world().await;
+    let yaml = adapter_yaml(&world.crm_url)
+        .replace("/queryAll?", "/query?")
+        .replace("  deleteWhen: record.IsDeleted\n", "")
+        .replace(
+            "      records: /records\n",
+            "      records: /records\n      resyncInterval: 1s\n      deleteMissing: true\n",
+        );
+    let adapter = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    wait_for(&adapter, "every account", |s| s.submitted == ACCOUNTS).await;
+
+    let (_, deleted) = business_happens(&world.simulator);
+    let status = wait_for(&adapter, "the resync", |s| s.deleted == 1).await;
+    assert_eq!(status.created, ACCOUNTS + 1, "the new account");
+    let events = events_of(&world.nats, &deleted).await;
+    assert_eq!(events.last().unwrap().type_, EventType::Deleted);
+    adapter.stop().await;
+}
