@@ -47,6 +47,27 @@ pub struct Args {
     /// Seconds between two status tables (0: none).
     #[arg(long, env = "DREAMPIPE_STATUS_EVERY", default_value_t = 10)]
     pub status_every: u64,
+    /// Folder of the Secrets adapters reference: a SecretKeyRef {name, key} is the file
+    /// `<dir>/<name>/<key>`.
+    #[arg(
+        long,
+        env = "DREAMPIPE_SECRETS_DIR",
+        default_value = ".dreampipe/secrets"
+    )]
+    pub secrets_dir: PathBuf,
+    /// Where an in-cluster host an adapter's URL names runs locally, as NAME=HOST:PORT
+    /// (e.g. crm-simulator=127.0.0.1:8090); repeatable.
+    #[arg(long = "service", env = "DREAMPIPE_SERVICES", value_delimiter = ',', value_parser = parse_service)]
+    pub services: Vec<(String, String)>,
+}
+
+fn parse_service(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, address)) if !name.is_empty() && !address.is_empty() => {
+            Ok((name.to_owned(), address.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not NAME=HOST:PORT")),
+    }
 }
 
 /// Why `dreampipe dev` could not run.
@@ -60,6 +81,12 @@ pub enum DevError {
     Database(#[source] sqlx::Error),
     #[error("could not write to the terminal")]
     Terminal(#[source] std::io::Error),
+    #[error("could not write the adapters' local configuration to {path}")]
+    AdapterConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The servers `dev` uses, and the URLs the roles get.
@@ -91,6 +118,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
         port,
         namespace,
         status_every,
+        secrets_dir,
+        services,
     } = args;
     let config = vec![folder.clone()];
     let resources = Resources::load(&config, &namespace)?;
@@ -130,6 +159,33 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
             &namespace,
             take_port(),
             &shutdown,
+        ));
+    }
+    for adapter in &resources.adapters {
+        let name = name_of(&adapter.metadata);
+        let receiver_port = roles
+            .iter()
+            .find(|r| r.kind == "receiver" && r.name == adapter.spec.entity)
+            .map(|r| r.port)
+            .expect("config validation resolved the adapter's entity");
+        let local_config = local_adapter_config(&resources, adapter, &services, &state_dir)?;
+        let adapter_port = take_port();
+        let args = crate::adapter::Args {
+            config: vec![local_config],
+            adapter: Some(name.to_owned()),
+            namespace: namespace.clone(),
+            receiver_url: format!("http://127.0.0.1:{receiver_port}"),
+            receiver_token_file: None,
+            nats_url: backing.nats_url.clone(),
+            secrets_dir: secrets_dir.clone(),
+            listen: listen(adapter_port),
+        };
+        roles.push(spawn_role(
+            "adapter",
+            name,
+            adapter_port,
+            &shutdown,
+            |stop| crate::adapter::run(args, stop),
         ));
     }
 
@@ -413,6 +469,53 @@ async fn prepare_database(
     Ok(writer)
 }
 
+/// The Adapter and its Entity as YAML for the local run, with the hosts of `services`
+/// replaced in its HTTP source's URL (in-cluster Service names do not resolve locally).
+fn local_adapter_config(
+    resources: &Resources,
+    adapter: &crds::Adapter,
+    services: &[(String, String)],
+    state_dir: &Path,
+) -> Result<PathBuf, DevError> {
+    let mut adapter = adapter.clone();
+    if let Some(http) = adapter.spec.source.http.as_mut() {
+        http.url = local_url(&http.url, services);
+    }
+    let entity = resources
+        .entity(
+            crate::config::namespace_of(&adapter.metadata),
+            &adapter.spec.entity,
+        )
+        .expect("config validation resolved the adapter's entity");
+    let dir = state_dir.join("config");
+    let path = dir.join(format!("adapter-{}.yaml", name_of(&adapter.metadata)));
+    let yaml = format!(
+        "{}---\n{}",
+        serde_yaml::to_string(entity).expect("resources serialise"),
+        serde_yaml::to_string(&adapter).expect("resources serialise")
+    );
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, yaml))
+        .map_err(|source| DevError::AdapterConfig {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path)
+}
+
+/// `url` with its host (and port) replaced when `services` names it.
+fn local_url(url: &str, services: &[(String, String)]) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.split(':').next().unwrap_or(authority);
+    match services.iter().find(|(name, _)| name == host) {
+        Some((_, address)) => format!("{scheme}://{address}{path}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Modification times of the folder's YAML files.
 fn file_times(folder: &Path) -> BTreeMap<PathBuf, SystemTime> {
     std::fs::read_dir(folder)
@@ -440,5 +543,41 @@ fn redact(url: &str) -> String {
             format!("{scheme}://{user}@{host}")
         }
         None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_hosts_in_adapter_urls_point_at_local_addresses() {
+        let services = vec![("crm-simulator".to_owned(), "127.0.0.1:9000".to_owned())];
+        assert_eq!(
+            local_url("http://crm-simulator:8090/services/data?q=x", &services),
+            "http://127.0.0.1:9000/services/data?q=x"
+        );
+        assert_eq!(
+            local_url("http://crm-simulator/q", &services),
+            "http://127.0.0.1:9000/q"
+        );
+        assert_eq!(
+            local_url("https://other:8090/q", &services),
+            "https://other:8090/q"
+        );
+        assert_eq!(
+            parse_service("a=b:1"),
+            Ok(("a".to_owned(), "b:1".to_owned()))
+        );
+        assert!(parse_service("nohost").is_err());
+    }
+
+    #[test]
+    fn redacted_urls_keep_the_user_and_drop_the_password() {
+        assert_eq!(
+            redact("postgres://reader:secret@127.0.0.1:5432/db"),
+            "postgres://reader@127.0.0.1:5432/db"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

@@ -1,0 +1,172 @@
+//! The README's story end to end: `dreampipe dev examples/salesforce` against the simulated
+//! CRM. The adapter pulls accounts through the receiver into the stream; the projectors keep
+//! `customers` and `customers_by_city` equal to the CRM's live accounts, through changes and
+//! deletions; the query service serves them.
+
+mod adapter_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapter_support::serve;
+use runtime::simulator::crm::Crm;
+use runtime::simulator::http::{Simulator, routes};
+use serde_json::Value;
+use testbed::child::{free_port, http, terminate, wait_until_ready};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "demo-crm-token";
+
+/// Live accounts as the `customers` view should show them: key -> (name, city, revenue).
+fn expected_customers(simulator: &Simulator) -> BTreeMap<String, (String, String, f64)> {
+    let crm = simulator.crm.lock().unwrap();
+    crm.live()
+        .map(|a| {
+            (
+                a.id.clone(),
+                (
+                    a.name.clone(),
+                    a.billing_city.clone(),
+                    a.annual_revenue as f64,
+                ),
+            )
+        })
+        .collect()
+}
+
+fn expected_by_city(simulator: &Simulator) -> BTreeMap<String, (i64, f64)> {
+    let mut cities = BTreeMap::new();
+    for (_, (_, city, revenue)) in expected_customers(simulator) {
+        let entry = cities.entry(city).or_insert((0, 0.0));
+        entry.0 += 1;
+        entry.1 += revenue;
+    }
+    cities
+}
+
+fn rows(port: u16, view: &str) -> Option<Vec<Value>> {
+    let (status, body) = http(port, "GET", &format!("/v1/views/{view}?limit=1000"), None).ok()?;
+    (status == 200).then(|| {
+        serde_json::from_str::<Value>(&body).ok()?["rows"]
+            .as_array()
+            .cloned()
+    })?
+}
+
+fn customers_view(port: u16) -> Option<BTreeMap<String, (String, String, f64)>> {
+    let rows = rows(port, "customers")?;
+    Some(
+        rows.iter()
+            .map(|r| {
+                let name = r["name"].as_str().unwrap_or_default().to_owned();
+                let city = r["city"].as_str().unwrap_or_default().to_owned();
+                (
+                    r["dp_key"].as_str().unwrap_or_default().to_owned(),
+                    (name, city, r["revenue"].as_f64().unwrap_or(-1.0)),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn by_city_view(port: u16) -> Option<BTreeMap<String, (i64, f64)>> {
+    let rows = rows(port, "customers_by_city")?;
+    Some(
+        rows.iter()
+            .map(|r| {
+                let city = r["city"].as_str().unwrap_or_default().to_owned();
+                (
+                    city,
+                    (
+                        r["customers"].as_i64().unwrap_or(-1),
+                        r["total_revenue"].as_f64().unwrap_or(-1.0),
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Waits until the views equal what the CRM holds now.
+async fn views_match(port: u16, simulator: &Simulator, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (customers, by_city) =
+            tokio::task::spawn_blocking(move || (customers_view(port), by_city_view(port)))
+                .await
+                .unwrap();
+        if customers.as_ref() == Some(&expected_customers(simulator))
+            && by_city.as_ref() == Some(&expected_by_city(simulator))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: views never matched the CRM\ncustomers: {:?} rows, expected {}\nby city: {by_city:?}\nexpected: {:?}",
+            customers.map(|c| c.len()),
+            expected_customers(simulator).len(),
+            expected_by_city(simulator)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_salesforce_example_keeps_its_views_equal_to_the_crm() {
+    let shutdown = CancellationToken::new();
+    let simulator = Arc::new(Simulator::new(
+        Crm::new(40, 7, jiff::Timestamp::now()),
+        TOKEN.to_owned(),
+        15,
+    ));
+    let crm_url = serve(routes(simulator.clone()), shutdown.clone()).await;
+    let crm_address = crm_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("crm-credentials")).unwrap();
+    std::fs::write(secrets.join("crm-credentials/token"), TOKEN).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/salesforce");
+    let port = free_port();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
+        .arg("dev")
+        .arg(&example)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--secrets-dir")
+        .arg(&secrets)
+        .args(["--service", &format!("crm-simulator={crm_address}")])
+        .args(["--port", &port.to_string(), "--status-every", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::task::spawn_blocking(move || wait_until_ready(port, Duration::from_secs(120)))
+        .await
+        .unwrap();
+
+    views_match(port, &simulator, "the first sync").await;
+
+    // Business goes on: accounts change, one is deleted and another created.
+    for tick in 0..10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        simulator
+            .crm
+            .lock()
+            .unwrap()
+            .tick(tick, 3, jiff::Timestamp::now());
+    }
+    views_match(port, &simulator, "after changes and a deletion").await;
+
+    let status = tokio::task::spawn_blocking(move || terminate(&mut dev, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "dev stops cleanly: {status}");
+    shutdown.cancel();
+}
