@@ -73,6 +73,8 @@ pub enum AdapterError {
     NoAdapter(Option<String>),
     #[error("the configuration has several Adapters ({0}); choose one with --adapter")]
     SeveralAdapters(String),
+    #[error("Adapter {0:?} sets no source")]
+    NoSource(String),
     #[error("the configuration has no Entity {entity:?} in namespace {namespace:?}")]
     NoEntity { entity: String, namespace: String },
     #[error("the Adapter's mapping cannot be used")]
@@ -258,7 +260,7 @@ impl Adapter {
         let (mapping, submitter, stats) = (&*self.mapping, &self.submitter, &*self.stats);
         let kinds = self.spec.source.kinds();
         let Some(kind) = kinds.first() else {
-            return Err(AdapterError::NoAdapter(Some(self.name.clone())));
+            return Err(AdapterError::NoSource(self.name.clone()));
         };
         match kind {
             SourceKind::Http(http) => {
