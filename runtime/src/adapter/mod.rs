@@ -116,6 +116,21 @@ pub enum AdapterError {
     Serve(#[source] std::io::Error),
 }
 
+/// Where a configured adapter finds the rest of DreamPipe, and where it listens.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    /// Base URL of the Entity's receiver.
+    pub receiver_url: String,
+    /// Bearer token the receiver accepts.
+    pub receiver_token: Option<String>,
+    /// NATS server URL (the cursor's KV bucket; the `nats` source's default).
+    pub nats_url: String,
+    /// Folder of mounted Secrets: `<dir>/<name>/<key>`.
+    pub secrets_dir: PathBuf,
+    /// Address of the probes, the status and the webhook.
+    pub listen: SocketAddr,
+}
+
 /// A configured adapter, ready to run.
 #[derive(Debug)]
 pub struct Adapter {
@@ -165,22 +180,49 @@ impl Adapter {
                 return Err(AdapterError::SeveralAdapters(names.join(", ")));
             }
         };
-        let name = name_of(&resource.metadata).to_owned();
-        let namespace = namespace_of(&resource.metadata).to_owned();
-        let spec = resource.spec.clone();
-        let entity =
-            resources
-                .entity(&namespace, &spec.entity)
-                .ok_or_else(|| AdapterError::NoEntity {
-                    entity: spec.entity.clone(),
-                    namespace: namespace.clone(),
-                })?;
-        let mapping = Mapping::new(&spec, &entity.spec.key).map_err(AdapterError::Mapping)?;
-        let interval = duration("spec.interval", &spec.interval)?;
-        let token = receiver_token_file
+        let namespace = namespace_of(&resource.metadata);
+        let entity = resources
+            .entity(namespace, &resource.spec.entity)
+            .ok_or_else(|| AdapterError::NoEntity {
+                entity: resource.spec.entity.clone(),
+                namespace: namespace.to_owned(),
+            })?;
+        let receiver_token = receiver_token_file
             .as_deref()
             .map(read_secret_file)
             .transpose()?;
+        Adapter::new(
+            resource,
+            entity,
+            Connections {
+                receiver_url,
+                receiver_token,
+                nats_url,
+                secrets_dir,
+                listen,
+            },
+        )
+    }
+
+    /// An adapter for `resource` feeding `entity` (both already loaded and validated), for
+    /// callers that run several roles in one process.
+    pub fn new(
+        resource: &AdapterResource,
+        entity: &crds::Entity,
+        connections: Connections,
+    ) -> Result<Self, AdapterError> {
+        let Connections {
+            receiver_url,
+            receiver_token,
+            nats_url,
+            secrets_dir,
+            listen,
+        } = connections;
+        let name = name_of(&resource.metadata).to_owned();
+        let namespace = namespace_of(&resource.metadata).to_owned();
+        let spec = resource.spec.clone();
+        let mapping = Mapping::new(&spec, &entity.spec.key).map_err(AdapterError::Mapping)?;
+        let interval = duration("spec.interval", &spec.interval)?;
         let mut registry = Registry::default();
         let stats = Arc::new(Stats::register(&mut registry));
         let client = submit::http_client();
@@ -188,7 +230,7 @@ impl Adapter {
             client.clone(),
             &receiver_url,
             &spec.entity,
-            token,
+            receiver_token,
             &name,
             spec.batch_size,
             stats.clone(),
