@@ -4,12 +4,15 @@ mod adapter_support;
 
 use std::collections::BTreeMap;
 
-use adapter_support::{events_of, receiver, receiver_on, start_adapter, wait_for};
+use adapter_support::{
+    events_of, receiver, receiver_on, start_adapter, start_adapter_with_token, wait_for,
+};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use runtime::adapter::source::generator::Records;
 use runtime::adapter::status::Status;
+use runtime::auth::Tokens;
 use testbed::NatsServer;
 use tokio_util::sync::CancellationToken;
 
@@ -246,9 +249,49 @@ async fn records_wait_for_a_receiver_that_is_not_up_yet() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    receiver_on(&nats, listener, shutdown.clone()).await;
+    receiver_on(&nats, listener, Tokens::default(), shutdown.clone()).await;
     let status = wait_for(&adapter, "the records", |s| s.submitted == 5).await;
     assert!(status.created >= 1 && status.rejected == 0, "{status:?}");
     adapter.stop().await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_receiver_token_is_sent_and_a_refused_batch_is_counted_not_retried() {
+    let nats = NatsServer::start().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tokens = Tokens::load(None, Some("ingest-token")).unwrap();
+    let receiver_url = receiver_on(&nats, listener, tokens, shutdown.clone()).await;
+    let yaml = adapter_yaml("{generator: {rate: 1000, count: 3, keys: 3, seed: 5}}");
+
+    let without = tempfile::tempdir().unwrap();
+    let refused = start_adapter(without.path(), &yaml, &receiver_url, nats.url()).await;
+    let status = wait_for(&refused, "the refusal", |s| s.rejected == 3).await;
+    assert_eq!(status.changed, 0);
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("401"),
+        "{status:?}"
+    );
+    refused.stop().await;
+
+    let with = tempfile::tempdir().unwrap();
+    let token_file = with.path().join("receiver-token");
+    std::fs::write(&token_file, "ingest-token\n").unwrap();
+    let accepted = start_adapter_with_token(
+        with.path(),
+        &yaml,
+        &receiver_url,
+        nats.url(),
+        Some(&token_file),
+    )
+    .await;
+    let status = wait_for(&accepted, "the records", |s| s.submitted == 3).await;
+    assert_eq!(status.rejected, 0, "{status:?}");
+    accepted.stop().await;
     shutdown.cancel();
 }

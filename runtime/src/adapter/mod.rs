@@ -73,6 +73,8 @@ pub enum AdapterError {
     NoAdapter(Option<String>),
     #[error("the configuration has several Adapters ({0}); choose one with --adapter")]
     SeveralAdapters(String),
+    #[error("Adapter {0:?} sets no source")]
+    NoSource(String),
     #[error("the configuration has no Entity {entity:?} in namespace {namespace:?}")]
     NoEntity { entity: String, namespace: String },
     #[error("the Adapter's mapping cannot be used")]
@@ -112,6 +114,21 @@ pub enum AdapterError {
     File(#[from] FileError),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+}
+
+/// Where a configured adapter finds the rest of DreamPipe, and where it listens.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    /// Base URL of the Entity's receiver.
+    pub receiver_url: String,
+    /// Bearer token the receiver accepts.
+    pub receiver_token: Option<String>,
+    /// NATS server URL (the cursor's KV bucket; the `nats` source's default).
+    pub nats_url: String,
+    /// Folder of mounted Secrets: `<dir>/<name>/<key>`.
+    pub secrets_dir: PathBuf,
+    /// Address of the probes, the status and the webhook.
+    pub listen: SocketAddr,
 }
 
 /// A configured adapter, ready to run.
@@ -163,22 +180,49 @@ impl Adapter {
                 return Err(AdapterError::SeveralAdapters(names.join(", ")));
             }
         };
-        let name = name_of(&resource.metadata).to_owned();
-        let namespace = namespace_of(&resource.metadata).to_owned();
-        let spec = resource.spec.clone();
-        let entity =
-            resources
-                .entity(&namespace, &spec.entity)
-                .ok_or_else(|| AdapterError::NoEntity {
-                    entity: spec.entity.clone(),
-                    namespace: namespace.clone(),
-                })?;
-        let mapping = Mapping::new(&spec, &entity.spec.key).map_err(AdapterError::Mapping)?;
-        let interval = duration("spec.interval", &spec.interval)?;
-        let token = receiver_token_file
+        let namespace = namespace_of(&resource.metadata);
+        let entity = resources
+            .entity(namespace, &resource.spec.entity)
+            .ok_or_else(|| AdapterError::NoEntity {
+                entity: resource.spec.entity.clone(),
+                namespace: namespace.to_owned(),
+            })?;
+        let receiver_token = receiver_token_file
             .as_deref()
             .map(read_secret_file)
             .transpose()?;
+        Adapter::new(
+            resource,
+            entity,
+            Connections {
+                receiver_url,
+                receiver_token,
+                nats_url,
+                secrets_dir,
+                listen,
+            },
+        )
+    }
+
+    /// An adapter for `resource` feeding `entity` (both already loaded and validated), for
+    /// callers that run several roles in one process.
+    pub fn new(
+        resource: &AdapterResource,
+        entity: &crds::Entity,
+        connections: Connections,
+    ) -> Result<Self, AdapterError> {
+        let Connections {
+            receiver_url,
+            receiver_token,
+            nats_url,
+            secrets_dir,
+            listen,
+        } = connections;
+        let name = name_of(&resource.metadata).to_owned();
+        let namespace = namespace_of(&resource.metadata).to_owned();
+        let spec = resource.spec.clone();
+        let mapping = Mapping::new(&spec, &entity.spec.key).map_err(AdapterError::Mapping)?;
+        let interval = duration("spec.interval", &spec.interval)?;
         let mut registry = Registry::default();
         let stats = Arc::new(Stats::register(&mut registry));
         let client = submit::http_client();
@@ -186,7 +230,7 @@ impl Adapter {
             client.clone(),
             &receiver_url,
             &spec.entity,
-            token,
+            receiver_token,
             &name,
             spec.batch_size,
             stats.clone(),
@@ -258,7 +302,7 @@ impl Adapter {
         let (mapping, submitter, stats) = (&*self.mapping, &self.submitter, &*self.stats);
         let kinds = self.spec.source.kinds();
         let Some(kind) = kinds.first() else {
-            return Err(AdapterError::NoAdapter(Some(self.name.clone())));
+            return Err(AdapterError::NoSource(self.name.clone()));
         };
         match kind {
             SourceKind::Http(http) => {

@@ -50,13 +50,14 @@ pub async fn serve(router: axum::Router, shutdown: CancellationToken) -> String 
 /// The customer Entity's receiver over `nats`, served on a real port.
 pub async fn receiver(nats: &NatsServer, shutdown: CancellationToken) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    receiver_on(nats, listener, shutdown).await
+    receiver_on(nats, listener, Tokens::default(), shutdown).await
 }
 
 /// The customer Entity's receiver over `nats`, served on `listener`.
 pub async fn receiver_on(
     nats: &NatsServer,
     listener: tokio::net::TcpListener,
+    tokens: Tokens,
     shutdown: CancellationToken,
 ) -> String {
     let entity: crds::Entity = serde_yaml::from_str(ENTITY).unwrap();
@@ -69,7 +70,7 @@ pub async fn receiver_on(
         .await
         .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let routes = runtime::receiver::http::routes(Arc::new(receiver), Tokens::default());
+    let routes = runtime::receiver::http::routes(Arc::new(receiver), tokens);
     tokio::spawn(process::serve(listener, routes, shutdown));
     url
 }
@@ -101,6 +102,17 @@ pub async fn start_adapter(
     receiver_url: &str,
     nats_url: &str,
 ) -> Running {
+    start_adapter_with_token(dir, adapter_yaml, receiver_url, nats_url, None).await
+}
+
+/// Like [`start_adapter`], with the receiver's token read from `token_file`.
+pub async fn start_adapter_with_token(
+    dir: &Path,
+    adapter_yaml: &str,
+    receiver_url: &str,
+    nats_url: &str,
+    token_file: Option<&Path>,
+) -> Running {
     std::fs::write(dir.join("entity.yaml"), ENTITY).unwrap();
     std::fs::write(dir.join("adapter.yaml"), adapter_yaml).unwrap();
     let listen: std::net::SocketAddr = format!("127.0.0.1:{}", testbed::child::free_port())
@@ -111,7 +123,7 @@ pub async fn start_adapter(
         adapter: None,
         namespace: "shop".to_owned(),
         receiver_url: receiver_url.to_owned(),
-        receiver_token_file: None,
+        receiver_token_file: token_file.map(Path::to_path_buf),
         nats_url: nats_url.to_owned(),
         secrets_dir: dir.join("secrets"),
         listen,

@@ -167,7 +167,7 @@ impl HttpPoller {
                 }
             }
             submitter.submit(&items, shutdown).await?;
-            match self.next_page(&page, &first) {
+            match next_page(&self.source, &page, &first) {
                 Some(page_url) => url = page_url,
                 None => break,
             }
@@ -246,21 +246,22 @@ impl HttpPoller {
             source,
         })
     }
+}
 
-    /// The next page's URL, or `None` after the last page.
-    fn next_page(&self, page: &Json, first: &str) -> Option<String> {
-        let next = self.source.next_page.as_ref()?;
-        if let Some(pointer) = &next.url_field {
-            let url = page.pointer(pointer)?.as_str().filter(|u| !u.is_empty())?;
-            return Some(resolve(&self.source.url, url));
-        }
-        let cursor = match page.pointer(next.cursor_field.as_deref()?)? {
-            Json::String(text) if !text.is_empty() => text.clone(),
-            Json::Number(number) => number.to_string(),
-            _ => return None,
-        };
-        Some(with_param(first, next.cursor_param.as_deref()?, &cursor))
+/// The next page's URL after `page` of `source` (whose first page was `first`), or `None`
+/// after the last page.
+fn next_page(source: &HttpSource, page: &Json, first: &str) -> Option<String> {
+    let next = source.next_page.as_ref()?;
+    if let Some(pointer) = &next.url_field {
+        let url = page.pointer(pointer)?.as_str().filter(|u| !u.is_empty())?;
+        return Some(resolve(&source.url, url));
     }
+    let cursor = match page.pointer(next.cursor_field.as_deref()?)? {
+        Json::String(text) if !text.is_empty() => text.clone(),
+        Json::Number(number) => number.to_string(),
+        _ => return None,
+    };
+    Some(with_param(first, next.cursor_param.as_deref()?, &cursor))
 }
 
 /// Whether incremental value `a` comes after `b`: numbers by value, anything else as text
@@ -364,6 +365,32 @@ mod tests {
             ),
             "http://crm/q?q=SELECT%20Id%20FROM%20Account&modifiedSince=2027-01-15T08%3A00%3A00.000%2B01%3A00"
         );
+    }
+
+    #[test]
+    fn pages_follow_a_next_url_or_a_cursor_until_there_is_none() {
+        let by_url: HttpSource = serde_json::from_value(json!({
+            "url": "http://api/v1/items?limit=2",
+            "nextPage": {"urlField": "/next"}
+        }))
+        .unwrap();
+        let first = "http://api/v1/items?limit=2";
+        assert_eq!(
+            next_page(&by_url, &json!({"next": "/v1/items?page=2"}), first).as_deref(),
+            Some("http://api/v1/items?page=2")
+        );
+        assert_eq!(next_page(&by_url, &json!({"next": null}), first), None);
+
+        let by_cursor: HttpSource = serde_json::from_value(json!({
+            "url": "http://api/v1/items?limit=2",
+            "nextPage": {"cursorField": "/meta/cursor", "cursorParam": "after"}
+        }))
+        .unwrap();
+        assert_eq!(
+            next_page(&by_cursor, &json!({"meta": {"cursor": "k 9"}}), first).as_deref(),
+            Some("http://api/v1/items?limit=2&after=k%209")
+        );
+        assert_eq!(next_page(&by_cursor, &json!({"meta": {}}), first), None);
     }
 
     #[test]
