@@ -37,12 +37,14 @@ spec:
     )
 }
 
-fn dev(folder: &Path, state: &Path, port: u16, stdout: &Path) -> Child {
+/// Runs `dreampipe dev` from `workdir` with the state folder `.dreampipe` relative to it, as
+/// users run it.
+fn dev(folder: &Path, workdir: &Path, port: u16, stdout: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dreampipe"))
+        .current_dir(workdir)
         .arg("dev")
         .arg(folder)
-        .arg("--state-dir")
-        .arg(state)
+        .args(["--state-dir", ".dreampipe"])
         .args([
             "--port",
             &port.to_string(),
@@ -135,4 +137,11 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
     let (status, body) = http(query, "GET", "/v1/entities/customer/c1", None).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(terminate(&mut second, Duration::from_secs(30)).success());
+    assert!(
+        state
+            .path()
+            .join(".dreampipe/postgres/data/PG_VERSION")
+            .exists(),
+        "state lives in the relative folder"
+    );
 }

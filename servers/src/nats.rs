@@ -17,6 +17,8 @@ pub struct Nats {
 impl Nats {
     /// Starts a server over `dir` and waits until it accepts clients.
     pub fn start(dir: &Path) -> Result<Self, ServerError> {
+        let dir = &std::path::absolute(dir)
+            .map_err(ServerError::io(format!("resolve {}", dir.display())))?;
         let override_dir = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)
             .and_then(|bin| bin.parent().map(PathBuf::from));

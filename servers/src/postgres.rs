@@ -33,6 +33,9 @@ pub struct Postgres {
 impl Postgres {
     /// Starts a cluster over `dir`, creating it first if `dir` holds none.
     pub fn start(dir: &Path, durability: Durability) -> Result<Self, ServerError> {
+        // The postmaster runs in its data directory, so a relative folder would point elsewhere.
+        let dir = &std::path::absolute(dir)
+            .map_err(ServerError::io(format!("resolve {}", dir.display())))?;
         let bin_dir = std::env::var_os("POSTGRES_BIN_DIR").map(PathBuf::from);
         let fallbacks = debian_postgres_dirs();
         let postgres = locate_binary("postgres", bin_dir.as_deref(), &fallbacks)?;
