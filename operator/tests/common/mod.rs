@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod mock;
+pub mod scenarios;
+
 use crds::{Adapter, Entity, Projection};
 use serde::Deserialize;
 
