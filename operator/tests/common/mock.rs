@@ -111,7 +111,7 @@ fn merge(target: &mut Value, extra: Value) {
     }
 }
 
-async fn read(request: Request<Body>) -> Call {
+pub async fn read(request: Request<Body>) -> Call {
     use http_body_util::BodyExt;
     let (parts, body) = request.into_parts();
     let bytes = body.collect().await.expect("request body").to_bytes();
