@@ -58,16 +58,33 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    // The API server: every write is answered with what was written.
+    // The API server: every write is answered with what was written (a status apply is
+    // answered with the whole stored Entity).
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
-            let body = request
+            let status_of = request
+                .uri()
+                .path()
+                .strip_suffix("/status")
+                .and_then(|p| p.rsplit_once("/entity-"))
+                .and_then(|(_, i)| i.parse::<usize>().ok());
+            let bytes = request
                 .into_body()
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            send.send_response(Response::builder().body(Body::from(body.to_vec())).unwrap());
+            let written: Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
+            let object = match status_of {
+                Some(i) => {
+                    let mut stored = serde_json::to_value(entity(i)).unwrap_or_default();
+                    stored["status"] = written["status"].clone();
+                    stored
+                }
+                None => written,
+            };
+            let body = serde_json::to_vec(&object).unwrap_or_default();
+            send.send_response(Response::builder().body(Body::from(body)).unwrap());
         }
     });
     let client = kube::Client::new(service, "default");
