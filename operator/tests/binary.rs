@@ -32,9 +32,26 @@ fn crds_prints_the_committed_definitions() {
 
 #[test]
 fn run_stops_cleanly_on_sigterm() {
+    // An API server and a NATS server that are not there: the operator still serves its
+    // probes, retries its watches, and stops on SIGTERM.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: none\n\
+             clusters: [{{name: none, cluster: {{server: \"http://127.0.0.1:{}\"}}}}]\n\
+             users: [{{name: none, user: {{}}}}]\n\
+             contexts: [{{name: none, context: {{cluster: none, user: none}}}}]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
     let port = free_port();
     let mut child = Command::new(BINARY)
         .args(["run", "--probe-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("NATS_URL", format!("nats://127.0.0.1:{}", free_port()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,0 +1,95 @@
+//! An Adapter's children: its ConfigMap, Deployment, and a Service for webhook sources.
+
+use crds::adapter::SourceKind;
+use crds::{Adapter, Entity};
+
+use super::{
+    BuildError, Children, ConfigFiles, Owner, RuntimePod, SECRETS_DIR, common_env, config_map,
+    entity_document_for_dependants, env, resource_document, runtime_deployment, secret_file,
+    service,
+};
+use crate::build::entity::ENTITY_FILE;
+use crate::names::{self, Role};
+use crate::settings::RuntimeSettings;
+
+/// File name of the Adapter in the mounted configuration.
+pub const ADAPTER_FILE: &str = "adapter.yaml";
+
+/// The adapter's mounted configuration: the Adapter and the Entity it feeds.
+pub fn adapter_config(adapter: &Adapter, entity: &Entity, namespace: &str) -> ConfigFiles {
+    let spec = serde_json::to_value(&adapter.spec).expect("an AdapterSpec serialises");
+    ConfigFiles::from([
+        (
+            ADAPTER_FILE.to_owned(),
+            resource_document(
+                "Adapter",
+                adapter.metadata.name.as_deref().unwrap_or_default(),
+                namespace,
+                spec,
+            ),
+        ),
+        (
+            ENTITY_FILE.to_owned(),
+            entity_document_for_dependants(entity, namespace),
+        ),
+    ])
+}
+
+/// Every Secret the Adapter itself references, in the order they appear in its spec.
+pub fn referenced_secrets(adapter: &Adapter) -> Vec<String> {
+    adapter
+        .spec
+        .source
+        .kinds()
+        .into_iter()
+        .filter_map(|kind| match kind {
+            SourceKind::Http(http) => http.token_secret_ref.as_ref().map(|r| r.name.clone()),
+            SourceKind::Webhook(hook) => hook.auth.as_ref().map(|a| a.secret_ref.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the adapter receives records over HTTP and so needs a Service.
+pub fn serves_traffic(adapter: &Adapter) -> bool {
+    adapter.spec.source.webhook.is_some()
+}
+
+/// The adapter of `adapter` feeding `entity`'s receiver.
+pub fn build(
+    adapter: &Adapter,
+    entity: &Entity,
+    settings: &RuntimeSettings,
+) -> Result<Children, BuildError> {
+    let owner = Owner::of(adapter)?;
+    let files = adapter_config(adapter, entity, &owner.namespace);
+    let mut environment = common_env();
+    environment.push(env("DREAMPIPE_ADAPTER", owner.name.clone()));
+    environment.push(env(
+        "DREAMPIPE_RECEIVER_URL",
+        names::service_url(&adapter.spec.entity, Role::Receiver, &owner.namespace),
+    ));
+    environment.push(env("NATS_URL", settings.nats_url.clone()));
+    environment.push(env("DREAMPIPE_SECRETS_DIR", SECRETS_DIR));
+    let mut secrets = referenced_secrets(adapter);
+    if let Some(auth) = &entity.spec.receiver.auth {
+        environment.push(env(
+            "DREAMPIPE_RECEIVER_TOKEN_FILE",
+            secret_file(&auth.secret_ref.name, &auth.secret_ref.key),
+        ));
+        secrets.push(auth.secret_ref.name.clone());
+    }
+    let pod = RuntimePod {
+        role: Role::Adapter,
+        // An adapter keeps one cursor; two replicas would read every page twice.
+        replicas: 1,
+        env: environment,
+        secrets,
+        resources: None,
+    };
+    Ok(Children {
+        config_map: config_map(&owner, Role::Adapter, &files),
+        deployment: runtime_deployment(&owner, settings, pod, &files),
+        service: serves_traffic(adapter).then(|| service(&owner, Role::Adapter)),
+    })
+}

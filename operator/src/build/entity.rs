@@ -1,0 +1,57 @@
+//! An Entity's children: the Event Receiver's ConfigMap, Deployment and Service.
+
+use crds::Entity;
+
+use super::{
+    BuildError, Children, ConfigFiles, Owner, RuntimePod, common_env, config_map, env,
+    resource_document, runtime_deployment, secret_file, service,
+};
+use crate::names::Role;
+use crate::settings::RuntimeSettings;
+
+/// File name of the Entity in the mounted configuration.
+pub const ENTITY_FILE: &str = "entity.yaml";
+
+/// The receiver's mounted configuration: the Entity's own YAML.
+pub fn receiver_config(entity: &Entity, namespace: &str) -> ConfigFiles {
+    let spec = serde_json::to_value(&entity.spec).expect("an EntitySpec serialises");
+    ConfigFiles::from([(
+        ENTITY_FILE.to_owned(),
+        resource_document(
+            "Entity",
+            entity.metadata.name.as_deref().unwrap_or_default(),
+            namespace,
+            spec,
+        ),
+    )])
+}
+
+/// The Event Receiver for `entity`.
+pub fn build(entity: &Entity, settings: &RuntimeSettings) -> Result<Children, BuildError> {
+    let owner = Owner::of(entity)?;
+    let files = receiver_config(entity, &owner.namespace);
+    let receiver = &entity.spec.receiver;
+    let mut environment = common_env();
+    environment.push(env("DREAMPIPE_ENTITY", owner.name.clone()));
+    environment.push(env("NATS_URL", settings.nats_url.clone()));
+    let mut secrets = Vec::new();
+    if let Some(auth) = &receiver.auth {
+        environment.push(env(
+            "DREAMPIPE_TOKENS_FILE",
+            secret_file(&auth.secret_ref.name, &auth.secret_ref.key),
+        ));
+        secrets.push(auth.secret_ref.name.clone());
+    }
+    let pod = RuntimePod {
+        role: Role::Receiver,
+        replicas: receiver.replicas,
+        env: environment,
+        secrets,
+        resources: receiver.resources.clone(),
+    };
+    Ok(Children {
+        config_map: config_map(&owner, Role::Receiver, &files),
+        deployment: runtime_deployment(&owner, settings, pod, &files),
+        service: Some(service(&owner, Role::Receiver)),
+    })
+}

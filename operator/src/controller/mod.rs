@@ -1,0 +1,145 @@
+//! The three controllers and how they run: each reconcile is `validate -> build -> apply ->
+//! status`; errors back off per object; invalid specs wait for a change.
+
+pub mod adapter;
+pub mod entity;
+pub mod projection;
+
+use std::sync::Arc;
+
+use crds::{Adapter, Entity, Projection};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::names;
+
+/// The current time in RFC 3339, for condition transition times.
+pub fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// `Kind/namespace/name`, the key of an object's backoff.
+pub fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
+
+/// Backs off a failed object, doubling per consecutive failure up to the cap.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let delay = ctx.backoff.fail(&object_key(&*object));
+    tracing::warn!(
+        object = object_key(&*object),
+        error = crate::probe::error_chain(error),
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The dependants (Projections or Adapters) of an Entity, from a controller's cache.
+fn dependants<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    entity: &Entity,
+    entity_of: fn(&K) -> &str,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let namespace = entity.namespace();
+    let name = entity.name_any();
+    store
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace() == namespace && entity_of(d) == name)
+        .map(|d| ObjectRef::from_obj(&*d))
+        .collect()
+}
+
+async fn log_result<T: std::fmt::Debug, E: std::error::Error>(
+    kind: &'static str,
+    result: Result<T, E>,
+) {
+    match result {
+        Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
+        Err(error) => tracing::debug!(
+            kind,
+            error = crate::probe::error_chain(&error),
+            "reconcile error"
+        ),
+    }
+}
+
+/// Runs the three controllers over `namespace` (every namespace when `None`) until `shutdown`.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let owned = || watcher::Config::default().labels(&names::managed_selector());
+
+    let entities = Controller::new(
+        api::<Entity>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(api::<Deployment>(&client, ns), owned())
+    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+    .run(entity::reconcile, error_policy, ctx.clone())
+    .for_each(|result| log_result("Entity", result));
+
+    let projections = Controller::new(
+        api::<Projection>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = projections.store();
+    let projections = projections
+        .owns(api::<Deployment>(&client, ns), owned())
+        .watches(
+            api::<Entity>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            move |entity| dependants(&store, &entity, |p: &Projection| p.spec.entity.as_str()),
+        )
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(projection::reconcile, error_policy, ctx.clone())
+        .for_each(|result| log_result("Projection", result));
+
+    let adapters = Controller::new(
+        api::<Adapter>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = adapters.store();
+    let adapters = adapters
+        .owns(api::<Deployment>(&client, ns), owned())
+        .watches(
+            api::<Entity>(&client, ns),
+            watcher::Config::default().any_semantic(),
+            move |entity| dependants(&store, &entity, |a: &Adapter| a.spec.entity.as_str()),
+        )
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(adapter::reconcile, error_policy, ctx)
+        .for_each(|result| log_result("Adapter", result));
+
+    futures::join!(entities, projections, adapters);
+}

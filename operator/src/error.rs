@@ -1,0 +1,94 @@
+//! The reconcilers' error type and the per-object backoff of `error_policy`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::build::BuildError;
+use crate::streams::StreamError;
+
+/// Why a reconcile failed; every variant is transient (invalid specs are not errors: they are
+/// reported in status and wait for a change).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {action}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("finalizer {finalizer}")]
+    Finalizer {
+        finalizer: &'static str,
+        #[source]
+        source: Box<kube::runtime::finalizer::Error<Error>>,
+    },
+}
+
+impl Error {
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube { action, source }
+    }
+}
+
+/// Exponential backoff per object: 1 s, 2 s, 4 s … capped, reset by a successful reconcile.
+#[derive(Debug)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            failures: Mutex::new(HashMap::new()),
+            base,
+            cap,
+        }
+    }
+
+    /// Counts a failure of `object` and returns how long to wait before the next attempt.
+    pub fn fail(&self, object: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(object.to_owned()).or_insert(0);
+        let delay = self
+            .base
+            .saturating_mul(2_u32.saturating_pow(*count))
+            .min(self.cap);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    /// Forgets the failures of `object`.
+    pub fn reset(&self, object: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_object_up_to_the_cap_and_resets_on_success() {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        let delays: Vec<u64> = (0..5).map(|_| backoff.fail("a").as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        assert_eq!(
+            backoff.fail("b"),
+            Duration::from_secs(1),
+            "objects back off separately"
+        );
+        backoff.reset("a");
+        assert_eq!(backoff.fail("a"), Duration::from_secs(1));
+    }
+}

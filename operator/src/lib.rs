@@ -1,0 +1,17 @@
+//! The DreamPipe operator: Entity, Adapter and Projection reconciled into Deployments of the
+//! runtime image. A reconcile is a pipeline: validate (pure, `crds::*::validate_*`) ->
+//! [`build`] (pure) -> [`apply`] (server-side apply, one field manager) -> [`status`] (pure,
+//! from the children and the runtime's `/v1/status`). Only [`apply`], [`controller`],
+//! [`events`], [`probe`] and [`streams`] do IO.
+
+pub mod apply;
+pub mod build;
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod events;
+pub mod names;
+pub mod probe;
+pub mod settings;
+pub mod status;
+pub mod streams;

@@ -1,0 +1,138 @@
+//! Deterministic names, labels and addresses of the children the operator makes. Everything
+//! here is a pure function of a resource's name and namespace, so a reconcile can be repeated
+//! any number of times and always points at the same objects.
+
+use std::collections::BTreeMap;
+
+/// The port every runtime role serves on: its API (if any), probes, metrics and `/v1/status`.
+pub const RUNTIME_PORT: u16 = 8080;
+/// Annotation on the pod template carrying the hash of the mounted configuration.
+pub const CONFIG_HASH_ANNOTATION: &str = "dreampipe.io/config-hash";
+/// Label value of `app.kubernetes.io/managed-by` on every child.
+pub const MANAGER: &str = "dreampipe-operator";
+/// The server-side apply field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "dreampipe-operator";
+
+/// The runtime role a child Deployment runs (the `dreampipe` subcommand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Receiver,
+    Projector,
+    Adapter,
+}
+
+impl Role {
+    /// The subcommand, and the `app.kubernetes.io/component` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Receiver => "receiver",
+            Role::Projector => "projector",
+            Role::Adapter => "adapter",
+        }
+    }
+}
+
+/// Name of every child (ConfigMap, Deployment, Service) of a resource: `<resource>-<role>`.
+pub fn child_name(resource: &str, role: Role) -> String {
+    format!("{resource}-{}", role.as_str())
+}
+
+/// Labels that select a resource's pods; a subset of [`labels`].
+pub fn selector_labels(resource: &str, role: Role) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "dreampipe".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), resource.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            role.as_str().to_owned(),
+        ),
+    ])
+}
+
+/// The `app.kubernetes.io` labels of every child and its pods.
+pub fn labels(resource: &str, role: Role) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(resource, role);
+    labels.insert(
+        "app.kubernetes.io/part-of".to_owned(),
+        "dreampipe".to_owned(),
+    );
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        MANAGER.to_owned(),
+    );
+    labels
+}
+
+/// The selector in the string form the scale subresource reports (`status.selector`).
+pub fn selector_string(resource: &str, role: Role) -> String {
+    selector_labels(resource, role)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Label selector of every child the operator manages, for its watches.
+pub fn managed_selector() -> String {
+    format!("app.kubernetes.io/managed-by={MANAGER}")
+}
+
+/// In-cluster base URL of a resource's Service.
+pub fn service_url(resource: &str, role: Role, namespace: &str) -> String {
+    format!(
+        "http://{}.{namespace}.svc:{RUNTIME_PORT}",
+        child_name(resource, role)
+    )
+}
+
+/// The JetStream stream of an Entity, `dp_<namespace>_<entity>` (DESIGN §3). The runtime's
+/// `store::naming::StreamNames::stream` computes the same name; the operator may not depend on
+/// the runtime, so the formula is repeated here and a test pins it.
+pub fn stream_name(namespace: &str, entity: &str) -> String {
+    format!("dp_{namespace}_{entity}")
+}
+
+/// FNV-1a (64 bit) of `bytes` as 16 hex digits: a stable fingerprint of a configuration, so
+/// the pod template changes exactly when the mounted files do.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_named_after_the_resource_and_role() {
+        assert_eq!(child_name("customer", Role::Receiver), "customer-receiver");
+        assert_eq!(
+            child_name("customers", Role::Projector),
+            "customers-projector"
+        );
+        assert_eq!(child_name("crm", Role::Adapter), "crm-adapter");
+    }
+
+    #[test]
+    fn selector_string_is_sorted_and_matches_the_selector_labels() {
+        assert_eq!(
+            selector_string("customers", Role::Projector),
+            "app.kubernetes.io/component=projector,app.kubernetes.io/instance=customers,\
+             app.kubernetes.io/name=dreampipe"
+        );
+    }
+
+    #[test]
+    fn stream_name_follows_the_event_store_contract() {
+        assert_eq!(stream_name("shop", "customer"), "dp_shop_customer");
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_sensitive_to_every_byte() {
+        assert_eq!(fingerprint(b""), "cbf29ce484222325");
+        assert_ne!(fingerprint(b"a: 1"), fingerprint(b"a: 2"));
+        assert_eq!(fingerprint(b"a: 1"), fingerprint(b"a: 1"));
+    }
+}

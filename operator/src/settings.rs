@@ -1,0 +1,32 @@
+//! What every child Deployment needs besides its resource: the runtime image and where the
+//! shared services are. Set once from the operator's flags (the chart's values).
+
+use crds::SecretKeyRef;
+
+/// Cluster-wide settings of the runtime pods the operator builds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeSettings {
+    /// The runtime image (`dreampipe` binary), e.g. `dreampipe:0.1.0`.
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never` (kind-loaded images need `IfNotPresent`).
+    pub image_pull_policy: String,
+    /// NATS URL the runtime pods use (JetStream: streams, KV cursors).
+    pub nats_url: String,
+    /// Secret key (in the resource's namespace) holding the projectors' writer `DATABASE_URL`.
+    pub database_secret: SecretKeyRef,
+}
+
+impl RuntimeSettings {
+    /// Settings for tests and examples: image `dreampipe:dev`, the chart's default service names.
+    pub fn example() -> Self {
+        RuntimeSettings {
+            image: "dreampipe:dev".to_owned(),
+            image_pull_policy: "IfNotPresent".to_owned(),
+            nats_url: "nats://dreampipe-nats.dreampipe.svc:4222".to_owned(),
+            database_secret: SecretKeyRef {
+                name: "dreampipe-database".to_owned(),
+                key: "writer-url".to_owned(),
+            },
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! Pure status computation: the children's state and the runtime's `/v1/status` report in,
+//! the resource's status out. Conditions go through `crds::common::set_condition`, so
+//! `lastTransitionTime` moves only when a condition's status flips.
+
+use crds::adapter::AdapterStatus;
+use crds::common::set_condition;
+use crds::entity::EntityStatus;
+use crds::projection::{Phase, ProjectionStatus};
+use crds::{Condition, ConditionStatus, Invalid};
+use k8s_openapi::api::apps::v1::Deployment;
+use serde::Deserialize;
+
+/// Reason of `Ready=False` for a spec that fails validation.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Reason of `Ready=False` for a reference to an Entity that does not exist.
+pub const UNKNOWN_ENTITY: &str = "UnknownEntity";
+
+/// `GET /v1/status` of a receiver.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiverReport {
+    pub stream: String,
+    pub events: u64,
+    pub keys: u64,
+    #[serde(default)]
+    pub last_event_time: Option<String>,
+}
+
+/// `GET /v1/status` of a projector (the fields the operator shows).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectorReport {
+    pub view: String,
+    #[serde(default)]
+    pub active_generation: Option<String>,
+    #[serde(default)]
+    pub building_generation: Option<String>,
+    #[serde(default)]
+    pub generations: Vec<GenerationReport>,
+}
+
+/// One generation in a projector's report.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationReport {
+    pub generation: String,
+    pub phase: Phase,
+    pub lag: u64,
+    pub progress: u8,
+    pub dead_letters: u64,
+}
+
+/// `GET /v1/status` of an adapter.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterReport {
+    #[serde(default)]
+    pub last_sync_time: Option<String>,
+    pub records_read: u64,
+    pub submitted: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// What a Deployment says about its rollout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    pub desired: i32,
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+    /// The Deployment controller has seen the newest spec.
+    pub observed: bool,
+}
+
+impl Rollout {
+    pub fn of(deployment: &Deployment) -> Rollout {
+        let desired = deployment.spec.replicas.unwrap_or(1);
+        let status = deployment.status.clone().unwrap_or_default();
+        Rollout {
+            desired,
+            replicas: status.replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            observed: status.observed_generation.is_some()
+                && status.observed_generation >= deployment.metadata.generation,
+        }
+    }
+
+    /// Every desired pod runs the newest template and is ready, and no old pod is left.
+    pub fn complete(&self) -> bool {
+        self.observed
+            && self.updated >= self.desired
+            && self.ready >= self.desired
+            && self.replicas <= self.desired
+    }
+}
+
+fn condition(type_: &str, holds: bool, reason: &str, message: String, now: &str) -> Condition {
+    let status = if holds {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    Condition::new(type_, status, reason, message, now)
+}
+
+/// The conditions of a resource whose spec is invalid: not ready, degraded, not progressing.
+/// The message names every field at fault.
+pub fn invalid_conditions(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &str,
+) {
+    for (type_, holds) in [("Ready", false), ("Progressing", false), ("Degraded", true)] {
+        let mut c = condition(type_, holds, reason, message.to_owned(), now);
+        c.observed_generation = generation;
+        set_condition(conditions, c);
+    }
+}
+
+/// The message of an invalid spec: every problem with its field path.
+pub fn invalid_message(invalid: &Invalid) -> String {
+    invalid
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Ready / Progressing / Degraded of a role's rollout plus what its status report said.
+fn rollout_conditions(
+    conditions: &mut Vec<Condition>,
+    what: &str,
+    rollout: Rollout,
+    report_error: Option<&str>,
+    generation: Option<i64>,
+    now: &str,
+) {
+    let ready = rollout.desired > 0 && rollout.ready >= rollout.desired;
+    let (ready_reason, ready_message) = if rollout.desired == 0 {
+        ("ScaledToZero", format!("no {what} pods are asked for"))
+    } else if ready {
+        (
+            "AllReady",
+            format!("{}/{} {what} pods ready", rollout.ready, rollout.desired),
+        )
+    } else {
+        (
+            "PodsNotReady",
+            format!("{}/{} {what} pods ready", rollout.ready, rollout.desired),
+        )
+    };
+    let progressing = !rollout.complete();
+    let (progress_reason, progress_message) = if progressing {
+        (
+            "RollingOut",
+            format!(
+                "{}/{} {what} pods updated, {} ready",
+                rollout.updated, rollout.desired, rollout.ready
+            ),
+        )
+    } else {
+        ("RolloutComplete", String::new())
+    };
+    let (degraded, degraded_reason, degraded_message) = match report_error {
+        Some(error) if rollout.ready > 0 => (true, "StatusUnavailable", error.to_owned()),
+        _ => (false, "Healthy", String::new()),
+    };
+    for mut c in [
+        condition("Ready", ready, ready_reason, ready_message, now),
+        condition(
+            "Progressing",
+            progressing,
+            progress_reason,
+            progress_message,
+            now,
+        ),
+        condition("Degraded", degraded, degraded_reason, degraded_message, now),
+    ] {
+        c.observed_generation = generation;
+        set_condition(conditions, c);
+    }
+}
+
+/// The Entity's status from its receiver Deployment and the receiver's report.
+pub fn entity_status(
+    previous: Option<&EntityStatus>,
+    generation: Option<i64>,
+    rollout: Rollout,
+    report: Result<&ReceiverReport, &str>,
+    endpoint: String,
+    stream: String,
+    now: &str,
+) -> EntityStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.ready_receivers = rollout.ready;
+    status.desired_receivers = rollout.desired;
+    status.receivers = Some(format!("{}/{}", rollout.ready, rollout.desired));
+    status.endpoint = Some(endpoint);
+    status.stream = Some(stream);
+    if let Ok(report) = report {
+        status.events = report.events;
+        status.keys = report.keys;
+        status.last_event_time = report.last_event_time.clone();
+    }
+    rollout_conditions(
+        &mut status.conditions,
+        "receiver",
+        rollout,
+        report.err(),
+        generation,
+        now,
+    );
+    status
+}
+
+/// The Projection's status from its projector Deployment and the projector's report.
+pub fn projection_status(
+    previous: Option<&ProjectionStatus>,
+    generation: Option<i64>,
+    rollout: Rollout,
+    report: Result<&ProjectorReport, &str>,
+    selector: String,
+    now: &str,
+) -> ProjectionStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.replicas = rollout.replicas;
+    status.ready_replicas = rollout.ready;
+    status.selector = Some(selector);
+    let mut building = None;
+    if let Ok(report) = report {
+        let find = |wanted: &Option<String>| {
+            wanted
+                .as_ref()
+                .and_then(|g| report.generations.iter().find(|r| &r.generation == g))
+        };
+        let active = find(&report.active_generation);
+        building = find(&report.building_generation);
+        status.view = Some(report.view.clone());
+        status.active_generation = report.active_generation.clone();
+        status.building_generation = report.building_generation.clone();
+        status.build_progress = building.map(|b| b.progress);
+        status.phase = Some(match (active, building) {
+            (Some(a), _) => a.phase,
+            (None, Some(b)) => b.phase,
+            (None, None) => Phase::Building,
+        });
+        status.lag = active.or(building).map(|g| g.lag);
+        status.dead_letters = report.generations.iter().map(|g| g.dead_letters).sum();
+    }
+    rollout_conditions(
+        &mut status.conditions,
+        "projector",
+        rollout,
+        report.err(),
+        generation,
+        now,
+    );
+    // A generation being built is progress too, and nothing serves until one is live.
+    if let Some(b) = building {
+        let mut c = condition(
+            "Progressing",
+            true,
+            "BuildingGeneration",
+            format!("generation {} replayed {}%", b.generation, b.progress),
+            now,
+        );
+        c.observed_generation = generation;
+        set_condition(&mut status.conditions, c);
+    }
+    if report.is_ok() && status.active_generation.is_none() && rollout.ready > 0 {
+        let mut c = condition(
+            "Ready",
+            false,
+            "NoLiveGeneration",
+            "the first generation is still being built".to_owned(),
+            now,
+        );
+        c.observed_generation = generation;
+        set_condition(&mut status.conditions, c);
+    }
+    if status.phase == Some(Phase::Degraded) {
+        let mut c = condition(
+            "Degraded",
+            true,
+            "PartitionsFailing",
+            "some partitions of the serving generation are stopped or failing".to_owned(),
+            now,
+        );
+        c.observed_generation = generation;
+        set_condition(&mut status.conditions, c);
+    }
+    status
+}
+
+/// The Adapter's status from its Deployment and the adapter's report.
+pub fn adapter_status(
+    previous: Option<&AdapterStatus>,
+    generation: Option<i64>,
+    rollout: Rollout,
+    report: Result<&AdapterReport, &str>,
+    now: &str,
+) -> AdapterStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    if let Ok(report) = report {
+        status.last_sync_time = report.last_sync_time.clone();
+        status.records_read = report.records_read;
+        status.submitted = report.submitted;
+        status.changed = report.changed;
+        status.unchanged = report.unchanged;
+        status.rejected = report.rejected;
+        status.last_error = report.last_error.clone();
+    }
+    rollout_conditions(
+        &mut status.conditions,
+        "adapter",
+        rollout,
+        report.err(),
+        generation,
+        now,
+    );
+    if let Ok(AdapterReport {
+        last_error: Some(error),
+        ..
+    }) = report
+    {
+        let mut c = condition("Degraded", true, "SourceFailing", error.clone(), now);
+        c.observed_generation = generation;
+        set_condition(&mut status.conditions, c);
+    }
+    status
+}
+
+/// The condition of `type_`, if set.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(desired: i32, ready: i32) -> Rollout {
+        Rollout {
+            desired,
+            replicas: desired,
+            ready,
+            updated: desired,
+            observed: true,
+        }
+    }
+
+    fn projector_report(phase: Phase, building: bool) -> ProjectorReport {
+        let live = GenerationReport {
+            generation: "g1".into(),
+            phase,
+            lag: 3,
+            progress: 100,
+            dead_letters: 2,
+        };
+        let mut report = ProjectorReport {
+            view: "customers".into(),
+            active_generation: Some("g1".into()),
+            building_generation: None,
+            generations: vec![live],
+        };
+        if building {
+            report.building_generation = Some("g2".into());
+            report.generations.push(GenerationReport {
+                generation: "g2".into(),
+                phase: Phase::Building,
+                lag: 500,
+                progress: 40,
+                dead_letters: 1,
+            });
+        }
+        report
+    }
+
+    #[test]
+    fn a_fully_ready_receiver_makes_the_entity_ready_with_its_figures() {
+        let report = ReceiverReport {
+            stream: "dp_shop_customer".into(),
+            events: 10,
+            keys: 4,
+            last_event_time: Some("2026-01-01T00:00:00Z".into()),
+        };
+        let status = entity_status(
+            None,
+            Some(3),
+            rollout(2, 2),
+            Ok(&report),
+            "http://x".into(),
+            "dp_shop_customer".into(),
+            "t1",
+        );
+        assert_eq!(status.receivers.as_deref(), Some("2/2"));
+        assert_eq!((status.events, status.keys), (10, 4));
+        assert_eq!(status.observed_generation, Some(3));
+        let ready = find(&status.conditions, "Ready").unwrap();
+        assert_eq!(ready.status, ConditionStatus::True);
+        assert_eq!(ready.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn an_unreachable_status_endpoint_keeps_the_last_figures_and_degrades_ready_pods() {
+        let previous = EntityStatus {
+            events: 7,
+            ..EntityStatus::default()
+        };
+        let status = entity_status(
+            Some(&previous),
+            Some(1),
+            rollout(1, 1),
+            Err("connection refused"),
+            "u".into(),
+            "s".into(),
+            "t",
+        );
+        assert_eq!(status.events, 7);
+        let degraded = find(&status.conditions, "Degraded").unwrap();
+        assert_eq!(
+            (degraded.status, degraded.reason.as_str()),
+            (ConditionStatus::True, "StatusUnavailable")
+        );
+    }
+
+    #[test]
+    fn a_building_generation_is_progress_with_its_percentage() {
+        let status = projection_status(
+            None,
+            Some(2),
+            rollout(2, 2),
+            Ok(&projector_report(Phase::Live, true)),
+            "sel".into(),
+            "t",
+        );
+        assert_eq!(status.phase, Some(Phase::Live));
+        assert_eq!(status.lag, Some(3));
+        assert_eq!(status.build_progress, Some(40));
+        assert_eq!(status.dead_letters, 3);
+        assert_eq!(status.building_generation.as_deref(), Some("g2"));
+        let progressing = find(&status.conditions, "Progressing").unwrap();
+        assert_eq!(progressing.reason, "BuildingGeneration");
+        assert!(progressing.message.contains("40%"));
+        assert_eq!(
+            find(&status.conditions, "Ready").unwrap().status,
+            ConditionStatus::True
+        );
+    }
+
+    #[test]
+    fn a_degraded_generation_degrades_the_projection() {
+        let status = projection_status(
+            None,
+            Some(1),
+            rollout(1, 1),
+            Ok(&projector_report(Phase::Degraded, false)),
+            "sel".into(),
+            "t",
+        );
+        let degraded = find(&status.conditions, "Degraded").unwrap();
+        assert_eq!(degraded.status, ConditionStatus::True);
+        assert_eq!(degraded.reason, "PartitionsFailing");
+    }
+
+    #[test]
+    fn ready_transition_time_stays_while_the_projection_stays_ready() {
+        let report = projector_report(Phase::Live, false);
+        let first = projection_status(None, Some(1), rollout(1, 1), Ok(&report), "s".into(), "t1");
+        let second = projection_status(
+            Some(&first),
+            Some(1),
+            rollout(1, 1),
+            Ok(&report),
+            "s".into(),
+            "t2",
+        );
+        assert_eq!(
+            find(&second.conditions, "Ready")
+                .unwrap()
+                .last_transition_time,
+            "t1"
+        );
+        let third = projection_status(
+            Some(&second),
+            Some(1),
+            rollout(1, 0),
+            Ok(&report),
+            "s".into(),
+            "t3",
+        );
+        assert_eq!(
+            find(&third.conditions, "Ready")
+                .unwrap()
+                .last_transition_time,
+            "t3"
+        );
+    }
+
+    #[test]
+    fn an_invalid_spec_is_not_ready_and_degraded_with_the_fields_named() {
+        let mut conditions = Vec::new();
+        invalid_conditions(
+            &mut conditions,
+            INVALID_SPEC,
+            "spec.filters[0].where: CEL does not compile",
+            Some(4),
+            "t",
+        );
+        let ready = find(&conditions, "Ready").unwrap();
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert!(ready.message.contains("spec.filters[0].where"));
+        assert_eq!(
+            find(&conditions, "Degraded").unwrap().status,
+            ConditionStatus::True
+        );
+    }
+
+    #[test]
+    fn an_adapter_error_is_shown_and_degrades_it() {
+        let report = AdapterReport {
+            records_read: 5,
+            last_error: Some("HTTP 503 from source".into()),
+            ..AdapterReport::default()
+        };
+        let status = adapter_status(None, Some(1), rollout(1, 1), Ok(&report), "t");
+        assert_eq!(status.records_read, 5);
+        assert_eq!(status.last_error.as_deref(), Some("HTTP 503 from source"));
+        assert_eq!(
+            find(&status.conditions, "Degraded").unwrap().reason,
+            "SourceFailing"
+        );
+    }
+}

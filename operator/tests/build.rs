@@ -1,0 +1,387 @@
+//! The pure builders, fed the example resources of `fixtures/shop.yaml`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use operator::build::{self, CONFIG_DIR, Children};
+use operator::names::CONFIG_HASH_ANNOTATION;
+use operator::settings::RuntimeSettings;
+
+fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    deployment.spec.template.spec.as_ref().expect("a pod spec")
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    &pod_spec(deployment).containers[0]
+}
+
+fn env_of(deployment: &Deployment) -> BTreeMap<String, EnvVar> {
+    container(deployment)
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect()
+}
+
+fn value<'a>(env: &'a BTreeMap<String, EnvVar>, name: &str) -> Option<&'a str> {
+    env.get(name).and_then(|e| e.value.as_deref())
+}
+
+fn config_hash(deployment: &Deployment) -> String {
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+fn receiver() -> Children {
+    build::entity::build(&common::shop().entity, &RuntimeSettings::example()).unwrap()
+}
+
+fn projector() -> Children {
+    let shop = common::shop();
+    build::projection::build(&shop.projection, &shop.entity, &RuntimeSettings::example()).unwrap()
+}
+
+#[test]
+fn receiver_runs_the_receiver_role_with_its_entity_config() {
+    let children = receiver();
+    let deployment = &children.deployment;
+    assert_eq!(
+        deployment.metadata.name.as_deref(),
+        Some("customer-receiver")
+    );
+    assert_eq!(deployment.metadata.namespace.as_deref(), Some("shop"));
+    assert_eq!(deployment.spec.replicas, Some(2));
+    let container = container(deployment);
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["dreampipe".to_owned()][..])
+    );
+    assert_eq!(
+        container.args.as_deref(),
+        Some(&["receiver".to_owned()][..])
+    );
+    let env = env_of(deployment);
+    assert_eq!(value(&env, "DREAMPIPE_CONFIG"), Some(CONFIG_DIR));
+    assert_eq!(value(&env, "DREAMPIPE_ENTITY"), Some("customer"));
+    assert_eq!(value(&env, "DREAMPIPE_LISTEN"), Some("0.0.0.0:8080"));
+    assert_eq!(value(&env, "DREAMPIPE_LOG_FORMAT"), Some("json"));
+    assert_eq!(
+        value(&env, "NATS_URL"),
+        Some(RuntimeSettings::example().nats_url.as_str())
+    );
+    let namespace = env["DREAMPIPE_NAMESPACE"].value_from.as_ref().unwrap();
+    assert_eq!(
+        namespace.field_ref.as_ref().unwrap().field_path,
+        "metadata.namespace"
+    );
+
+    let data = children.config_map.data.as_ref().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["entity.yaml"]);
+    let entity: crds::Entity = serde_yaml::from_str(&data["entity.yaml"]).unwrap();
+    assert_eq!(entity.spec, common::shop().entity.spec);
+    crds::entity::validate_entity(&entity).unwrap();
+
+    let service = children.service.expect("the receiver serves traffic");
+    assert_eq!(service.metadata.name.as_deref(), Some("customer-receiver"));
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.ports.unwrap()[0].port, 8080);
+    assert_eq!(spec.selector, deployment.spec.selector.match_labels);
+}
+
+#[test]
+fn receiver_reads_its_tokens_from_the_mounted_secret_key() {
+    let deployment = receiver().deployment;
+    let env = env_of(&deployment);
+    assert_eq!(
+        value(&env, "DREAMPIPE_TOKENS_FILE"),
+        Some("/var/run/secrets/dreampipe/customer-ingest/tokens")
+    );
+    let pod = pod_spec(&deployment);
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.secret.is_some())
+        .expect("a secret volume");
+    assert_eq!(
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("customer-ingest")
+    );
+    let mount = container(&deployment)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == volume.name)
+        .unwrap();
+    assert_eq!(
+        mount.mount_path,
+        "/var/run/secrets/dreampipe/customer-ingest"
+    );
+}
+
+#[test]
+fn an_open_receiver_has_no_tokens_file_and_no_secret_volume() {
+    let mut entity = common::shop().entity;
+    entity.spec.receiver.auth = None;
+    let deployment = build::entity::build(&entity, &RuntimeSettings::example())
+        .unwrap()
+        .deployment;
+    assert!(!env_of(&deployment).contains_key("DREAMPIPE_TOKENS_FILE"));
+    assert!(
+        pod_spec(&deployment)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.secret.is_none())
+    );
+}
+
+#[test]
+fn every_child_is_owned_by_its_resource_and_labelled() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let built = [
+        ("customer", "Entity", "receiver", receiver()),
+        ("customers", "Projection", "projector", projector()),
+        (
+            "crm",
+            "Adapter",
+            "adapter",
+            build::adapter::build(&shop.adapter, &shop.entity, &settings).unwrap(),
+        ),
+    ];
+    for (name, kind, component, children) in built {
+        let mut metas = vec![&children.config_map.metadata, &children.deployment.metadata];
+        metas.extend(children.service.as_ref().map(|s| &s.metadata));
+        for meta in metas {
+            assert_eq!(
+                meta.name.as_deref(),
+                Some(format!("{name}-{component}").as_str())
+            );
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.kind.as_str(), owner.name.as_str()), (kind, name));
+            assert_eq!(owner.controller, Some(true));
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels["app.kubernetes.io/name"], "dreampipe");
+            assert_eq!(labels["app.kubernetes.io/instance"], name);
+            assert_eq!(labels["app.kubernetes.io/component"], component);
+            assert_eq!(labels["app.kubernetes.io/part-of"], "dreampipe");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "dreampipe-operator");
+        }
+    }
+}
+
+#[test]
+fn runtime_pods_meet_the_restricted_pod_security_standard() {
+    for deployment in [receiver().deployment, projector().deployment] {
+        let pod = pod_spec(&deployment);
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_security.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let container = container(&deployment);
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+        let liveness = container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+        let requests = container
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap();
+        assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+    }
+}
+
+#[test]
+fn projector_gets_its_database_url_from_a_secret_and_its_replica_id_from_the_pod_name() {
+    let deployment = projector().deployment;
+    assert_eq!(
+        deployment.metadata.name.as_deref(),
+        Some("customers-projector")
+    );
+    assert_eq!(
+        container(&deployment).args.as_deref(),
+        Some(&["projector".to_owned()][..])
+    );
+    let env = env_of(&deployment);
+    assert_eq!(value(&env, "DREAMPIPE_PROJECTION"), Some("customers"));
+    let database = &env["DATABASE_URL"];
+    assert!(
+        database.value.is_none(),
+        "DATABASE_URL must never be inline"
+    );
+    let secret = database
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str()),
+        ("dreampipe-database", "writer-url")
+    );
+    let pod_name = env["POD_NAME"].value_from.as_ref().unwrap();
+    assert_eq!(
+        pod_name.field_ref.as_ref().unwrap().field_path,
+        "metadata.name"
+    );
+}
+
+#[test]
+fn projector_config_holds_the_projection_and_its_entity() {
+    let children = projector();
+    let data = children.config_map.data.unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["entity.yaml", "projection.yaml"]
+    );
+    let projection: crds::Projection = serde_yaml::from_str(&data["projection.yaml"]).unwrap();
+    assert_eq!(
+        projection.spec.filters,
+        common::shop().projection.spec.filters
+    );
+    crds::projection::validate_projection(&projection).unwrap();
+    let entity: crds::Entity = serde_yaml::from_str(&data["entity.yaml"]).unwrap();
+    assert_eq!(entity.spec.key, "/id");
+}
+
+#[test]
+fn a_filter_change_rolls_the_projector_but_scaling_does_not() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let before = config_hash(&projector().deployment);
+
+    let mut scaled = shop.projection.clone();
+    scaled.spec.replicas = 5;
+    let scaled = build::projection::build(&scaled, &shop.entity, &settings).unwrap();
+    assert_eq!(config_hash(&scaled.deployment), before);
+    assert_eq!(scaled.deployment.spec.replicas, Some(5));
+
+    let mut refiltered = shop.projection.clone();
+    refiltered.spec.filters[0].where_ = Some("state.city == 'Paris'".to_owned());
+    let refiltered = build::projection::build(&refiltered, &shop.entity, &settings).unwrap();
+    assert_ne!(config_hash(&refiltered.deployment), before);
+    assert_eq!(
+        refiltered.deployment.metadata.name.as_deref(),
+        Some("customers-projector"),
+        "a new generation rolls the same Deployment (ADR 0020)"
+    );
+}
+
+#[test]
+fn scaling_the_receiver_does_not_roll_projectors() {
+    let shop = common::shop();
+    let mut entity = shop.entity.clone();
+    entity.spec.receiver.replicas = 7;
+    let settings = RuntimeSettings::example();
+    let again = build::projection::build(&shop.projection, &entity, &settings).unwrap();
+    assert_eq!(
+        config_hash(&again.deployment),
+        config_hash(&projector().deployment)
+    );
+}
+
+#[test]
+fn adapter_mounts_every_referenced_secret_and_the_receivers_token() {
+    let shop = common::shop();
+    let deployment =
+        build::adapter::build(&shop.adapter, &shop.entity, &RuntimeSettings::example())
+            .unwrap()
+            .deployment;
+    assert_eq!(
+        container(&deployment).args.as_deref(),
+        Some(&["adapter".to_owned()][..])
+    );
+    let env = env_of(&deployment);
+    assert_eq!(value(&env, "DREAMPIPE_ADAPTER"), Some("crm"));
+    assert_eq!(
+        value(&env, "DREAMPIPE_RECEIVER_URL"),
+        Some("http://customer-receiver.shop.svc:8080")
+    );
+    assert_eq!(
+        value(&env, "DREAMPIPE_RECEIVER_TOKEN_FILE"),
+        Some("/var/run/secrets/dreampipe/customer-ingest/tokens")
+    );
+    assert_eq!(
+        value(&env, "DREAMPIPE_SECRETS_DIR"),
+        Some("/var/run/secrets/dreampipe")
+    );
+    let mounted: Vec<String> = container(&deployment)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.clone())
+        .filter(|p| p.starts_with("/var/run/secrets/dreampipe/"))
+        .collect();
+    assert_eq!(
+        mounted,
+        [
+            "/var/run/secrets/dreampipe/crm-api",
+            "/var/run/secrets/dreampipe/customer-ingest"
+        ]
+    );
+}
+
+#[test]
+fn only_webhook_adapters_get_a_service() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let polling = build::adapter::build(&shop.adapter, &shop.entity, &settings).unwrap();
+    assert!(polling.service.is_none());
+    let webhook = build::adapter::build(&shop.webhook, &shop.entity, &settings).unwrap();
+    assert_eq!(
+        webhook.service.unwrap().metadata.name.as_deref(),
+        Some("pushes-adapter")
+    );
+}
+
+#[test]
+fn a_resource_without_a_uid_cannot_be_owned() {
+    let mut entity = common::shop().entity;
+    entity.metadata.uid = None;
+    let error = build::entity::build(&entity, &RuntimeSettings::example()).unwrap_err();
+    assert!(error.to_string().contains("uid"), "{error}");
+}

@@ -1,0 +1,281 @@
+//! The Helm chart against the operator: every API call the reconcile scenarios and the
+//! controllers' watches make is allowed by the rules the chart renders, and the chart grants
+//! nothing the operator never uses. Also: the chart's CRDs are the generated ones.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::mock::{Call, FakeProbe, FakeStreams};
+use http::{Request, Response};
+use kube::client::Body;
+use operator::context::Context;
+use operator::settings::RuntimeSettings;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `helm template` of the chart with extra arguments; the documents parsed.
+fn render(args: &[&str]) -> Vec<Value> {
+    let helm = testbed::locate_binary("helm", None, &[]).expect("helm (run scripts/install-deps)");
+    let output = Command::new(helm)
+        .args([
+            "template",
+            "dp",
+            "charts/dreampipe",
+            "--namespace",
+            "dreampipe",
+        ])
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// (apiGroup, resource[/subresource], verb) triples a role grants.
+fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let strings = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .unwrap_or(&Vec::new())
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        for group in strings("apiGroups") {
+            for resource in strings("resources") {
+                for verb in strings("verbs") {
+                    assert!(
+                        group != "*" && resource != "*" && verb != "*",
+                        "wildcard in {rule}"
+                    );
+                    out.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the API server authorizes for a request: (group, resource[/sub], verbs). A
+/// server-side apply may create the object, so it needs `create` as well as `patch`.
+fn needs(call: &Call) -> Vec<(String, String, String)> {
+    let parts: Vec<&str> = call.path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => (String::new(), rest),
+        ["apis", group, _version, rest @ ..] => ((*group).to_owned(), rest),
+        _ => panic!("unexpected path {}", call.path),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => ((*resource).to_owned(), false),
+        [resource, _name] => ((*resource).to_owned(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("unexpected path {}", call.path),
+    };
+    let watch = call
+        .query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
+    let verbs: Vec<&str> = match (call.method.as_str(), named) {
+        ("GET", true) => vec!["get"],
+        ("GET", false) if watch => vec!["watch"],
+        ("GET", false) => vec!["list"],
+        ("POST", _) => vec!["create"],
+        ("PATCH", _)
+            if call.content_type == "application/apply-patch+yaml" && !resource.contains('/') =>
+        {
+            vec!["patch", "create"]
+        }
+        ("PATCH", _) => vec!["patch"],
+        ("PUT", _) => vec!["update"],
+        ("DELETE", _) => vec!["delete"],
+        (method, _) => panic!("unexpected method {method}"),
+    };
+    verbs
+        .into_iter()
+        .map(|v| (group.clone(), resource.clone(), v.to_owned()))
+        .collect()
+}
+
+/// The list and watch calls of the three controllers starting up (answered with empty lists;
+/// watches are held open), until each has been seen.
+async fn controller_calls() -> Vec<Call> {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let ctx = Arc::new(Context::new(
+        client,
+        RuntimeSettings::example(),
+        Arc::new(FakeProbe::default()),
+        Arc::new(FakeStreams::default()),
+        None,
+    ));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let controllers = tokio::spawn(operator::controller::run(ctx, None, shutdown.clone()));
+    let mut calls = Vec::new();
+    let mut open_watches = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some((request, send))) =
+        tokio::time::timeout_at(deadline, handle.next_request()).await
+    {
+        let call = common::mock::read(request).await;
+        if call.query.contains("watch=true") {
+            open_watches.push(send);
+        } else {
+            let body = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+        calls.push(call);
+    }
+    shutdown.cancel();
+    drop(open_watches);
+    let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
+    calls
+}
+
+async fn every_call() -> Vec<Call> {
+    let mut calls = common::scenarios::all_calls().await;
+    calls.extend(controller_calls().await);
+    calls
+}
+
+fn check(role: &Value, calls: &[Call]) {
+    let granted = grants(role);
+    let mut used = BTreeSet::new();
+    for call in calls {
+        for need in needs(call) {
+            assert!(
+                granted.contains(&need),
+                "{} {}?{} needs {need:?}, which {} {} does not grant",
+                call.method,
+                call.path,
+                call.query,
+                role["kind"],
+                role["metadata"]["name"]
+            );
+            used.insert(need);
+        }
+    }
+    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "the chart grants what the operator never uses: {unused:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_cluster_role_allows_every_call_and_nothing_more() {
+    let calls = every_call().await;
+    // Make sure the startup calls were seen: list and watch of all three kinds and Deployments.
+    for resource in ["entities", "projections", "adapters", "deployments"] {
+        for verb in ["list", "watch"] {
+            assert!(
+                calls
+                    .iter()
+                    .flat_map(needs)
+                    .any(|(_, r, v)| r == resource && v == verb),
+                "no {verb} of {resource} recorded"
+            );
+        }
+    }
+    let documents = render(&[]);
+    let roles: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .collect();
+    assert_eq!(roles.len(), 1);
+    check(roles[0], &calls);
+    assert!(documents.iter().all(|d| d["kind"] != "Role"));
+}
+
+#[tokio::test]
+async fn namespaced_installs_get_the_same_rules_as_roles_in_each_namespace() {
+    let calls = every_call().await;
+    let documents = render(&["--set", "operator.watchNamespaces={shop,crm}"]);
+    assert!(
+        documents
+            .iter()
+            .all(|d| d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding")
+    );
+    let roles: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "Role").collect();
+    let namespaces: BTreeSet<&str> = roles
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, BTreeSet::from(["crm", "shop"]));
+    for role in roles {
+        check(role, &calls);
+    }
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    for file in ["entities", "adapters", "projections"] {
+        let name = format!("{file}.dreampipe.io.yaml");
+        let generated = std::fs::read_to_string(repo().join("crds/yaml").join(&name)).unwrap();
+        let charted = std::fs::read_to_string(repo().join("charts/dreampipe/crds").join(&name))
+            .unwrap_or_default();
+        assert!(
+            generated == charted,
+            "charts/dreampipe/crds/{name} differs from crds/yaml/{name}: cp crds/yaml/*.yaml charts/dreampipe/crds/"
+        );
+    }
+}
+
+#[test]
+fn the_operator_deployment_runs_with_restricted_security_and_its_service_account() {
+    for args in [
+        &[][..],
+        &["-f", "charts/dreampipe/values-external.yaml"][..],
+    ] {
+        let documents = render(args);
+        for workload in documents
+            .iter()
+            .filter(|d| d["kind"] == "Deployment" || d["kind"] == "StatefulSet")
+        {
+            let pod = &workload["spec"]["template"]["spec"];
+            assert_eq!(
+                pod["securityContext"]["runAsNonRoot"], true,
+                "{}",
+                workload["metadata"]["name"]
+            );
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            for container in pod["containers"].as_array().unwrap() {
+                let security = &container["securityContext"];
+                assert_eq!(security["allowPrivilegeEscalation"], false);
+                assert_eq!(security["readOnlyRootFilesystem"], true);
+                assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+                assert!(container["resources"]["requests"].is_object());
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Shared test input: the example resources of `tests/fixtures/shop.yaml`.
+
+#![allow(dead_code)]
+
+pub mod mock;
+pub mod scenarios;
+
+use crds::{Adapter, Entity, Projection};
+use serde::Deserialize;
+
+/// The fixture's resources, parsed with the CRD types.
+pub struct Shop {
+    pub entity: Entity,
+    pub projection: Projection,
+    pub adapter: Adapter,
+    pub webhook: Adapter,
+}
+
+pub const SHOP_YAML: &str = include_str!("../fixtures/shop.yaml");
+
+/// Parses every document of the fixture into its kind.
+pub fn shop() -> Shop {
+    let mut entities = Vec::new();
+    let mut projections = Vec::new();
+    let mut adapters = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(SHOP_YAML) {
+        let value = serde_json::Value::deserialize(document).expect("fixture YAML parses");
+        match value["kind"].as_str() {
+            Some("Entity") => entities.push(serde_json::from_value(value).expect("an Entity")),
+            Some("Projection") => {
+                projections.push(serde_json::from_value(value).expect("a Projection"));
+            }
+            Some("Adapter") => adapters.push(serde_json::from_value(value).expect("an Adapter")),
+            other => panic!("unexpected kind {other:?} in the fixture"),
+        }
+    }
+    let webhook = adapters.pop().expect("the webhook adapter");
+    Shop {
+        entity: entities.pop().expect("the entity"),
+        projection: projections.pop().expect("the projection"),
+        adapter: adapters.pop().expect("the http adapter"),
+        webhook,
+    }
+}

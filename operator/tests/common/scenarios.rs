@@ -1,0 +1,417 @@
+//! The reconcile scenarios played against the scripted API server. Each returns the calls it
+//! made, so `scenarios.rs` asserts on them and `rbac.rs` checks them against the chart.
+
+use std::sync::Arc;
+
+use crds::{Adapter, Entity, Projection};
+use kube::runtime::controller::Action;
+use operator::controller;
+use operator::names::CONFIG_HASH_ANNOTATION;
+use serde_json::{Value, json};
+
+use super::mock::{Call, Expect, FakeProbe, FakeStreams, Scenario, context};
+use super::shop;
+
+const CORE: &str = "/api/v1/namespaces/shop";
+const APPS: &str = "/apis/apps/v1/namespaces/shop";
+const DP: &str = "/apis/dreampipe.io/v1alpha1/namespaces/shop";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+
+/// What a scenario leaves behind for its assertions.
+#[derive(Debug)]
+pub struct Outcome {
+    pub calls: Vec<Call>,
+    pub action: Action,
+    pub asked: Vec<String>,
+    pub deleted_streams: Vec<String>,
+}
+
+impl Outcome {
+    /// The body of the first call to `path` with `method`.
+    pub fn body(&self, method: &str, path: &str) -> &Value {
+        &self
+            .calls
+            .iter()
+            .find(|c| c.method == method && c.path == path)
+            .unwrap_or_else(|| panic!("no {method} {path}"))
+            .body
+    }
+}
+
+fn deployment_status(replicas: i32, ready: i32) -> Value {
+    json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": replicas,
+           "readyReplicas": ready, "updatedReplicas": replicas}})
+}
+
+fn entity_json(entity: &Entity) -> Value {
+    serde_json::to_value(entity).unwrap()
+}
+
+fn children(name: &str, service: bool, status: Value) -> Vec<Expect> {
+    let mut script = vec![Expect::apply(
+        format!("{CORE}/configmaps/{name}"),
+        json!({}),
+    )];
+    if service {
+        script.push(Expect::apply(format!("{CORE}/services/{name}"), json!({})));
+    }
+    script.push(Expect::apply(format!("{APPS}/deployments/{name}"), status));
+    script
+}
+
+async fn play_entity(entity: Entity, script: Vec<Expect>, probe: Arc<FakeProbe>) -> Outcome {
+    let scenario = Scenario::start(script);
+    let streams = Arc::new(FakeStreams::default());
+    let ctx = context(&scenario, probe.clone(), streams.clone());
+    let action = controller::entity::reconcile(Arc::new(entity), ctx)
+        .await
+        .expect("the reconcile succeeds");
+    finish(scenario, action, &probe, &streams).await
+}
+
+async fn finish(
+    scenario: Scenario,
+    action: Action,
+    probe: &FakeProbe,
+    streams: &FakeStreams,
+) -> Outcome {
+    Outcome {
+        calls: scenario.finish().await,
+        action,
+        asked: probe.asked.lock().unwrap().clone(),
+        deleted_streams: streams.deleted.lock().unwrap().clone(),
+    }
+}
+
+fn receiver_report() -> Value {
+    json!({"entity": "customer", "stream": "dp_shop_customer", "events": 42, "keys": 7,
+           "lastSequence": 42, "lastEventTime": "2026-01-02T03:04:05Z"})
+}
+
+/// A new Entity: ConfigMap, Service and Deployment applied, status from the receiver, an Event.
+pub async fn entity_created() -> Outcome {
+    let mut script = children("customer-receiver", true, deployment_status(2, 1));
+    script.push(Expect::apply_onto(
+        format!("{DP}/entities/customer/status"),
+        entity_json(&shop().entity),
+    ));
+    script.push(Expect::create(EVENTS));
+    let probe = FakeProbe::with(
+        "http://customer-receiver.shop.svc:8080/v1/status",
+        receiver_report(),
+    );
+    play_entity(shop().entity, script, probe).await
+}
+
+/// An Entity whose spec changed (more receivers): the same children re-applied, an Update event.
+pub async fn entity_updated() -> Outcome {
+    let mut entity = shop().entity;
+    entity.metadata.generation = Some(2);
+    entity.spec.receiver.replicas = 3;
+    entity.status = Some(crds::EntityStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let mut script = children("customer-receiver", true, deployment_status(3, 3));
+    script.push(Expect::apply_onto(
+        format!("{DP}/entities/customer/status"),
+        entity_json(&shop().entity),
+    ));
+    script.push(Expect::create(EVENTS));
+    play_entity(entity, script, Arc::new(FakeProbe::default())).await
+}
+
+/// An Entity with `deletionPolicy: Delete` and no finalizer yet: the finalizer is added first.
+pub async fn entity_finalizer_added() -> Outcome {
+    let mut entity = shop().entity;
+    entity.spec.deletion_policy = crds::entity::DeletionPolicy::Delete;
+    let with_finalizer = {
+        let mut e = entity_json(&entity);
+        e["metadata"]["finalizers"] = json!(["dreampipe.io/delete-stream"]);
+        e
+    };
+    let script = vec![Expect::new(
+        "PATCH",
+        format!("{DP}/entities/customer"),
+        move |_| (200, with_finalizer),
+    )];
+    play_entity(entity, script, Arc::new(FakeProbe::default())).await
+}
+
+/// A deleted Entity with `deletionPolicy: Delete`: the stream goes, then the finalizer.
+pub async fn entity_deleted() -> Outcome {
+    let mut entity = shop().entity;
+    entity.spec.deletion_policy = crds::entity::DeletionPolicy::Delete;
+    entity.metadata.finalizers = Some(vec!["dreampipe.io/delete-stream".to_owned()]);
+    entity.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ));
+    let released = {
+        let mut e = entity_json(&entity);
+        e["metadata"]["finalizers"] = json!([]);
+        e
+    };
+    let script = vec![
+        Expect::create(EVENTS),
+        Expect::new("PATCH", format!("{DP}/entities/customer"), move |_| {
+            (200, released)
+        }),
+    ];
+    play_entity(entity, script, Arc::new(FakeProbe::default())).await
+}
+
+/// An invalid Entity, reconciled twice: status says why, the same Warning is published and
+/// then counted as a series (a PATCH of the event); no child is touched.
+pub async fn entity_invalid_twice() -> Outcome {
+    let mut entity = shop().entity;
+    entity.spec.key = "/missing".to_owned();
+    let scenario = Scenario::start(vec![
+        Expect::apply_onto(
+            format!("{DP}/entities/customer/status"),
+            entity_json(&shop().entity),
+        ),
+        Expect::create(EVENTS),
+        Expect::apply_onto(
+            format!("{DP}/entities/customer/status"),
+            entity_json(&shop().entity),
+        ),
+        Expect::new("PATCH", "", |_| (200, json!({}))).any_path_under(EVENTS),
+    ]);
+    let probe = Arc::new(FakeProbe::default());
+    let streams = Arc::new(FakeStreams::default());
+    let ctx = context(&scenario, probe.clone(), streams.clone());
+    let entity = Arc::new(entity);
+    controller::entity::reconcile(entity.clone(), ctx.clone())
+        .await
+        .unwrap();
+    let action = controller::entity::reconcile(entity, ctx).await.unwrap();
+    finish(scenario, action, &probe, &streams).await
+}
+
+async fn play_projection(
+    projection: Projection,
+    script: Vec<Expect>,
+    probe: Arc<FakeProbe>,
+) -> Outcome {
+    let scenario = Scenario::start(script);
+    let streams = Arc::new(FakeStreams::default());
+    let ctx = context(&scenario, probe.clone(), streams.clone());
+    let action = controller::projection::reconcile(Arc::new(projection), ctx)
+        .await
+        .expect("the reconcile succeeds");
+    finish(scenario, action, &probe, &streams).await
+}
+
+fn projector_report(active: &str, building: Option<&str>) -> Value {
+    let mut generations = vec![
+        json!({"generation": active, "state": "live", "phase": "Live",
+        "lag": 5, "lastAppliedSequence": 37, "events": 37, "progress": 100, "deadLetters": 1,
+        "partitions": []}),
+    ];
+    if let Some(building) = building {
+        generations.push(
+            json!({"generation": building, "state": "building", "phase": "Building",
+            "lag": 20, "lastAppliedSequence": 22, "events": 22, "progress": 52, "deadLetters": 0,
+            "partitions": []}),
+        );
+    }
+    json!({"projection": "customers", "replica": "customers-projector-abc", "ownedPartitions": [0, 1],
+           "view": "customers", "activeGeneration": active, "buildingGeneration": building,
+           "configuredGeneration": building.unwrap_or(active), "generations": generations})
+}
+
+const PROJECTOR_STATUS_URL: &str = "http://customers-projector.shop.svc:8080/v1/status";
+
+fn projection_script(deployment: Value) -> Vec<Expect> {
+    let mut script = vec![Expect::get(
+        format!("{DP}/entities/customer"),
+        entity_json(&shop().entity),
+    )];
+    script.extend(children("customers-projector", true, deployment));
+    script.push(Expect::apply_onto(
+        format!("{DP}/projections/customers/status"),
+        serde_json::to_value(shop().projection).unwrap(),
+    ));
+    script.push(Expect::create(EVENTS));
+    script
+}
+
+/// A new Projection: the Entity is read, the projector's children applied, status written.
+pub async fn projection_created() -> Outcome {
+    play_projection(
+        shop().projection,
+        projection_script(deployment_status(2, 2)),
+        FakeProbe::with(PROJECTOR_STATUS_URL, projector_report("g1", None)),
+    )
+    .await
+}
+
+/// `kubectl scale projection/customers --replicas=4`: the Deployment gets 4 replicas and the
+/// status reports the Deployment's replicas and the selector.
+pub async fn projection_scaled() -> Outcome {
+    let mut projection = shop().projection;
+    projection.metadata.generation = Some(2);
+    projection.spec.replicas = 4;
+    projection.status = Some(crds::ProjectionStatus {
+        observed_generation: Some(1),
+        active_generation: Some("g1".into()),
+        ..Default::default()
+    });
+    play_projection(
+        projection,
+        projection_script(deployment_status(4, 3)),
+        FakeProbe::with(PROJECTOR_STATUS_URL, projector_report("g1", None)),
+    )
+    .await
+}
+
+/// A filter edit: the pod template's config hash changes (the pods roll and build the new
+/// generation); once the projector reports the new generation active, a swap Event follows.
+pub async fn projection_generation_swapped() -> Outcome {
+    let mut projection = shop().projection;
+    projection.metadata.generation = Some(3);
+    projection.spec.filters[0].where_ = Some("state.city == 'Paris'".to_owned());
+    projection.status = Some(crds::ProjectionStatus {
+        observed_generation: Some(2),
+        active_generation: Some("g1".into()),
+        building_generation: Some("g2".into()),
+        ..Default::default()
+    });
+    let mut script = projection_script(deployment_status(2, 2));
+    script.push(Expect::create(EVENTS));
+    play_projection(
+        projection,
+        script,
+        FakeProbe::with(PROJECTOR_STATUS_URL, projector_report("g2", None)),
+    )
+    .await
+}
+
+/// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
+/// nothing applied.
+pub async fn projection_invalid() -> Outcome {
+    let mut projection = shop().projection;
+    projection.spec.filters[0].where_ = Some("state.city ==".to_owned());
+    play_projection(
+        projection,
+        vec![
+            Expect::apply_onto(
+                format!("{DP}/projections/customers/status"),
+                serde_json::to_value(shop().projection).unwrap(),
+            ),
+            Expect::create(EVENTS),
+        ],
+        Arc::new(FakeProbe::default()),
+    )
+    .await
+}
+
+/// A Projection of an Entity that does not exist.
+pub async fn projection_unknown_entity() -> Outcome {
+    play_projection(
+        shop().projection,
+        vec![
+            Expect::not_found(format!("{DP}/entities/customer")),
+            Expect::apply_onto(
+                format!("{DP}/projections/customers/status"),
+                serde_json::to_value(shop().projection).unwrap(),
+            ),
+            Expect::create(EVENTS),
+        ],
+        Arc::new(FakeProbe::default()),
+    )
+    .await
+}
+
+async fn play_adapter(adapter: Adapter, script: Vec<Expect>, probe: Arc<FakeProbe>) -> Outcome {
+    let scenario = Scenario::start(script);
+    let streams = Arc::new(FakeStreams::default());
+    let ctx = context(&scenario, probe.clone(), streams.clone());
+    let action = controller::adapter::reconcile(Arc::new(adapter), ctx)
+        .await
+        .expect("the reconcile succeeds");
+    finish(scenario, action, &probe, &streams).await
+}
+
+fn adapter_report() -> Value {
+    json!({"lastSyncTime": "2026-01-02T03:04:05Z", "recordsRead": 100, "submitted": 100,
+           "changed": 60, "unchanged": 38, "rejected": 2, "lastError": null})
+}
+
+/// A polling Adapter: no Service; its status is read from its running pod.
+pub async fn adapter_polling() -> Outcome {
+    let mut script = vec![Expect::get(
+        format!("{DP}/entities/customer"),
+        entity_json(&shop().entity),
+    )];
+    script.extend(children("crm-adapter", false, deployment_status(1, 1)));
+    script.push(Expect::get(
+        format!("{CORE}/pods"),
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+               "items": [{"metadata": {"name": "crm-adapter-1"}, "status": {"podIP": "10.1.2.3"}}]}),
+    ));
+    script.push(Expect::apply_onto(
+        format!("{DP}/adapters/crm/status"),
+        serde_json::to_value(shop().adapter).unwrap(),
+    ));
+    script.push(Expect::create(EVENTS));
+    play_adapter(
+        shop().adapter,
+        script,
+        FakeProbe::with("http://10.1.2.3:8080/v1/status", adapter_report()),
+    )
+    .await
+}
+
+/// A webhook Adapter: a Service, and its status read through it.
+pub async fn adapter_webhook() -> Outcome {
+    let mut script = vec![Expect::get(
+        format!("{DP}/entities/customer"),
+        entity_json(&shop().entity),
+    )];
+    script.extend(children("pushes-adapter", true, deployment_status(1, 1)));
+    script.push(Expect::apply_onto(
+        format!("{DP}/adapters/pushes/status"),
+        serde_json::to_value(shop().webhook).unwrap(),
+    ));
+    script.push(Expect::create(EVENTS));
+    play_adapter(
+        shop().webhook,
+        script,
+        FakeProbe::with(
+            "http://pushes-adapter.shop.svc:8080/v1/status",
+            adapter_report(),
+        ),
+    )
+    .await
+}
+
+/// Every scenario's calls, for the RBAC check.
+pub async fn all_calls() -> Vec<Call> {
+    let mut calls = Vec::new();
+    for outcome in [
+        entity_created().await,
+        entity_updated().await,
+        entity_finalizer_added().await,
+        entity_deleted().await,
+        entity_invalid_twice().await,
+        projection_created().await,
+        projection_scaled().await,
+        projection_generation_swapped().await,
+        projection_invalid().await,
+        projection_unknown_entity().await,
+        adapter_polling().await,
+        adapter_webhook().await,
+    ] {
+        calls.extend(outcome.calls);
+    }
+    calls
+}
+
+/// The config hash on a Deployment body.
+pub fn config_hash(deployment: &Value) -> &str {
+    deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+        .as_str()
+        .expect("a config hash")
+}

@@ -1,0 +1,235 @@
+//! Reconciles played against a scripted API server: each scenario fails on a missing, extra
+//! or out-of-order call; these tests then check what was written.
+
+mod common;
+
+use std::time::Duration;
+
+use common::scenarios::{self, config_hash};
+use kube::runtime::controller::Action;
+use serde_json::Value;
+
+const DP: &str = "/apis/dreampipe.io/v1alpha1/namespaces/shop";
+const APPS: &str = "/apis/apps/v1/namespaces/shop";
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn a_new_entity_gets_its_receiver_and_a_status_from_it() {
+    let outcome = scenarios::entity_created().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customer-receiver"));
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let ssa = outcome
+        .calls
+        .iter()
+        .find(|c| c.path.ends_with("/deployments/customer-receiver"))
+        .unwrap();
+    assert_eq!(ssa.content_type, "application/apply-patch+yaml");
+    assert!(
+        ssa.query.contains("fieldManager=dreampipe-operator") && ssa.query.contains("force=true")
+    );
+
+    let status = outcome.body("PATCH", &format!("{DP}/entities/customer/status"));
+    assert_eq!(status["status"]["receivers"], "1/2");
+    assert_eq!(status["status"]["events"], 42);
+    assert_eq!(status["status"]["keys"], 7);
+    assert_eq!(status["status"]["stream"], "dp_shop_customer");
+    assert_eq!(
+        status["status"]["endpoint"],
+        "http://customer-receiver.shop.svc:8080"
+    );
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert_eq!(condition(status, "Progressing")["status"], "True");
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["reason"], "Created");
+    assert_eq!(event["regarding"]["kind"], "Entity");
+    assert_eq!(outcome.action, Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn an_updated_entity_is_re_applied_and_announced() {
+    let outcome = scenarios::entity_updated().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customer-receiver"));
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let status = outcome.body("PATCH", &format!("{DP}/entities/customer/status"));
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    assert_eq!(status["status"]["observedGeneration"], 2);
+    // The receiver did not answer, but its pods are ready: the figures cannot be trusted.
+    assert_eq!(condition(status, "Degraded")["reason"], "StatusUnavailable");
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["reason"], "Updated");
+}
+
+#[tokio::test]
+async fn an_entity_whose_stream_must_be_deleted_first_gets_a_finalizer() {
+    let outcome = scenarios::entity_finalizer_added().await;
+    let patch = &outcome.calls[0];
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert!(
+        patch
+            .body
+            .to_string()
+            .contains("dreampipe.io/delete-stream")
+    );
+    assert_eq!(outcome.action, Action::await_change());
+    assert!(outcome.deleted_streams.is_empty());
+}
+
+#[tokio::test]
+async fn deleting_an_entity_with_delete_policy_removes_its_stream_then_the_finalizer() {
+    let outcome = scenarios::entity_deleted().await;
+    assert_eq!(outcome.deleted_streams, ["dp_shop_customer"]);
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["reason"], "StreamDeleted");
+    let removal = outcome.calls.last().unwrap();
+    assert_eq!(removal.content_type, "application/json-patch+json");
+    assert!(removal.body.to_string().contains("remove"));
+}
+
+#[tokio::test]
+async fn an_invalid_entity_says_which_field_and_waits_for_a_change() {
+    let outcome = scenarios::entity_invalid_twice().await;
+    assert!(
+        outcome
+            .calls
+            .iter()
+            .all(|c| !c.path.contains("/deployments/"))
+    );
+    let status = outcome.body("PATCH", &format!("{DP}/entities/customer/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"].as_str().unwrap().contains("spec.key"),
+        "{ready}"
+    );
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["type"], "Warning");
+    assert!(event["note"].as_str().unwrap().contains("spec.key"));
+    assert_eq!(outcome.action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_new_projection_runs_one_projector_and_reports_its_generation() {
+    let outcome = scenarios::projection_created().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["phase"], "Live");
+    assert_eq!(status["lag"], 5);
+    assert_eq!(status["view"], "customers");
+    assert_eq!(status["activeGeneration"], "g1");
+    assert_eq!(status["deadLetters"], 1);
+    assert_eq!(status["readyReplicas"], 2);
+    assert_eq!(
+        outcome.asked,
+        ["http://customers-projector.shop.svc:8080/v1/status"]
+    );
+}
+
+#[tokio::test]
+async fn scaling_a_projection_scales_its_deployment_and_keeps_the_scale_status_right() {
+    let outcome = scenarios::projection_scaled().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    assert_eq!(deployment["spec"]["replicas"], 4);
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["replicas"], 4);
+    assert_eq!(status["readyReplicas"], 3);
+    assert_eq!(
+        status["selector"],
+        "app.kubernetes.io/component=projector,app.kubernetes.io/instance=customers,\
+         app.kubernetes.io/name=dreampipe"
+    );
+    let created = scenarios::projection_created().await;
+    let before = created.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    assert_eq!(
+        config_hash(deployment),
+        config_hash(before),
+        "scaling must not roll pods"
+    );
+}
+
+#[tokio::test]
+async fn a_filter_edit_rolls_the_projector_and_the_swap_is_announced() {
+    let outcome = scenarios::projection_generation_swapped().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    let created = scenarios::projection_created().await;
+    let before = created.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    assert_ne!(config_hash(deployment), config_hash(before));
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["reason"], "Updated");
+    assert_eq!(events[1]["reason"], "GenerationSwapped");
+    assert!(events[1]["note"].as_str().unwrap().contains("g2"));
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["activeGeneration"], "g2");
+}
+
+#[tokio::test]
+async fn a_projection_with_bad_cel_is_not_ready_and_names_the_filter() {
+    let outcome = scenarios::projection_invalid().await;
+    let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.filters[0].where")
+    );
+    assert_eq!(outcome.action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_projection_of_an_unknown_entity_names_spec_entity() {
+    let outcome = scenarios::projection_unknown_entity().await;
+    let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["reason"], "UnknownEntity");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.entity:")
+    );
+    assert_eq!(outcome.action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_polling_adapter_has_no_service_and_reports_its_pods_figures() {
+    let outcome = scenarios::adapter_polling().await;
+    assert!(outcome.calls.iter().all(|c| !c.path.contains("/services/")));
+    assert_eq!(outcome.asked, ["http://10.1.2.3:8080/v1/status"]);
+    let status = &outcome.body("PATCH", &format!("{DP}/adapters/crm/status"))["status"];
+    assert_eq!(status["recordsRead"], 100);
+    assert_eq!(status["changed"], 60);
+    assert_eq!(status["rejected"], 2);
+}
+
+#[tokio::test]
+async fn a_webhook_adapter_gets_a_service_and_is_asked_through_it() {
+    let outcome = scenarios::adapter_webhook().await;
+    assert!(
+        outcome
+            .calls
+            .iter()
+            .any(|c| c.path.ends_with("/services/pushes-adapter"))
+    );
+    assert_eq!(
+        outcome.asked,
+        ["http://pushes-adapter.shop.svc:8080/v1/status"]
+    );
+}
