@@ -11,13 +11,20 @@ use serde_json::Value;
 
 /// Each kind's openAPIV3Schema, from the generated CRDs.
 fn schemas() -> HashMap<String, Value> {
-    [crds::Entity::crd(), crds::Adapter::crd(), crds::Projection::crd()]
-        .into_iter()
-        .map(|crd| {
-            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
-            (crd.spec.names.kind.clone(), schema["openAPIV3Schema"].clone())
-        })
-        .collect()
+    [
+        crds::Entity::crd(),
+        crds::Adapter::crd(),
+        crds::Projection::crd(),
+    ]
+    .into_iter()
+    .map(|crd| {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        (
+            crd.spec.names.kind.clone(),
+            schema["openAPIV3Schema"].clone(),
+        )
+    })
+    .collect()
 }
 
 /// The schema violations of one document, as `path: message`.
@@ -36,15 +43,30 @@ fn violations(schemas: &HashMap<String, Value>, document: &Value) -> Vec<String>
 fn example_documents() -> Vec<(PathBuf, Value)> {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut documents = Vec::new();
-    for folder in std::fs::read_dir(&examples).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
-        for file in std::fs::read_dir(&folder).unwrap().flatten().map(|e| e.path()) {
-            if !matches!(file.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+    for folder in std::fs::read_dir(&examples)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+    {
+        for file in std::fs::read_dir(&folder)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+        {
+            if !matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
                 continue;
             }
             let text = std::fs::read_to_string(&file).unwrap();
             for document in serde_yaml::Deserializer::from_str(&text) {
                 let value = Value::deserialize(document).unwrap();
-                if value["apiVersion"].as_str().is_some_and(|v| v.starts_with("dreampipe.io/")) {
+                if value["apiVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("dreampipe.io/"))
+                {
                     documents.push((file.clone(), value));
                 }
             }
@@ -57,23 +79,44 @@ fn example_documents() -> Vec<(PathBuf, Value)> {
 fn every_example_resource_matches_its_crd_schema() {
     let schemas = schemas();
     let documents = example_documents();
-    assert!(documents.len() >= 5, "the examples hold DreamPipe resources: {}", documents.len());
+    assert!(
+        documents.len() >= 5,
+        "the examples hold DreamPipe resources: {}",
+        documents.len()
+    );
     let mut problems = Vec::new();
     for (file, document) in &documents {
         for violation in violations(&schemas, document) {
-            problems.push(format!("{} {}: {violation}", file.display(), document["metadata"]["name"]));
+            problems.push(format!(
+                "{} {}: {violation}",
+                file.display(),
+                document["metadata"]["name"]
+            ));
         }
     }
-    assert!(problems.is_empty(), "examples that the API server would refuse:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "examples that the API server would refuse:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn a_resource_that_breaks_the_schema_is_caught() {
     let schemas = schemas();
-    let (_, mut entity) = example_documents().into_iter().find(|(_, d)| d["kind"] == "Entity").unwrap();
+    let (_, mut entity) = example_documents()
+        .into_iter()
+        .find(|(_, d)| d["kind"] == "Entity")
+        .unwrap();
     entity["spec"]["partitions"] = Value::from("eight");
     entity["spec"]["deletionPolicy"] = Value::from("Shred");
     let found = violations(&schemas, &entity);
-    assert!(found.iter().any(|v| v.starts_with("/spec/partitions")), "{found:?}");
-    assert!(found.iter().any(|v| v.starts_with("/spec/deletionPolicy")), "{found:?}");
+    assert!(
+        found.iter().any(|v| v.starts_with("/spec/partitions")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|v| v.starts_with("/spec/deletionPolicy")),
+        "{found:?}"
+    );
 }
