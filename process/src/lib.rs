@@ -43,33 +43,30 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT: the one shutdown signal of the process.
+/// The handlers are installed before this returns, so a signal arriving at any later instant
+/// shuts down cleanly instead of killing the process. Call it within a tokio runtime.
 pub fn shutdown_on_signal() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let cancel = token.clone();
-    tokio::spawn(async move {
-        let signal = wait_for_signal().await;
-        tracing::info!(signal, "shutting down");
-        cancel.cancel();
-    });
-    token
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            // Without signal handlers the process can still be stopped by a kill; say so.
-            tracing::warn!("could not install signal handlers");
-            std::future::pending().await
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                let signal = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::info!(signal, "shutting down");
+                cancel.cancel();
+            });
         }
+        // Without handlers the process can still be stopped by a kill; say so.
+        _ => tracing::warn!("could not install signal handlers"),
     }
+    token
 }
 
 /// Liveness, readiness and metrics of a process.
