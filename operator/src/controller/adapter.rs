@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
+use crds::Adapter;
 use crds::adapter::validate_adapter;
-use crds::entity::validate_entity;
-use crds::{Adapter, Entity};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::{now, object_key};
+use super::{now, object_key, referenced_entity};
 use crate::apply::{apply_children, apply_status};
 use crate::build;
 use crate::context::{Context, REFRESH};
@@ -18,7 +17,7 @@ use crate::error::Error;
 use crate::events;
 use crate::names::{self, RUNTIME_PORT, Role};
 use crate::probe;
-use crate::status::{self, AdapterReport, INVALID_SPEC, Rollout, UNKNOWN_ENTITY};
+use crate::status::{self, AdapterReport, Rollout};
 
 /// Reconciles one Adapter.
 pub async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -28,35 +27,13 @@ pub async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Actio
     let generation = adapter.metadata.generation;
     let previous = adapter.status.as_ref();
 
-    let entity = match validate_adapter(&adapter) {
-        Err(invalid) => Err((INVALID_SPEC, status::invalid_message(&invalid))),
-        Ok(()) => {
-            let entities: Api<Entity> = Api::namespaced(ctx.client.clone(), &namespace);
-            let entity_name = &adapter.spec.entity;
-            match entities
-                .get_opt(entity_name)
-                .await
-                .map_err(Error::kube(format!("get Entity {entity_name}")))?
-            {
-                None => Err((
-                    UNKNOWN_ENTITY,
-                    format!(
-                        "spec.entity: Entity {entity_name:?} does not exist in namespace {namespace:?}"
-                    ),
-                )),
-                Some(entity) => match validate_entity(&entity) {
-                    Err(invalid) => Err((
-                        "InvalidEntity",
-                        format!(
-                            "spec.entity: Entity {entity_name:?} is invalid: {}",
-                            status::invalid_message(&invalid)
-                        ),
-                    )),
-                    Ok(()) => Ok(entity),
-                },
-            }
-        }
-    };
+    let entity = referenced_entity(
+        &ctx,
+        &namespace,
+        validate_adapter(&adapter),
+        &adapter.spec.entity,
+    )
+    .await?;
     let entity = match entity {
         Ok(entity) => entity,
         Err((reason, message)) => {

@@ -19,8 +19,45 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::error::Error;
 use crate::names;
+use crate::status::{self, INVALID_SPEC, UNKNOWN_ENTITY};
 
 /// The current time in RFC 3339, for condition transition times.
+/// The Entity a Projection or Adapter refers to, if the resource's own spec is valid (`own`)
+/// and the Entity exists and is valid; otherwise the condition reason and message to report.
+pub async fn referenced_entity(
+    ctx: &Context,
+    namespace: &str,
+    own: Result<(), crds::Invalid>,
+    entity_name: &str,
+) -> Result<Result<Entity, (&'static str, String)>, Error> {
+    if let Err(invalid) = own {
+        return Ok(Err((INVALID_SPEC, status::invalid_message(&invalid))));
+    }
+    let entities: Api<Entity> = Api::namespaced(ctx.client.clone(), namespace);
+    let entity = entities
+        .get_opt(entity_name)
+        .await
+        .map_err(Error::kube(format!("get Entity {entity_name}")))?;
+    Ok(match entity {
+        None => Err((
+            UNKNOWN_ENTITY,
+            format!(
+                "spec.entity: Entity {entity_name:?} does not exist in namespace {namespace:?}"
+            ),
+        )),
+        Some(entity) => match crds::entity::validate_entity(&entity) {
+            Err(invalid) => Err((
+                "InvalidEntity",
+                format!(
+                    "spec.entity: Entity {entity_name:?} is invalid: {}",
+                    status::invalid_message(&invalid)
+                ),
+            )),
+            Ok(()) => Ok(entity),
+        },
+    })
+}
+
 pub fn now() -> String {
     jiff::Timestamp::now().to_string()
 }

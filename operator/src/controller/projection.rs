@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use crds::entity::validate_entity;
+use crds::Projection;
 use crds::projection::validate_projection;
-use crds::{Entity, Projection};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::{now, object_key};
+use super::{now, object_key, referenced_entity};
 use crate::apply::{apply_children, apply_status};
 use crate::build;
 use crate::context::{Context, REFRESH};
@@ -17,7 +16,7 @@ use crate::error::Error;
 use crate::events;
 use crate::names::{self, Role};
 use crate::probe;
-use crate::status::{self, INVALID_SPEC, ProjectorReport, Rollout, UNKNOWN_ENTITY};
+use crate::status::{self, ProjectorReport, Rollout};
 
 /// Reconciles one Projection. Deleting it removes its children through their owner
 /// references; its views stay in Postgres (there is no policy field for them yet, ADR 0021).
@@ -28,35 +27,13 @@ pub async fn reconcile(projection: Arc<Projection>, ctx: Arc<Context>) -> Result
     let generation = projection.metadata.generation;
     let previous = projection.status.as_ref();
 
-    let entity = match validate_projection(&projection) {
-        Err(invalid) => Err((INVALID_SPEC, status::invalid_message(&invalid))),
-        Ok(()) => {
-            let entities: Api<Entity> = Api::namespaced(ctx.client.clone(), &namespace);
-            let entity_name = &projection.spec.entity;
-            match entities
-                .get_opt(entity_name)
-                .await
-                .map_err(Error::kube(format!("get Entity {entity_name}")))?
-            {
-                None => Err((
-                    UNKNOWN_ENTITY,
-                    format!(
-                        "spec.entity: Entity {entity_name:?} does not exist in namespace {namespace:?}"
-                    ),
-                )),
-                Some(entity) => match validate_entity(&entity) {
-                    Err(invalid) => Err((
-                        "InvalidEntity",
-                        format!(
-                            "spec.entity: Entity {entity_name:?} is invalid: {}",
-                            status::invalid_message(&invalid)
-                        ),
-                    )),
-                    Ok(()) => Ok(entity),
-                },
-            }
-        }
-    };
+    let entity = referenced_entity(
+        &ctx,
+        &namespace,
+        validate_projection(&projection),
+        &projection.spec.entity,
+    )
+    .await?;
     let entity = match entity {
         Ok(entity) => entity,
         Err((reason, message)) => {
