@@ -1,0 +1,276 @@
+//! The contract between the operator (and the chart) and the runtime: the Deployments the
+//! operator builds for the example resources, the chart's query Deployment and the example's
+//! CRM simulator, started exactly as their pod specs say (command, args, env, mounted
+//! ConfigMaps and Secrets; see `kubelet`), become ready against real NATS and Postgres, and
+//! carry the example's data from the CRM to the query service.
+//!
+//! It lives with the runtime because only here does cargo hand a test the freshly built
+//! `dreampipe` binary; the operator's builders are a dev-dependency.
+
+mod kubelet;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kubelet::{Image, Node};
+use operator::build::{self, Children};
+use operator::settings::RuntimeSettings;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use testbed::child::http;
+use testbed::{NatsServer, TestDatabase};
+
+/// The namespace and release `scripts/kind-up` and `scripts/demo` use.
+const NAMESPACE: &str = "dreampipe";
+const RELEASE: &str = "dreampipe";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).expect("YAML"))
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// `helm template` of the chart as `scripts/kind-up` installs it, with extra `--set`s.
+fn render_chart(sets: &[String]) -> Vec<Value> {
+    let helm = testbed::locate_binary("helm", None, &[]).expect("helm (run scripts/install-deps)");
+    let mut command = Command::new(helm);
+    command
+        .args([
+            "template",
+            RELEASE,
+            "charts/dreampipe",
+            "--namespace",
+            NAMESPACE,
+        ])
+        .current_dir(repo());
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let output = command.output().expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    documents(&String::from_utf8(output.stdout).expect("UTF-8"))
+}
+
+fn take<T: DeserializeOwned>(manifests: &mut Vec<Value>, kind: &str, name: &str) -> T {
+    let at = manifests
+        .iter()
+        .position(|m| m["kind"] == kind && m["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} among the manifests"));
+    serde_json::from_value(manifests.remove(at)).expect("a well-formed manifest")
+}
+
+/// The runtime settings the chart's operator Deployment gives the operator (its flags come from
+/// the environment; see `dreampipe-operator run --help`).
+fn operator_settings(operator: &Deployment) -> RuntimeSettings {
+    let container = &operator.spec.template.spec.as_ref().unwrap().containers[0];
+    let env = |name: &str| -> String {
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|var| var.name == name)
+            .and_then(|var| var.value.clone())
+            .unwrap_or_else(|| panic!("the operator Deployment sets no {name}"))
+    };
+    RuntimeSettings {
+        image: env("DREAMPIPE_RUNTIME_IMAGE"),
+        image_pull_policy: env("DREAMPIPE_RUNTIME_PULL_POLICY"),
+        nats_url: env("NATS_URL"),
+        database_secret: crds::SecretKeyRef {
+            name: env("DREAMPIPE_DATABASE_SECRET"),
+            key: env("DREAMPIPE_DATABASE_SECRET_KEY"),
+        },
+    }
+}
+
+/// An example resource as the API server stores it after `kubectl apply -n dreampipe`.
+fn stored<T: DeserializeOwned>(mut manifest: Value, uid: usize) -> T {
+    let metadata = manifest["metadata"].as_object_mut().expect("metadata");
+    metadata.insert("namespace".to_owned(), json!(NAMESPACE));
+    metadata.insert(
+        "uid".to_owned(),
+        json!(format!("00000000-0000-4000-8000-{uid:012}")),
+    );
+    metadata.insert("generation".to_owned(), json!(1));
+    serde_json::from_value(manifest).expect("an example resource matching its CRD type")
+}
+
+fn example(file: &str) -> Vec<Value> {
+    let path = repo().join("examples/salesforce").join(file);
+    documents(&std::fs::read_to_string(&path).expect("example file"))
+}
+
+/// The operator's children of every example resource.
+fn example_children(settings: &RuntimeSettings) -> Vec<Children> {
+    let mut uid = 0;
+    let mut next = || {
+        uid += 1;
+        uid
+    };
+    let entity: crds::Entity = stored(example("entity.yaml").remove(0), next());
+    let mut children = vec![build::entity::build(&entity, settings).expect("receiver")];
+    for manifest in example("adapter.yaml") {
+        let adapter: crds::Adapter = stored(manifest, next());
+        children.push(build::adapter::build(&adapter, &entity, settings).expect("adapter"));
+    }
+    for manifest in example("projections.yaml") {
+        let projection: crds::Projection = stored(manifest, next());
+        children.push(build::projection::build(&projection, &entity, settings).expect("projector"));
+    }
+    children
+}
+
+/// Runs the chart's Postgres init scripts (what the postgres image does on an empty data
+/// directory) against the test database, with the StatefulSet's own environment.
+fn initialise_postgres(node: &Node, postgres: &StatefulSet, init: &Value, port: u16) {
+    let container = &postgres.spec.template.spec.as_ref().unwrap().containers[0];
+    let psql = testbed::locate_binary("psql", None, &[PathBuf::from("/usr/lib/postgresql")])
+        .expect("psql (installed with PostgreSQL by scripts/install-deps)");
+    let mut path = std::ffi::OsString::from(psql.parent().unwrap());
+    path.push(":/usr/bin:/bin");
+    for (file, script) in init["data"].as_object().expect("init scripts") {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", script.as_str().unwrap()])
+            .env_clear()
+            .env("PATH", &path)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", port.to_string());
+        for var in container.env.iter().flatten() {
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), _) => value.clone(),
+                (None, Some(from)) => {
+                    let key = from.secret_key_ref.as_ref().expect("a Secret key");
+                    node.secret(&key.name, &key.key)
+                }
+                (None, None) => String::new(),
+            };
+            command.env(&var.name, value);
+        }
+        let output = command.output().expect("sh runs");
+        assert!(
+            output.status.success(),
+            "{file} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+fn get_json(port: u16, path: &str) -> Option<Value> {
+    let (status, body) = http(port, "GET", path, None).ok()?;
+    (status == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let database = TestDatabase::create().await.expect("postgres");
+    // The chart's database name is a value; the test database is a fresh one of the test run.
+    let mut chart = render_chart(&[format!("postgres.database={}", database.name())]);
+    let settings = operator_settings(&take(&mut chart, "Deployment", "dreampipe-operator"));
+    let query: Deployment = take(&mut chart, "Deployment", "dreampipe-query");
+    let postgres: StatefulSet = take(&mut chart, "StatefulSet", "dreampipe-postgres");
+    let nats_set: StatefulSet = take(&mut chart, "StatefulSet", "dreampipe-nats");
+    let postgres_init: Value = take(&mut chart, "ConfigMap", "dreampipe-postgres-init");
+
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_dreampipe"));
+    let mut node = Node::new(NAMESPACE, Image::runtime(&repo(), &binary));
+    let rest = node.apply(chart);
+    assert!(
+        rest.iter().all(|m| m["kind"] != "Deployment"),
+        "a chart Deployment this test does not run: {rest:?}"
+    );
+
+    // NATS and Postgres: the test's servers stand in for the chart's StatefulSets.
+    let nats_port: u16 = nats.url().rsplit(':').next().unwrap().parse().unwrap();
+    let nats_service = nats_set.spec.service_name.clone().unwrap();
+    node.stand_in(&nats_service, 4222, nats_port);
+    let postgres_port = database.options().get_port();
+    node.stand_in("dreampipe-postgres", 5432, postgres_port);
+    initialise_postgres(&node, &postgres, &postgres_init, postgres_port);
+
+    let mut simulator = node.apply(example("crm-simulator.yaml"));
+    let simulator: Deployment = take(&mut simulator, "Deployment", "crm-simulator");
+    node.schedule(&simulator);
+    node.schedule(&query);
+    let children = example_children(&settings);
+    for child in &children {
+        node.add_config_map(child.config_map.clone());
+        if let Some(service) = &child.service {
+            node.add_service(service.clone());
+        }
+        node.schedule(&child.deployment);
+    }
+    let expected_pods: i32 = children
+        .iter()
+        .map(|c| c.deployment.spec.replicas.unwrap())
+        .sum::<i32>()
+        + 2;
+    assert_eq!(node.pods().len(), expected_pods as usize);
+
+    node.start();
+    node.wait_ready(Duration::from_secs(90));
+
+    // The data crossed every pod: CRM -> adapter -> receivers -> stream -> projectors -> views
+    // (as the writer) -> query service (as the read-only reader).
+    let query_port = node.pod("dreampipe-query").http_port();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let customers = loop {
+        let rows = get_json(query_port, "/v1/views/customers?limit=1000")
+            .and_then(|page| page["rows"].as_array().cloned())
+            .unwrap_or_default();
+        let cities = get_json(query_port, "/v1/views/customers_by_city?limit=1000")
+            .and_then(|page| page["rows"].as_array().cloned())
+            .unwrap_or_default();
+        let changes = get_json(query_port, "/v1/views/customer_changes?limit=1")
+            .and_then(|page| page["rows"].as_array().cloned())
+            .unwrap_or_default();
+        if rows.len() >= 150 && !cities.is_empty() && !changes.is_empty() {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the views did not fill: {} customers, {} cities, {} changes; adapter log:\n{}",
+            rows.len(),
+            cities.len(),
+            changes.len(),
+            node.pod("salesforce-customers-adapter").log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let row = &customers[0];
+    let key = row["dp_key"].as_str().expect("a dp_key column");
+    let state = get_json(query_port, &format!("/v1/entities/customer/{key}"))
+        .expect("the query service serves the entity from the stream");
+    assert_eq!(state["state"]["name"], row["name"]);
+
+    // The receiver answers with the Entity's token only (the adapter had it: rows arrived).
+    let receiver_port = node.pod("customer-receiver").http_port();
+    let (status, _) = http(
+        receiver_port,
+        "GET",
+        &format!("/v1/entities/customer/{key}"),
+        None,
+    )
+    .expect("receiver answers");
+    assert_eq!(status, 401, "the receiver asks for its ingest token");
+
+    for (pod, status) in node.stop() {
+        assert!(
+            status.success(),
+            "pod {pod} exited with {status} on SIGTERM"
+        );
+    }
+}
