@@ -232,6 +232,12 @@ pub struct EntityStatus {
     pub stream: Option<String>,
 }
 
+/// The JetStream stream holding an Entity's events, `dp_<namespace>_<entity>` (DESIGN §3): the
+/// one name the receiver creates, readers open and the operator deletes.
+pub fn stream_name(namespace: &str, entity: &str) -> String {
+    format!("dp_{namespace}_{entity}")
+}
+
 /// Reports every problem of an Entity at once: name, key pointer against the schema, ignore
 /// pointers, the schema itself and stream settings.
 pub fn validate_entity(entity: &Entity) -> Result<(), Invalid> {

@@ -85,13 +85,6 @@ pub fn service_url(resource: &str, role: Role, namespace: &str) -> String {
     )
 }
 
-/// The JetStream stream of an Entity, `dp_<namespace>_<entity>` (DESIGN §3). The runtime's
-/// `store::naming::StreamNames::stream` computes the same name; the operator may not depend on
-/// the runtime, so the formula is repeated here and a test pins it.
-pub fn stream_name(namespace: &str, entity: &str) -> String {
-    format!("dp_{namespace}_{entity}")
-}
-
 /// FNV-1a (64 bit) of `bytes` as 16 hex digits: a stable fingerprint of a configuration, so
 /// the pod template changes exactly when the mounted files do.
 pub fn fingerprint(bytes: &[u8]) -> String {
@@ -122,11 +115,6 @@ mod tests {
             "app.kubernetes.io/component=projector,app.kubernetes.io/instance=customers,\
              app.kubernetes.io/name=dreampipe"
         );
-    }
-
-    #[test]
-    fn stream_name_follows_the_event_store_contract() {
-        assert_eq!(stream_name("shop", "customer"), "dp_shop_customer");
     }
 
     #[test]

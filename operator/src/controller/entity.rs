@@ -84,7 +84,7 @@ async fn apply(entity: Arc<Entity>, ctx: &Context) -> Result<Action, Error> {
         Rollout::of(&deployment),
         report.as_ref().map_err(String::as_str),
         endpoint,
-        names::stream_name(&namespace, &name),
+        crds::stream_name(&namespace, &name),
         &now(),
     );
     apply_status(&api, &name, &status).await?;
@@ -110,7 +110,7 @@ async fn apply(entity: Arc<Entity>, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(entity: Arc<Entity>, ctx: &Context) -> Result<Action, Error> {
     let namespace = entity.namespace().unwrap_or_default();
-    let stream = names::stream_name(&namespace, &entity.name_any());
+    let stream = crds::stream_name(&namespace, &entity.name_any());
     // A Retain Entity that still carries the finalizer (its policy changed) keeps its stream.
     if entity.spec.deletion_policy == DeletionPolicy::Delete {
         let existed = ctx.streams.delete_stream(stream.clone()).await?;

@@ -128,7 +128,7 @@ impl StreamNames {
 
     /// The JetStream stream name, `dp_<namespace>_<entity>`.
     pub fn stream(&self) -> String {
-        format!("dp_{}_{}", self.namespace, self.entity)
+        crds::stream_name(&self.namespace, &self.entity)
     }
 
     /// The subjects the stream holds, `dp.<namespace>.<entity>.>`.
