@@ -1,29 +1,23 @@
 # syntax=docker/dockerfile:1
 # One build, two small images: `--target runtime` (dreampipe) and `--target operator`
-# (dreampipe-operator). Dependencies are compiled in their own layer, cached until
-# Cargo.toml or Cargo.lock change.
-FROM rust:1.89-bookworm AS build
+# (dreampipe-operator). Dependencies are compiled in their own layer (cargo-chef), cached until
+# a manifest or Cargo.lock changes.
+# The toolchain: at least the workspace's rust-version (runtime/tests/image.rs checks it).
+FROM rust:1.95-bookworm AS chef
+RUN cargo install cargo-chef --locked --version 0.1.77
 WORKDIR /src
-# Dependency layer: the manifests with empty crate roots.
-COPY Cargo.toml Cargo.lock ./
-COPY crds/Cargo.toml crds/
-COPY operator/Cargo.toml operator/
-COPY process/Cargo.toml process/
-COPY runtime/Cargo.toml runtime/
-COPY testbed/Cargo.toml testbed/
-RUN for crate in crds operator process runtime testbed; do \
-      mkdir -p "$crate/src" "$crate/src/bin" "$crate/benches" \
-      && echo 'fn main() {}' > "$crate/src/main.rs" \
-      && touch "$crate/src/lib.rs"; \
-    done \
-    && echo 'fn main() {}' > crds/src/bin/crdgen.rs \
-    && for bench in operator/benches/memory runtime/benches/receiver runtime/benches/query; do \
-      echo 'fn main() {}' > "$bench.rs"; \
-    done \
-    && cargo build --release --locked -p runtime -p operator || true
+
+# The dependency recipe: the workspace's manifests and lock file, with every crate and target
+# reduced to a stub, so the next stage's dependency layer changes only when they do.
+FROM chef AS planner
 COPY . .
-RUN touch crds/src/lib.rs operator/src/main.rs process/src/lib.rs runtime/src/main.rs \
-    && cargo build --release --locked -p runtime --bin dreampipe -p operator --bin dreampipe-operator
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS build
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json -p runtime -p operator
+COPY . .
+RUN cargo build --release --locked -p runtime --bin dreampipe -p operator --bin dreampipe-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /src/target/release/dreampipe /usr/local/bin/dreampipe
