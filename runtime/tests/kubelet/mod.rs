@@ -12,17 +12,22 @@
 //!   rewriting `<service>[.<namespace>[.svc[.cluster.local]]]:<port>` in the environment and in
 //!   mounted files to the local address of a pod the Service selects (or of a server the test
 //!   stands in for it);
+//! - the security context: the process runs as `runAsUser`/`runAsGroup` (else the image's
+//!   `USER`) when the test runs as root; mounted ConfigMap and Secret files get their
+//!   `defaultMode` and the group `fsGroup`; with `readOnlyRootFilesystem` every folder of the pod
+//!   root but the emptyDir volumes is read-only;
 //! - probes: readiness is the readinessProbe's `httpGet`; stopping is SIGTERM and a wait of
 //!   `terminationGracePeriodSeconds`.
 //!
-//! Not emulated, and so not checked here: the user and group ids, the read-only root
-//! filesystem, dropped capabilities, seccomp, resource limits and restarts.
+//! Not emulated, and so not checked here: writes to absolute paths outside the pod root,
+//! capabilities, seccomp, resource limits and restarts.
 
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +47,8 @@ const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 pub struct Image {
     pub tag: String,
     pub entrypoint: Vec<String>,
+    /// The image's `USER` as (uid, gid).
+    pub user: (u32, u32),
     /// Path inside the image -> the binary on this machine.
     pub files: BTreeMap<String, PathBuf>,
 }
@@ -77,9 +84,18 @@ impl Image {
             .find_map(|line| line.strip_prefix("ENTRYPOINT "))
             .map(|json| serde_json::from_str::<Vec<String>>(json).expect("exec-form ENTRYPOINT"))
             .expect("the runtime stage has an ENTRYPOINT");
+        let user = stage
+            .iter()
+            .find_map(|line| line.strip_prefix("USER "))
+            .and_then(|user| {
+                let (uid, gid) = user.trim().split_once(':')?;
+                Some((uid.parse().ok()?, gid.parse().ok()?))
+            })
+            .expect("the runtime stage sets USER <uid>:<gid>");
         Image {
             tag,
             entrypoint,
+            user,
             files: BTreeMap::from([(copied, binary.to_owned())]),
         }
     }
@@ -110,6 +126,7 @@ pub struct Pod {
     labels: BTreeMap<String, String>,
     container: Container,
     volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+    security: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
     grace: Duration,
     /// Container port (by number) -> local port.
     ports: BTreeMap<i32, u16>,
@@ -196,10 +213,13 @@ pub struct Node {
 
 impl Node {
     pub fn new(namespace: &str, image: Image) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Pods may run as another user: they need to reach their own folders.
+        set_mode(dir.path(), 0o755);
         Node {
             namespace: namespace.to_owned(),
             image,
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             secrets: BTreeMap::new(),
             config_maps: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -316,11 +336,13 @@ impl Node {
             let pod_name = format!("{name}-{replica}");
             let dir = self.dir.path().join(&pod_name);
             fs::create_dir_all(&dir).expect("pod dir");
+            set_mode(&dir, 0o755);
             self.pods.push(Pod {
                 name: pod_name,
                 labels: labels.clone(),
                 container,
                 volumes: pod_spec.volumes.clone().unwrap_or_default(),
+                security: pod_spec.security_context.clone(),
                 grace: Duration::from_secs(
                     pod_spec.termination_grace_period_seconds.unwrap_or(30) as u64
                 ),
@@ -449,8 +471,19 @@ impl Node {
         env
     }
 
-    /// Writes the pod's volumes under `root` at their mount paths.
+    /// Writes the pod's volumes under `root` at their mount paths, with the modes and group
+    /// the kubelet gives them; the root itself is read-only when the container says so.
     fn mount(&self, pod: &Pod, routes: &[Route], root: &Path) {
+        let fs_group = pod.security.as_ref().and_then(|s| s.fs_group);
+        let group_file = |path: &Path, mode: i32| {
+            set_mode(path, mode);
+            if let Some(group) = fs_group
+                && running_as_root()
+            {
+                std::os::unix::fs::chown(path, Some(0), Some(group as u32)).expect("chown");
+            }
+        };
+        let mut writable = Vec::new();
         for mount in pod.container.volume_mounts.iter().flatten() {
             assert!(
                 mount.sub_path.is_none(),
@@ -472,7 +505,7 @@ impl Node {
                 for (file, text) in data {
                     let path = target.join(file);
                     fs::write(&path, self.resolve_hosts(routes, text)).expect("write config");
-                    set_mode(&path, source.default_mode.unwrap_or(0o644));
+                    group_file(&path, source.default_mode.unwrap_or(0o644));
                 }
             } else if let Some(source) = &volume.secret {
                 assert!(source.items.is_none(), "Secret items are not emulated");
@@ -483,7 +516,7 @@ impl Node {
                 for (file, bytes) in data {
                     let path = target.join(file);
                     fs::write(&path, bytes).expect("write secret");
-                    set_mode(&path, source.default_mode.unwrap_or(0o644));
+                    group_file(&path, source.default_mode.unwrap_or(0o644));
                 }
             } else {
                 assert!(
@@ -492,8 +525,40 @@ impl Node {
                     pod.name,
                     mount.name
                 );
+                writable.push(target);
             }
         }
+        let read_only = pod
+            .container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false);
+        seal(root, if read_only { 0o555 } else { 0o777 }, &writable);
+    }
+
+    /// The (uid, gid) the container runs as.
+    fn identity(&self, pod: &Pod) -> (u32, u32) {
+        let container = pod.container.security_context.as_ref();
+        let pod_level = pod.security.as_ref();
+        let uid = container
+            .and_then(|s| s.run_as_user)
+            .or_else(|| pod_level.and_then(|s| s.run_as_user))
+            .map_or(self.image.user.0, |uid| uid as u32);
+        let gid = container
+            .and_then(|s| s.run_as_group)
+            .or_else(|| pod_level.and_then(|s| s.run_as_group))
+            .map_or(self.image.user.1, |gid| gid as u32);
+        let non_root = container
+            .and_then(|s| s.run_as_non_root)
+            .or_else(|| pod_level.and_then(|s| s.run_as_non_root))
+            .unwrap_or(false);
+        assert!(
+            !(non_root && uid == 0),
+            "pod {}: runAsNonRoot with user 0 (CreateContainerConfigError)",
+            pod.name
+        );
+        (uid, gid)
     }
 
     /// Starts every scheduled pod (all at once, as a node would).
@@ -524,8 +589,14 @@ impl Node {
                 .image
                 .resolve(&argv[0])
                 .unwrap_or_else(|| panic!("pod {}: {} is not in image {image}", pod.name, argv[0]));
+            let program = self.install(program);
             let log = fs::File::create(pod.log()).expect("log file");
-            let child = Command::new(program)
+            let mut command = Command::new(&program);
+            if running_as_root() {
+                let (uid, gid) = self.identity(pod);
+                command.uid(uid).gid(gid);
+            }
+            let child = command
                 .args(&argv[1..])
                 .env_clear()
                 .envs(&env)
@@ -540,6 +611,19 @@ impl Node {
         for (name, child) in started {
             self.pod_mut(&name).child = Some(child);
         }
+    }
+
+    /// The image's copy of a binary: a link in the node's folder, where any user may run it.
+    fn install(&self, binary: &Path) -> PathBuf {
+        let layer = self.dir.path().join("image");
+        fs::create_dir_all(&layer).expect("image folder");
+        set_mode(&layer, 0o755);
+        let installed = layer.join(binary.file_name().expect("a binary file name"));
+        if !installed.exists() && fs::hard_link(binary, &installed).is_err() {
+            fs::copy(binary, &installed).expect("copy the binary into the image folder");
+        }
+        set_mode(&installed, 0o755);
+        installed
     }
 
     fn pod_mut(&mut self, name: &str) -> &mut Pod {
@@ -613,7 +697,30 @@ impl Drop for Node {
                 let _ = child.wait();
             }
         }
+        // Read-only folders cannot be emptied by a user that is not root: open them again.
+        seal(self.dir.path(), 0o755, &[]);
     }
+}
+
+/// Sets every folder below `dir` (and `dir`) to `mode`, leaving the `writable` folders (and
+/// what is below them) open to everyone, as emptyDir volumes are.
+fn seal(dir: &Path, mode: u32, writable: &[PathBuf]) {
+    if writable.iter().any(|w| w == dir) {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                seal(&entry.path(), mode, writable);
+            }
+        }
+    }
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 /// `text` with `address` replaced by `local` where it stands as a whole host:port (after the
