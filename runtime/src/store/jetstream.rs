@@ -288,11 +288,16 @@ impl EventStore {
             }
             return Ok(found);
         }
-        for chunk in keys.chunks(MULTI_GET_CHUNK) {
+        // The chunks are read concurrently: a batch waits for one round trip, not one per chunk.
+        let reads = keys.chunks(MULTI_GET_CHUNK).map(|chunk| async move {
             let subjects: HashMap<String, &Key> =
                 chunk.iter().map(|k| (self.names.subject(k), k)).collect();
             let request = serde_json::json!({ "multi_last": subjects.keys().collect::<Vec<_>>() });
-            for (subject, stored) in self.direct_batch(&request, Detail::Head).await? {
+            let replies = self.direct_batch(&request, Detail::Head).await?;
+            Ok::<_, StoreError>((subjects, replies))
+        });
+        for (subjects, replies) in futures::future::try_join_all(reads).await? {
+            for (subject, stored) in replies {
                 if let Some(key) = subjects.get(&subject) {
                     found.insert((*key).clone(), stored);
                 }
