@@ -9,6 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
 use cel::objects::Key as CelKey;
 use cel::{Context, Env, ExecutionError, Program, Value};
 use serde_json::Value as Json;
@@ -61,14 +65,15 @@ impl Default for Evaluator {
 }
 
 impl Evaluator {
-    /// A context over the shared environment with `variables` bound.
-    pub fn context<'a>(
+    /// A context over the shared environment with `variables` bound; the values may borrow
+    /// (see [`json_to_val`]), and the context lives no longer than they do.
+    pub fn context<'a, 'v>(
         &self,
-        variables: impl IntoIterator<Item = (&'a str, Value)>,
-    ) -> Context<'static, 'static> {
+        variables: impl IntoIterator<Item = (&'a str, Box<dyn Val + 'v>)>,
+    ) -> Context<'v, 'v> {
         let mut context = Context::with_env(Arc::clone(&self.env));
         for (name, value) in variables {
-            context.add_variable_from_value(name, value);
+            context.add_variable_as_val(name, value);
         }
         context
     }
@@ -132,29 +137,32 @@ impl Expression {
     }
 }
 
-/// Converts JSON to CEL, integers first as `int` (see the module documentation).
-pub fn json_to_cel(value: &Json) -> Value {
+/// JSON as a CEL variable, integers first as `int` (see the module documentation). Strings
+/// and keys are borrowed from `value`: binding a variable copies no text, and it skips the
+/// `Value` form, whose maps the interpreter would clone again to bind them.
+pub fn json_to_val(value: &Json) -> Box<dyn Val + '_> {
     match value {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
         Json::Number(n) => {
             if let Some(i) = n.as_i64() {
-                Value::Int(i)
+                Box::new(CelInt::from(i))
             } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
+                Box::new(CelUInt::from(u))
             } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
             }
         }
-        Json::String(s) => Value::String(Arc::new(s.clone())),
-        Json::Array(items) => Value::List(Arc::new(items.iter().map(json_to_cel).collect())),
-        Json::Object(fields) => {
-            let map: HashMap<String, Value> = fields
+        Json::String(s) => Box::new(CelString::from(s.as_str())),
+        Json::Array(items) => Box::new(CelList::from(
+            items.iter().map(json_to_val).collect::<Vec<_>>(),
+        )),
+        Json::Object(fields) => Box::new(CelMap::from(
+            fields
                 .iter()
-                .map(|(k, v)| (k.clone(), json_to_cel(v)))
-                .collect();
-            Value::from(map)
-        }
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), json_to_val(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
     }
 }
 
@@ -210,9 +218,35 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The `Value` form of JSON, integers first as `int`: what a bound variable must equal.
+    fn json_to_cel(value: &Json) -> Value {
+        match value {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Value::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    Value::UInt(u)
+                } else {
+                    Value::Float(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            Json::String(s) => Value::String(Arc::new(s.clone())),
+            Json::Array(items) => Value::List(Arc::new(items.iter().map(json_to_cel).collect())),
+            Json::Object(fields) => {
+                let map: HashMap<String, Value> = fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                    .collect();
+                Value::from(map)
+            }
+        }
+    }
+
     fn eval(source: &str, state: Json) -> Result<Json, ExprError> {
         let evaluator = Evaluator::default();
-        let context = evaluator.context([("state", json_to_cel(&state))]);
+        let context = evaluator.context([("state", json_to_val(&state))]);
         Expression::compile(source)?.evaluate_json(&context)
     }
 
@@ -232,6 +266,14 @@ mod tests {
     fn json_round_trips_through_cel() {
         let value = json!({"a": [1, -2, 3.5, "x", null, true], "b": {"c": "d"}, "big": u64::MAX});
         assert_eq!(cel_to_json(&json_to_cel(&value)).unwrap(), value);
+    }
+
+    #[test]
+    fn a_borrowed_variable_is_the_value_json_to_cel_makes() {
+        let value =
+            json!({"a": [1, -2, 3.5, "x", null, true], "b": {"c": "d"}, "big": u64::MAX, "e": {}});
+        let bound = Value::try_from(json_to_val(&value).as_ref()).unwrap();
+        assert_eq!(bound, json_to_cel(&value));
     }
 
     #[test]
@@ -255,7 +297,8 @@ mod tests {
     #[test]
     fn predicates_must_return_bool() {
         let evaluator = Evaluator::default();
-        let context = evaluator.context([("state", json_to_cel(&json!({"n": 1})))]);
+        let state = json!({"n": 1});
+        let context = evaluator.context([("state", json_to_val(&state))]);
         let error = Expression::compile("state.n")
             .unwrap()
             .evaluate_bool(&context)

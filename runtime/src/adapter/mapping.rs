@@ -4,7 +4,7 @@
 use crds::adapter::AdapterSpec;
 use serde_json::{Map, Value as Json, json};
 
-use crate::expr::{Evaluator, ExprError, Expression, json_to_cel};
+use crate::expr::{Evaluator, ExprError, Expression, json_to_val};
 
 /// What one record becomes: a state to submit, or a key to delete.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +119,7 @@ impl Mapping {
     /// Maps one record. A delete evaluates only the key's field, since a deleted record's other
     /// fields are often missing.
     pub fn map(&self, record: &Json) -> Result<Item, RecordError> {
-        let context = self.evaluator.context([("record", json_to_cel(record))]);
+        let context = self.evaluator.context([("record", json_to_val(record))]);
         let delete = match &self.delete_when {
             Some(predicate) => predicate
                 .evaluate_bool(&context)

@@ -1,11 +1,14 @@
 //! The filter chain over one event: `where`, `set` and `types` in order. CEL sees `key`,
 //! `state`, `previous` (rebuilt from the event's changes) and `event` (the envelope). Pure.
 
-use cel::Value;
+use std::cell::OnceCell;
+
+use cel::common::types::{CelNull, CelString};
+use cel::common::value::Val;
 use serde_json::Value as Json;
 
 use super::plan::{Assignments, Needs, Plan, Step};
-use crate::expr::{Evaluator, ExprError, json_to_cel};
+use crate::expr::{Evaluator, ExprError, json_to_val};
 use crate::store::Event;
 use crate::store::envelope::revert;
 
@@ -17,6 +20,8 @@ pub fn run_filters(
     event: &Event,
 ) -> Result<Option<Assignments>, ExprError> {
     let mut assignments = Assignments::new();
+    // Declared before the context, which borrows from them.
+    let derived = OnceCell::new();
     let mut context = None;
     for step in &plan.steps {
         match step {
@@ -26,15 +31,19 @@ pub fn run_filters(
                 }
             }
             Step::Where(predicate) => {
-                let context =
-                    context.get_or_insert_with(|| evaluator.context(variables(plan.needs, event)));
+                let context = context.get_or_insert_with(|| {
+                    let derived = derived.get_or_init(|| Derived::of(plan.needs, event));
+                    evaluator.context(variables(plan.needs, event, derived))
+                });
                 if !predicate.evaluate_bool(context)? {
                     return Ok(None);
                 }
             }
             Step::Set(columns) => {
-                let context =
-                    context.get_or_insert_with(|| evaluator.context(variables(plan.needs, event)));
+                let context = context.get_or_insert_with(|| {
+                    let derived = derived.get_or_init(|| Derived::of(plan.needs, event));
+                    evaluator.context(variables(plan.needs, event, derived))
+                });
                 for (column, expression) in columns {
                     assignments.insert(column.clone(), expression.evaluate_json(context)?);
                 }
@@ -44,28 +53,52 @@ pub fn run_filters(
     Ok(Some(assignments))
 }
 
-/// The CEL variables of `event`, built only where an expression uses them.
-fn variables(needs: Needs, event: &Event) -> Vec<(&'static str, Value)> {
+/// The JSON the variables `previous` and `event` are built from, where an expression uses them.
+struct Derived {
+    previous: Option<Json>,
+    envelope: Option<Json>,
+}
+
+impl Derived {
+    fn of(needs: Needs, event: &Event) -> Self {
+        Derived {
+            previous: needs
+                .previous
+                .then(|| revert(event.state.as_ref(), &event.changes))
+                .flatten(),
+            envelope: needs
+                .event
+                .then(|| serde_json::to_value(event).unwrap_or(Json::Null)),
+        }
+    }
+}
+
+/// The CEL variables of `event`, built only where an expression uses them, borrowing the
+/// event's JSON rather than copying it.
+fn variables<'v>(
+    needs: Needs,
+    event: &'v Event,
+    derived: &'v Derived,
+) -> Vec<(&'static str, Box<dyn Val + 'v>)> {
+    let null = || -> Box<dyn Val + 'v> { Box::new(CelNull) };
     let mut variables = Vec::with_capacity(4);
     if needs.key {
-        variables.push(("key", Value::String(event.key.clone().into())));
+        variables.push((
+            "key",
+            Box::new(CelString::from(event.key.as_str())) as Box<dyn Val>,
+        ));
     }
     if needs.state {
-        variables.push((
-            "state",
-            event.state.as_ref().map_or(Value::Null, json_to_cel),
-        ));
+        variables.push(("state", event.state.as_ref().map_or_else(null, json_to_val)));
     }
     if needs.previous {
-        let previous = revert(event.state.as_ref(), &event.changes);
         variables.push((
             "previous",
-            previous.as_ref().map_or(Value::Null, json_to_cel),
+            derived.previous.as_ref().map_or_else(null, json_to_val),
         ));
     }
-    if needs.event {
-        let envelope = serde_json::to_value(event).unwrap_or(Json::Null);
-        variables.push(("event", json_to_cel(&envelope)));
+    if let Some(envelope) = &derived.envelope {
+        variables.push(("event", json_to_val(envelope)));
     }
     variables
 }
