@@ -54,10 +54,26 @@ pub struct ProjectionSpec {
     /// it and goes on (the default), `Skip` drops it, `Stop` halts its partition.
     #[serde(default)]
     pub on_error: OnError,
+
+    /// What deleting the Projection does to what it wrote to Postgres: `Retain` (the default)
+    /// keeps the view and its tables; `Delete` drops the view, every generation's tables and
+    /// the projection's bookkeeping before the Projection goes.
+    #[serde(default)]
+    pub deletion_policy: ProjectionDeletionPolicy,
 }
 
 fn default_replicas() -> i32 {
     1
+}
+
+/// What deleting a Projection does to its view and tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ProjectionDeletionPolicy {
+    /// Keep the view and its tables; analysts keep reading the last rows.
+    #[default]
+    Retain,
+    /// Drop the view, its tables and the projection's bookkeeping rows.
+    Delete,
 }
 
 /// One step of a projection; exactly one field is set.

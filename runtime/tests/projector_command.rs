@@ -123,3 +123,111 @@ async fn the_projector_command_serves_probes_and_status_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(leases, 0, "a clean stop hands the partitions back at once");
 }
+
+/// Relations of the public schema whose name starts with `prefix`.
+async fn relations(pool: &sqlx::PgPool, prefix: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select relname::text from pg_class join pg_namespace n on n.oid = relnamespace
+         where nspname = 'public' and relkind in ('r', 'v') and relname::text like $1 || '%'
+         order by 1",
+    )
+    .bind(prefix)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn drop_removes_the_view_its_tables_and_its_bookkeeping_and_nothing_else() {
+    let mut bed = Bed::start(2).await;
+    bed.producer
+        .publish([(
+            "a".to_owned(),
+            Some(json!({"id": "a", "name": "Ada", "active": true})),
+        )])
+        .await;
+    // Two projections over one entity: `customers` is dropped, `everyone` must stay.
+    let config = format!(
+        "{CONFIG}---\n{}",
+        CONFIG
+            .split("---\n")
+            .nth(1)
+            .unwrap()
+            .replace("name: customers", "name: everyone")
+            .replace("view: customers", "view: everyone")
+            .replace("state.active", "true")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let projector = |name: &str, drop: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dreampipe"));
+        command
+            .arg("projector")
+            .env("DREAMPIPE_CONFIG", dir.path())
+            .env("DREAMPIPE_PROJECTION", name)
+            .env("NATS_URL", bed.nats.url())
+            .env("DATABASE_URL", bed.database.url())
+            .env("DREAMPIPE_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("DREAMPIPE_LOG_FORMAT", "text")
+            .stdout(Stdio::null());
+        if drop {
+            command.arg("--drop");
+        }
+        command
+    };
+    for name in ["customers", "everyone"] {
+        let mut child = projector(name, false).spawn().unwrap();
+        wait_until(Duration::from_secs(20), "the view to fill", || async {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "select count(*) from {}",
+                if name == "customers" {
+                    "customers"
+                } else {
+                    "everyone"
+                }
+            )))
+            .fetch_one(&bed.pool)
+            .await
+            .is_ok_and(|n| n == 1)
+        })
+        .await;
+        assert!(terminate(&mut child, Duration::from_secs(15)).success());
+    }
+    assert_eq!(relations(&bed.pool, "customers").await, ["customers"]);
+    assert_eq!(relations(&bed.pool, "dp_customers_").await.len(), 1);
+
+    for _ in 0..2 {
+        let output = projector("customers", true).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    assert!(relations(&bed.pool, "customers").await.is_empty());
+    assert!(relations(&bed.pool, "dp_customers_").await.is_empty());
+    for table in [
+        "dp_generations",
+        "dp_checkpoints",
+        "dp_leases",
+        "dp_replicas",
+    ] {
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select count(*) from {table} where projection = 'default/customers'"
+        )))
+        .fetch_one(&bed.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            left, 0,
+            "{table} still holds rows of the dropped projection"
+        );
+    }
+    assert_eq!(
+        rows(&bed.pool, "everyone").await.len(),
+        1,
+        "the other view stays"
+    );
+    assert_eq!(relations(&bed.pool, "dp_everyone_").await.len(), 1);
+}

@@ -17,11 +17,13 @@ use crate::settings::RuntimeSettings;
 pub const PROJECTION_FILE: &str = "projection.yaml";
 
 /// The projector's mounted configuration: the Projection and the Entity it reads. Only what
-/// changes the projector's output is in it, so `replicas` (a Deployment field) never rolls pods.
+/// changes the projector's output is in it, so `replicas` (a Deployment field) and
+/// `deletionPolicy` (the operator's business) never roll pods.
 pub fn projector_config(projection: &Projection, entity: &Entity, namespace: &str) -> ConfigFiles {
     let mut spec = serde_json::to_value(&projection.spec).expect("a ProjectionSpec serialises");
     if let Some(object) = spec.as_object_mut() {
         object.remove("replicas");
+        object.remove("deletionPolicy");
     }
     ConfigFiles::from([
         (

@@ -374,6 +374,7 @@ fn start_projector(
         listen: listen(port),
         replica_id: Some(format!("dev-{projection}")),
         reader_role: Some(READER_ROLE.to_owned()),
+        drop: false,
     };
     spawn_role("projector", projection, port, shutdown, |stop| {
         crate::projector::command::run(args, stop)

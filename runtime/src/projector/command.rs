@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-use super::{Metrics, Options, Projector, ProjectorError, status};
+use super::{Metrics, Options, Projector, ProjectorError, database, plan, status};
 use crate::config::{ConfigError, Resources, name_of, namespace_of};
 
 /// Keeps one Projection's view (or subject) up to date.
@@ -40,6 +40,11 @@ pub struct ProjectorArgs {
     /// The analysts' read-only Postgres role: granted SELECT on the stable view, nothing else.
     #[arg(long, env = "DREAMPIPE_READER_ROLE")]
     pub reader_role: Option<String>,
+    /// Instead of projecting: drop the Projection's view, every generation's tables and its
+    /// bookkeeping from Postgres, then exit (the operator's Job for `deletionPolicy: Delete`;
+    /// stop the projector's replicas first, or they build their generation again).
+    #[arg(long)]
+    pub drop: bool,
 }
 
 /// Why the projector command failed.
@@ -83,6 +88,7 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         listen,
         replica_id,
         reader_role,
+        drop,
     } = args;
     if let Some(role) = &reader_role
         && !crds::validate::is_sql_identifier(role)
@@ -120,6 +126,27 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         .ok_or_else(|| CommandError::NoEntity {
             entity: projection.spec.entity.clone(),
         })?;
+    if drop {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database_url)
+            .await
+            .map_err(|source| database::DatabaseError::Query {
+                action: "connect",
+                source,
+            })
+            .map_err(|e| CommandError::Projector(ProjectorError::from(e)))?;
+        let view = projection
+            .spec
+            .sink
+            .postgres
+            .as_ref()
+            .map(|p| p.view.as_str());
+        database::drop_projection(&pool, &plan::projection_id(projection), view)
+            .await
+            .map_err(|e| CommandError::Projector(ProjectorError::from(e)))?;
+        return Ok(());
+    }
     let replica = replica_id
         .or_else(|| std::env::var("DREAMPIPE_REPLICA_ID").ok())
         .filter(|r| !r.is_empty())

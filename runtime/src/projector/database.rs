@@ -27,6 +27,14 @@ pub enum DatabaseError {
         "the reader role {0:?} does not exist: create it (the Helm chart's Postgres init does)"
     )]
     NoReaderRole(String),
+    #[error(
+        "generation {generation} of {projection} has a definition this release cannot compile: {reason}"
+    )]
+    OldDefinition {
+        projection: String,
+        generation: String,
+        reason: String,
+    },
     #[error("generation {generation} of {projection} has a definition this release cannot read")]
     Definition {
         projection: String,
@@ -438,6 +446,79 @@ pub async fn drop_generation(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseE
     tx.commit().await.map_err(query_error("commit"))?;
     tracing::info!(projection = %plan.projection, generation = %plan.generation, "retired generation dropped");
     Ok(())
+}
+
+/// Drops everything `projection` wrote to Postgres: its stable `view`, the tables of every
+/// generation it registered, and its rows in the bookkeeping tables. One transaction under the
+/// DDL lock; running it again finds nothing to drop. Returns the generations dropped.
+pub async fn drop_projection(
+    pool: &PgPool,
+    projection: &str,
+    view: Option<&str>,
+) -> Result<Vec<String>, DatabaseError> {
+    prepare(pool).await?;
+    let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+    lock_ddl(&mut tx).await?;
+    let rows = sqlx::query(
+        "select generation, definition from dp_generations
+         where projection = $1 and state <> 'dropped'",
+    )
+    .bind(projection)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(query_error("read the generations"))?;
+    let mut drops = Vec::new();
+    if let Some(view) = view {
+        drops.push(format!("drop view if exists {}", quote(view)));
+    }
+    let mut generations = Vec::with_capacity(rows.len());
+    for row in rows {
+        let generation: String = row.get("generation");
+        let definition: Definition =
+            serde_json::from_value(row.get("definition")).map_err(|source| {
+                DatabaseError::Definition {
+                    projection: projection.to_owned(),
+                    generation: generation.clone(),
+                    source,
+                }
+            })?;
+        // The tables are named after the definition (view stem and generation hash).
+        let plan = Plan::compile(projection.to_owned(), definition, Default::default()).map_err(
+            |source| DatabaseError::OldDefinition {
+                projection: projection.to_owned(),
+                generation: generation.clone(),
+                reason: source.to_string(),
+            },
+        )?;
+        if let Some(postgres) = plan.postgres() {
+            drops.extend(statements(postgres).drop);
+        }
+        generations.push(generation);
+    }
+    for statement in drops {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("drop the projection's view and tables"))?;
+    }
+    for table in [
+        "dp_generations",
+        "dp_checkpoints",
+        "dp_leases",
+        "dp_replicas",
+        "dp_dead_letters",
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "delete from {table} where projection = $1"
+        )))
+        .bind(projection)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("forget the projection's bookkeeping"))?;
+    }
+    tx.commit().await.map_err(query_error("commit"))?;
+    tracing::info!(%projection, ?generations, "projection dropped from Postgres");
+    Ok(generations)
 }
 
 /// The checkpoint of one partition of a generation.
