@@ -21,6 +21,9 @@ pub enum Error {
     Build(#[from] BuildError),
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// Not a failure: a step (a deletion, a Job) has to finish before the next; retried soon.
+    #[error("waiting: {0}")]
+    Waiting(String),
     #[error("finalizer {finalizer}")]
     Finalizer {
         finalizer: &'static str,
@@ -30,6 +33,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is [`Error::Waiting`], directly or from a finalizer's cleanup.
+    pub fn is_waiting(&self) -> bool {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        match self {
+            Error::Waiting(_) => true,
+            Error::Finalizer { source, .. } => matches!(
+                &**source,
+                FinalizerError::CleanupFailed(inner) | FinalizerError::ApplyFailed(inner)
+                    if inner.is_waiting()
+            ),
+            _ => false,
+        }
+    }
+
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
         move |source| Error::Kube { action, source }

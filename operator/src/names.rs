@@ -37,15 +37,15 @@ pub fn child_name(resource: &str, role: Role) -> String {
     format!("{resource}-{}", role.as_str())
 }
 
+/// The label naming a pod's role.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+
 /// Labels that select a resource's pods; a subset of [`labels`].
 pub fn selector_labels(resource: &str, role: Role) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "dreampipe".to_owned()),
         ("app.kubernetes.io/instance".to_owned(), resource.to_owned()),
-        (
-            "app.kubernetes.io/component".to_owned(),
-            role.as_str().to_owned(),
-        ),
+        (COMPONENT_LABEL.to_owned(), role.as_str().to_owned()),
     ])
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::scenarios::{self, config_hash};
 use kube::runtime::controller::Action;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const DP: &str = "/apis/dreampipe.io/v1alpha1/namespaces/shop";
 const APPS: &str = "/apis/apps/v1/namespaces/shop";
@@ -231,5 +231,70 @@ async fn a_webhook_adapter_gets_a_service_and_is_asked_through_it() {
     assert_eq!(
         outcome.asked,
         ["http://pushes-adapter.shop.svc:8080/v1/status"]
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_projection_with_delete_policy_drops_its_views_before_it_goes() {
+    let outcome = scenarios::projection_deleted().await;
+    let steps: Vec<(&str, &str)> = outcome
+        .calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (
+                "DELETE",
+                "/apis/apps/v1/namespaces/shop/deployments/customers-projector"
+            ),
+            ("GET", "/api/v1/namespaces/shop/pods"),
+            (
+                "PATCH",
+                "/apis/batch/v1/namespaces/shop/jobs/customers-drop"
+            ),
+            ("POST", "/apis/events.k8s.io/v1/namespaces/shop/events"),
+            (
+                "PATCH",
+                "/apis/dreampipe.io/v1alpha1/namespaces/shop/projections/customers"
+            ),
+        ]
+    );
+    assert!(
+        outcome.calls[1]
+            .query
+            .contains("app.kubernetes.io%2Finstance%3Dcustomers")
+    );
+    let job = outcome.body(
+        "PATCH",
+        "/apis/batch/v1/namespaces/shop/jobs/customers-drop",
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["args"], json!(["projector", "--drop"]));
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"],
+        "projector-drop",
+        "the Job's pod is not one of the projector's pods"
+    );
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["reason"], "ViewsDropped");
+    let removal = outcome.calls.last().unwrap();
+    assert_eq!(removal.content_type, "application/json-patch+json");
+    assert!(removal.body.to_string().contains("remove"));
+}
+
+#[tokio::test]
+async fn a_projection_deletion_waits_until_its_projector_pods_are_gone() {
+    let (outcome, error) = scenarios::projection_deletion_waits().await;
+    assert!(error.is_waiting(), "{error}");
+    assert_eq!(outcome.calls.len(), 2, "no Job while a projector pod runs");
+    assert!(
+        !outcome
+            .calls
+            .iter()
+            .any(|c| c.path.ends_with("/projections/customers")),
+        "the finalizer stays"
     );
 }

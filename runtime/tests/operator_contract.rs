@@ -273,4 +273,32 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
             "pod {pod} exited with {status} on SIGTERM"
         );
     }
+
+    // `kubectl delete` of a Projection with deletionPolicy: Delete: once its projector pods
+    // are gone, the operator's drop Job drops its view and tables, and nothing else.
+    let mut customers: crds::Projection = stored(example("projections.yaml").remove(0), 99);
+    customers.spec.deletion_policy = crds::projection::ProjectionDeletionPolicy::Delete;
+    let job = build::projection::drop_job(&customers, &settings).expect("drop Job");
+    let status = node.run_job(&job, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "the drop Job exited with {status}:\n{}",
+        node.pod("customers-drop").log_tail()
+    );
+    let pool = database.pool().await.expect("pool");
+    for (relation, kept) in [
+        ("customers", false),
+        ("customers_by_city", true),
+        ("customer_changes", true),
+    ] {
+        let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+            .bind(relation)
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+        assert_eq!(
+            exists, kept,
+            "{relation}: only the deleted Projection's view goes"
+        );
+    }
 }

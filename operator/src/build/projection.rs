@@ -3,6 +3,8 @@
 //! a Service for its status and metrics.
 
 use crds::{Entity, Projection};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{
     BuildError, Children, ConfigFiles, Owner, RuntimePod, common_env, config_map,
@@ -10,7 +12,7 @@ use super::{
     runtime_deployment, service,
 };
 use crate::build::entity::ENTITY_FILE;
-use crate::names::Role;
+use crate::names::{self, Role};
 use crate::settings::RuntimeSettings;
 
 /// File name of the Projection in the mounted configuration.
@@ -50,6 +52,71 @@ pub fn build(
 ) -> Result<Children, BuildError> {
     let owner = Owner::of(projection)?;
     let files = projector_config(projection, entity, &owner.namespace);
+    let pod = projector_pod(projection, &owner, settings);
+    Ok(Children {
+        config_map: config_map(&owner, Role::Projector, &files),
+        deployment: runtime_deployment(&owner, settings, pod, &files),
+        service: Some(service(&owner, Role::Projector)),
+    })
+}
+
+/// The name of the Job that drops a deleted Projection's view and tables.
+pub fn drop_job_name(projection: &str) -> String {
+    format!("{projection}-drop")
+}
+
+/// The Job that runs `dreampipe projector --drop` for a deleted Projection with
+/// `deletionPolicy: Delete`: the projector's own pod (image, env, Secrets, the mounted
+/// ConfigMap, security) without probes or ports, labelled so that neither the projector's
+/// Service nor its selector counts it. It needs no Entity: the ConfigMap is mounted as the
+/// last reconcile wrote it.
+pub fn drop_job(projection: &Projection, settings: &RuntimeSettings) -> Result<Job, BuildError> {
+    let owner = Owner::of(projection)?;
+    let pod = projector_pod(projection, &owner, settings);
+    let deployment = runtime_deployment(&owner, settings, pod, &ConfigFiles::new());
+    let mut template = deployment.spec.template;
+    let mut labels = names::labels(&owner.name, Role::Projector);
+    labels.insert(names::COMPONENT_LABEL.to_owned(), DROP_COMPONENT.to_owned());
+    template.metadata = Some(ObjectMeta {
+        labels: Some(labels.clone()),
+        ..ObjectMeta::default()
+    });
+    if let Some(spec) = template.spec.as_mut() {
+        spec.restart_policy = Some("Never".to_owned());
+        for container in &mut spec.containers {
+            container.args = Some(vec![
+                Role::Projector.as_str().to_owned(),
+                "--drop".to_owned(),
+            ]);
+            container.readiness_probe = None;
+            container.liveness_probe = None;
+            container.ports = None;
+        }
+    }
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(drop_job_name(&owner.name)),
+            namespace: Some(owner.namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner.reference.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(DROP_ATTEMPTS - 1),
+            template,
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}
+
+/// Pods the drop Job may start before it counts as failed.
+pub const DROP_ATTEMPTS: i32 = 4;
+/// The `app.kubernetes.io/component` of the drop Job and its pod.
+pub const DROP_COMPONENT: &str = "projector-drop";
+
+/// What the projector's pods (the Deployment's and the drop Job's) run with.
+fn projector_pod(projection: &Projection, owner: &Owner, settings: &RuntimeSettings) -> RuntimePod {
     let mut environment = common_env();
     environment.push(env("DREAMPIPE_PROJECTION", owner.name.clone()));
     environment.push(env("NATS_URL", settings.nats_url.clone()));
@@ -59,16 +126,11 @@ pub fn build(
         &settings.database_secret.key,
     ));
     environment.push(env_from_field("POD_NAME", "metadata.name"));
-    let pod = RuntimePod {
+    RuntimePod {
         role: Role::Projector,
         replicas: projection.spec.replicas,
         env: environment,
         secrets: Vec::new(),
         resources: None,
-    };
-    Ok(Children {
-        config_map: config_map(&owner, Role::Projector, &files),
-        deployment: runtime_deployment(&owner, settings, pod, &files),
-        service: Some(service(&owner, Role::Projector)),
-    })
+    }
 }

@@ -72,12 +72,20 @@ pub fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     )
 }
 
-/// Backs off a failed object, doubling per consecutive failure up to the cap.
+/// How soon a reconcile that waits for a step (see [`Error::Waiting`]) looks again.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Backs off a failed object, doubling per consecutive failure up to the cap; a reconcile that
+/// only waits for a step looks again after [`WAIT`].
 pub fn error_policy<K: Resource<DynamicType = ()>>(
     object: Arc<K>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
+    if error.is_waiting() {
+        tracing::info!(object = object_key(&*object), %error, "reconcile waits");
+        return Action::requeue(WAIT);
+    }
     let delay = ctx.backoff.fail(&object_key(&*object));
     tracing::warn!(
         object = object_key(&*object),

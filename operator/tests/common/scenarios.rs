@@ -16,6 +16,7 @@ const CORE: &str = "/api/v1/namespaces/shop";
 const APPS: &str = "/apis/apps/v1/namespaces/shop";
 const DP: &str = "/apis/dreampipe.io/v1alpha1/namespaces/shop";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+const BATCH: &str = "/apis/batch/v1/namespaces/shop";
 
 /// What a scenario leaves behind for its assertions.
 #[derive(Debug)]
@@ -387,6 +388,78 @@ pub async fn adapter_webhook() -> Outcome {
     .await
 }
 
+/// A deleted Projection with `deletionPolicy: Delete`, in the state `pods` and `job` say.
+fn deleted_projection() -> Projection {
+    let mut projection = shop().projection;
+    projection.spec.deletion_policy = crds::projection::ProjectionDeletionPolicy::Delete;
+    projection.metadata.finalizers = Some(vec!["dreampipe.io/drop-views".to_owned()]);
+    projection.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ));
+    projection
+}
+
+fn deletion_steps(pods: Value) -> Vec<Expect> {
+    vec![
+        Expect::new(
+            "DELETE",
+            format!("{APPS}/deployments/customers-projector"),
+            |_| {
+                (
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                )
+            },
+        ),
+        Expect::get(
+            format!("{CORE}/pods"),
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
+        ),
+    ]
+}
+
+/// A deleted Projection with `deletionPolicy: Delete`, its projector gone: the drop Job is
+/// applied and has succeeded, an Event says so, and the finalizer is released.
+pub async fn projection_deleted() -> Outcome {
+    let projection = deleted_projection();
+    let released = {
+        let mut p = serde_json::to_value(&projection).unwrap();
+        p["metadata"]["finalizers"] = json!([]);
+        p
+    };
+    let mut script = deletion_steps(json!([]));
+    script.push(Expect::apply(
+        format!("{BATCH}/jobs/customers-drop"),
+        json!({"status": {"succeeded": 1}}),
+    ));
+    script.push(Expect::create(EVENTS));
+    script.push(Expect::new(
+        "PATCH",
+        format!("{DP}/projections/customers"),
+        move |_| (200, released),
+    ));
+    play_projection(projection, script, Arc::new(FakeProbe::default())).await
+}
+
+/// The same deletion while a projector pod is still stopping: the Deployment is deleted, and
+/// the reconcile waits (no Job yet, the finalizer stays).
+pub async fn projection_deletion_waits() -> (Outcome, operator::error::Error) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": "customers-projector-abc", "namespace": "shop"}});
+    let scenario = Scenario::start(deletion_steps(json!([pod])));
+    let probe = Arc::new(FakeProbe::default());
+    let streams = Arc::new(FakeStreams::default());
+    let ctx = context(&scenario, probe.clone(), streams.clone());
+    let error = controller::projection::reconcile(Arc::new(deleted_projection()), ctx)
+        .await
+        .expect_err("the reconcile waits for the pod");
+    (
+        finish(scenario, Action::await_change(), &probe, &streams).await,
+        error,
+    )
+}
+
 /// Every scenario's calls, for the RBAC check.
 pub async fn all_calls() -> Vec<Call> {
     let mut calls = Vec::new();
@@ -401,6 +474,8 @@ pub async fn all_calls() -> Vec<Call> {
         projection_generation_swapped().await,
         projection_invalid().await,
         projection_unknown_entity().await,
+        projection_deleted().await,
+        projection_deletion_waits().await.0,
         adapter_polling().await,
         adapter_webhook().await,
     ] {

@@ -33,7 +33,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Secret, Service};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodTemplateSpec, Secret, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -302,7 +303,48 @@ impl Node {
     pub fn schedule(&mut self, deployment: &Deployment) {
         let name = deployment.metadata.name.clone().expect("Deployment name");
         let spec = &deployment.spec;
-        let template = &spec.template;
+        let labels = pod_labels(&spec.template);
+        let selector = spec.selector.match_labels.clone().unwrap_or_default();
+        assert!(
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            "{name}: the selector {selector:?} does not select its own pods {labels:?}"
+        );
+        self.add_pods(&name, &spec.template, spec.replicas.unwrap_or(1));
+    }
+
+    /// Runs the pod of `job` to completion (starting it with anything else scheduled and not
+    /// yet started); returns its exit status.
+    pub fn run_job(&mut self, job: &Job, timeout: Duration) -> ExitStatus {
+        let name = job.metadata.name.clone().expect("Job name");
+        let spec = job.spec.as_ref().expect("Job spec");
+        let restart = spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref());
+        assert!(
+            matches!(restart, Some("Never" | "OnFailure")),
+            "{name}: a Job's pods restart Never or OnFailure, not {restart:?}"
+        );
+        self.add_pods(&name, &spec.template, 1);
+        self.start();
+        let pod_name = format!("{name}-0");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pod = self.pod_mut(&pod_name);
+            if let Some(status) = pod.exited() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Job {name} did not finish within {timeout:?}; its log:\n{}",
+                pod.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn add_pods(&mut self, name: &str, template: &PodTemplateSpec, replicas: i32) {
         let pod_spec = template.spec.as_ref().expect("pod spec");
         assert_eq!(
             pod_spec.containers.len(),
@@ -313,17 +355,8 @@ impl Node {
             pod_spec.init_containers.is_none(),
             "{name}: init containers are not emulated"
         );
-        let labels = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default();
-        let selector = spec.selector.match_labels.clone().unwrap_or_default();
-        assert!(
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
-            "{name}: the selector {selector:?} does not select its own pods {labels:?}"
-        );
-        for replica in 0..spec.replicas.unwrap_or(1) {
+        let labels = pod_labels(template);
+        for replica in 0..replicas {
             let container = pod_spec.containers[0].clone();
             let mut ports = BTreeMap::new();
             let mut port_names = BTreeMap::new();
@@ -717,6 +750,14 @@ fn seal(dir: &Path, mode: u32, writable: &[PathBuf]) {
         }
     }
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
+}
+
+fn pod_labels(template: &PodTemplateSpec) -> BTreeMap<String, String> {
+    template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
 }
 
 fn running_as_root() -> bool {
