@@ -167,19 +167,7 @@ impl ProjectorProcess {
 
     /// CPU seconds used so far (user + system), assuming 100 clock ticks per second.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        stat_cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
     fn stop(mut self) {
@@ -208,7 +196,12 @@ fn machine_cpu() -> (u64, u64) {
 
 /// CPU seconds the calling thread used so far (user + system, 100 clock ticks per second).
 fn thread_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    stat_cpu_seconds("/proc/thread-self/stat")
+}
+
+/// CPU seconds (user + system) from a `/proc/.../stat` file, 100 clock ticks per second.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command; the state letter is the first, utime and stime the 12th and 13th.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
