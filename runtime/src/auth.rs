@@ -32,6 +32,24 @@ pub async fn require_token(
     }
 }
 
+/// Where a service's accepted bearer tokens come from (flattened into its flags).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TokenArgs {
+    /// File of accepted bearer tokens, one per line (a mounted Secret).
+    #[arg(long, env = "DREAMPIPE_TOKENS_FILE")]
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Accepted bearer tokens, comma-separated.
+    #[arg(long, env = "DREAMPIPE_TOKENS", hide_env_values = true)]
+    pub tokens: Option<String>,
+}
+
+impl TokenArgs {
+    /// The tokens these flags name.
+    pub fn load(&self) -> Result<Tokens, TokensError> {
+        Tokens::load(self.tokens_file.as_deref(), self.tokens.as_deref())
+    }
+}
+
 /// The accepted bearer tokens; empty means open.
 #[derive(Clone, Default)]
 pub struct Tokens(Vec<Vec<u8>>);

@@ -327,8 +327,7 @@ fn start_query(
         nats_url: backing.nats_url.clone(),
         database_url: Some(backing.reader_url.clone()),
         listen: listen(port),
-        tokens_file: None,
-        tokens: None,
+        auth: Default::default(),
     };
     spawn_role("query", "entities and views", port, shutdown, |stop| {
         crate::query::run(args, stop)
@@ -349,8 +348,7 @@ fn start_receiver(
         namespace: namespace.to_owned(),
         nats_url: backing.nats_url.clone(),
         listen: listen(port),
-        tokens_file: None,
-        tokens: None,
+        auth: Default::default(),
     };
     spawn_role("receiver", entity, port, shutdown, |stop| {
         crate::receiver::run(args, stop)

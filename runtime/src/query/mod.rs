@@ -6,7 +6,6 @@ pub mod http;
 pub mod views;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -15,7 +14,7 @@ use process::Health;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Tokens, TokensError};
+use crate::auth::TokensError;
 use crate::store::jetstream::StoreError;
 use entities::Entities;
 use http::Readers;
@@ -36,12 +35,8 @@ pub struct Args {
     /// Address of the API and of /healthz, /readyz and /metrics.
     #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// File of accepted bearer tokens, one per line (a mounted Secret).
-    #[arg(long, env = "DREAMPIPE_TOKENS_FILE")]
-    pub tokens_file: Option<PathBuf>,
-    /// Accepted bearer tokens, comma-separated.
-    #[arg(long, env = "DREAMPIPE_TOKENS", hide_env_values = true)]
-    pub tokens: Option<String>,
+    #[command(flatten)]
+    pub auth: crate::auth::TokenArgs,
 }
 
 /// Why a query failed.
@@ -108,10 +103,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         nats_url,
         database_url,
         listen,
-        tokens_file,
-        tokens,
+        auth,
     } = args;
-    let tokens = Tokens::load(tokens_file.as_deref(), tokens.as_deref())?;
+    let tokens = auth.load()?;
     if tokens.is_open() {
         tracing::warn!("no bearer tokens configured: the query API answers anyone");
     }

@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::auth::{Tokens, TokensError};
+use crate::auth::TokensError;
 use crate::config::{ConfigError, Resources, name_of};
 use crate::store::jetstream::{StoreError, ensure_stream};
 use metrics::Metrics;
@@ -46,12 +46,8 @@ pub struct Args {
     /// Address of the API and of /healthz, /readyz and /metrics.
     #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// File of accepted bearer tokens, one per line (a mounted Secret).
-    #[arg(long, env = "DREAMPIPE_TOKENS_FILE")]
-    pub tokens_file: Option<PathBuf>,
-    /// Accepted bearer tokens, comma-separated.
-    #[arg(long, env = "DREAMPIPE_TOKENS", hide_env_values = true)]
-    pub tokens: Option<String>,
+    #[command(flatten)]
+    pub auth: crate::auth::TokenArgs,
 }
 
 /// Why the receiver could not run.
@@ -81,8 +77,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
         namespace,
         nats_url,
         listen,
-        tokens_file,
-        tokens,
+        auth,
     } = args;
     let resources = Resources::load(&config, &namespace)?;
     let entity = match (entity, resources.entities.as_slice()) {
@@ -98,7 +93,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
         }
     };
     let model = EntityModel::new(entity)?;
-    let tokens = Tokens::load(tokens_file.as_deref(), tokens.as_deref())?;
+    let tokens = auth.load()?;
     if tokens.is_open() {
         tracing::warn!("no bearer tokens configured: the receiver accepts submissions from anyone");
     }
