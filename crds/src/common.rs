@@ -51,6 +51,7 @@ pub struct Condition {
     #[serde(default)]
     pub message: String,
     /// When `status` last changed (RFC 3339). Unchanged when only reason or message change.
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: String,
     /// The `metadata.generation` this condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,19 +5,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kube::CustomResourceExt;
 use serde::Deserialize;
 use serde_json::Value;
 
 /// Each kind's openAPIV3Schema, from the generated CRDs.
 fn schemas() -> HashMap<String, Value> {
-    [
-        crds::Entity::crd(),
-        crds::Adapter::crd(),
-        crds::Projection::crd(),
-    ]
-    .into_iter()
-    .map(|crd| {
+    crds::generate::definitions()
+        .into_iter()
+        .map(|crd| {
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
         (
             crd.spec.names.kind.clone(),

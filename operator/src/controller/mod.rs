@@ -58,8 +58,12 @@ pub async fn referenced_entity(
     })
 }
 
+/// Now, RFC 3339 to the second, as Kubernetes writes its own timestamps (`metav1.Time`).
 pub fn now() -> String {
-    jiff::Timestamp::now().to_string()
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
 }
 
 /// `Kind/namespace/name`, the key of an object's backoff.
