@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     let before = peak_rss_kib();
     let started = std::time::Instant::now();
     for i in 0..n {
-        operator::controller::entity::reconcile(Arc::new(entity(i)), ctx.clone()).await?;
+        operator::controller::driver::reconcile(Arc::new(entity(i)), ctx.clone()).await?;
     }
     let elapsed = started.elapsed();
     let peak = peak_rss_kib();

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,7 +27,8 @@ where
         .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))
 }
 
-/// Applies a resource's children in dependency order (config before the pods that mount it);
+/// Applies a resource's children in dependency order (config before the pods that mount it),
+/// and deletes the Service a spec no longer needs (an Adapter that stopped being a webhook);
 /// returns the stored Deployment, whose status the reconcile reports.
 pub async fn apply_children(
     client: &Client,
@@ -39,18 +40,41 @@ pub async fn apply_children(
         &children.config_map,
     )
     .await?;
-    if let Some(service) = &children.service {
-        apply(
-            &Api::<Service>::namespaced(client.clone(), namespace),
-            service,
-        )
-        .await?;
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    match &children.service {
+        Some(service) => {
+            apply(&services, service).await?;
+        }
+        None => {
+            let name = children
+                .config_map
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default();
+            delete(&services, name).await?;
+        }
     }
     apply(
         &Api::<Deployment>::namespaced(client.clone(), namespace),
         &children.deployment,
     )
     .await
+}
+
+/// Deletes `name` if it exists; returns whether it did.
+pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            action: format!("delete {} {name}", K::kind(&())),
+            source,
+        }),
+    }
 }
 
 /// Applies `status` to the status subresource of `name`.

@@ -1,11 +1,13 @@
 //! The DreamPipe operator: Entity, Adapter and Projection reconciled into Deployments of the
-//! runtime image. A reconcile is a pipeline: validate (pure, `crds::*::validate_*`) ->
-//! [`build`] (pure) -> [`apply`] (server-side apply, one field manager) -> [`status`] (pure,
-//! from the children and the runtime's `/v1/status`). Only [`apply`], [`controller`],
-//! [`events`], [`probe`] and [`streams`] do IO.
+//! runtime image. A reconcile is a pipeline: [`validate`] (pure: a [`validate::Valid`] value
+//! or a rejection) -> [`build`] (pure, accepts only valid values) -> [`apply`] (server-side
+//! apply, one field manager) -> [`status`] (pure, from the children, their pods and the
+//! runtime's `/v1/status`). [`controller::driver`] runs the steps every kind shares. Only
+//! [`apply`], [`controller`], [`events`], [`probe`] and [`streams`] do IO.
 
 pub mod apply;
 pub mod build;
+pub mod conditions;
 pub mod context;
 pub mod controller;
 pub mod error;
@@ -15,3 +17,4 @@ pub mod probe;
 pub mod settings;
 pub mod status;
 pub mod streams;
+pub mod validate;

@@ -46,12 +46,12 @@ fn config_hash(deployment: &Deployment) -> String {
 }
 
 fn receiver() -> Children {
-    build::entity::build(&common::shop().entity, &RuntimeSettings::example()).unwrap()
+    common::receiver(&common::shop().entity, &RuntimeSettings::example())
 }
 
 fn projector() -> Children {
     let shop = common::shop();
-    build::projection::build(&shop.projection, &shop.entity, &RuntimeSettings::example()).unwrap()
+    common::projector(&shop.projection, &shop.entity, &RuntimeSettings::example())
 }
 
 #[test]
@@ -138,9 +138,7 @@ fn receiver_reads_its_tokens_from_the_mounted_secret_key() {
 fn an_open_receiver_has_no_tokens_file_and_no_secret_volume() {
     let mut entity = common::shop().entity;
     entity.spec.receiver.auth = None;
-    let deployment = build::entity::build(&entity, &RuntimeSettings::example())
-        .unwrap()
-        .deployment;
+    let deployment = common::receiver(&entity, &RuntimeSettings::example()).deployment;
     assert!(!env_of(&deployment).contains_key("DREAMPIPE_TOKENS_FILE"));
     assert!(
         pod_spec(&deployment)
@@ -163,7 +161,7 @@ fn every_child_is_owned_by_its_resource_and_labelled() {
             "crm",
             "Adapter",
             "adapter",
-            build::adapter::build(&shop.adapter, &shop.entity, &settings).unwrap(),
+            common::adapter(&shop.adapter, &shop.entity, &settings),
         ),
     ];
     for (name, kind, component, children) in built {
@@ -295,13 +293,13 @@ fn a_filter_change_rolls_the_projector_but_scaling_does_not() {
 
     let mut scaled = shop.projection.clone();
     scaled.spec.replicas = 5;
-    let scaled = build::projection::build(&scaled, &shop.entity, &settings).unwrap();
+    let scaled = common::projector(&scaled, &shop.entity, &settings);
     assert_eq!(config_hash(&scaled.deployment), before);
     assert_eq!(scaled.deployment.spec.replicas, Some(5));
 
     let mut refiltered = shop.projection.clone();
     refiltered.spec.filters[0].where_ = Some("state.city == 'Paris'".to_owned());
-    let refiltered = build::projection::build(&refiltered, &shop.entity, &settings).unwrap();
+    let refiltered = common::projector(&refiltered, &shop.entity, &settings);
     assert_ne!(config_hash(&refiltered.deployment), before);
     assert_eq!(
         refiltered.deployment.metadata.name.as_deref(),
@@ -316,7 +314,7 @@ fn scaling_the_receiver_does_not_roll_projectors() {
     let mut entity = shop.entity.clone();
     entity.spec.receiver.replicas = 7;
     let settings = RuntimeSettings::example();
-    let again = build::projection::build(&shop.projection, &entity, &settings).unwrap();
+    let again = common::projector(&shop.projection, &entity, &settings);
     assert_eq!(
         config_hash(&again.deployment),
         config_hash(&projector().deployment)
@@ -327,9 +325,7 @@ fn scaling_the_receiver_does_not_roll_projectors() {
 fn adapter_mounts_every_referenced_secret_and_the_receivers_token() {
     let shop = common::shop();
     let deployment =
-        build::adapter::build(&shop.adapter, &shop.entity, &RuntimeSettings::example())
-            .unwrap()
-            .deployment;
+        common::adapter(&shop.adapter, &shop.entity, &RuntimeSettings::example()).deployment;
     assert_eq!(
         container(&deployment).args.as_deref(),
         Some(&["adapter".to_owned()][..])
@@ -369,9 +365,9 @@ fn adapter_mounts_every_referenced_secret_and_the_receivers_token() {
 fn only_webhook_adapters_get_a_service() {
     let shop = common::shop();
     let settings = RuntimeSettings::example();
-    let polling = build::adapter::build(&shop.adapter, &shop.entity, &settings).unwrap();
+    let polling = common::adapter(&shop.adapter, &shop.entity, &settings);
     assert!(polling.service.is_none());
-    let webhook = build::adapter::build(&shop.webhook, &shop.entity, &settings).unwrap();
+    let webhook = common::adapter(&shop.webhook, &shop.entity, &settings);
     assert_eq!(
         webhook.service.unwrap().metadata.name.as_deref(),
         Some("pushes-adapter")
@@ -382,6 +378,6 @@ fn only_webhook_adapters_get_a_service() {
 fn a_resource_without_a_uid_cannot_be_owned() {
     let mut entity = common::shop().entity;
     entity.metadata.uid = None;
-    let error = build::entity::build(&entity, &RuntimeSettings::example()).unwrap_err();
+    let error = build::Owner::of(&entity).unwrap_err();
     assert!(error.to_string().contains("uid"), "{error}");
 }

@@ -211,7 +211,17 @@ async fn a_projection_of_an_unknown_entity_names_spec_entity() {
 #[tokio::test]
 async fn a_polling_adapter_has_no_service_and_reports_its_pods_figures() {
     let outcome = scenarios::adapter_polling().await;
-    assert!(outcome.calls.iter().all(|c| !c.path.contains("/services/")));
+    let services: Vec<&str> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.path.contains("/services/"))
+        .map(|c| c.method.as_str())
+        .collect();
+    assert_eq!(
+        services,
+        ["DELETE"],
+        "no Service applied; a leftover one deleted"
+    );
     assert_eq!(outcome.asked, ["http://10.1.2.3:8080/v1/status"]);
     let status = &outcome.body("PATCH", &format!("{DP}/adapters/crm/status"))["status"];
     assert_eq!(status["recordsRead"], 100);
@@ -250,6 +260,7 @@ async fn a_deleted_projection_with_delete_policy_drops_its_views_before_it_goes(
                 "/apis/apps/v1/namespaces/shop/deployments/customers-projector"
             ),
             ("GET", "/api/v1/namespaces/shop/pods"),
+            ("GET", "/apis/batch/v1/namespaces/shop/jobs/customers-drop"),
             (
                 "PATCH",
                 "/apis/batch/v1/namespaces/shop/jobs/customers-drop"
@@ -296,5 +307,53 @@ async fn a_projection_deletion_waits_until_its_projector_pods_are_gone() {
             .iter()
             .any(|c| c.path.ends_with("/projections/customers")),
         "the finalizer stays"
+    );
+}
+
+#[tokio::test]
+async fn a_completed_drop_job_releases_the_finalizer_without_being_applied_again() {
+    let outcome = scenarios::projection_deleted_after_its_job_completed().await;
+    assert!(
+        !outcome
+            .calls
+            .iter()
+            .any(|c| c.method == "PATCH" && c.path.ends_with("/jobs/customers-drop")),
+        "an existing Job's template is never applied again"
+    );
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["reason"], "ViewsDropped");
+    let removal = outcome.calls.last().unwrap();
+    assert!(removal.path.ends_with("/projections/customers"));
+    assert!(
+        removal.body.to_string().contains("remove"),
+        "the finalizer goes"
+    );
+}
+
+#[tokio::test]
+async fn pods_that_cannot_start_say_why_in_the_ready_condition_and_an_event() {
+    let outcome = scenarios::entity_pods_failing().await;
+    let status = outcome.body("PATCH", &format!("{DP}/entities/customer/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "CreateContainerConfigError");
+    assert_eq!(
+        ready["message"],
+        "0/2 receiver pods ready; pod customer-receiver-7d9f: CreateContainerConfigError: \
+         secret \"customer-ingest\" not found"
+    );
+    let warnings: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.body["type"] == "Warning")
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Warning for the failing pods");
+    assert_eq!(warnings[0]["reason"], "CreateContainerConfigError");
+    assert!(
+        warnings[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("secret \"customer-ingest\" not found")
     );
 }

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kubelet::{Image, Node};
-use operator::build::{self, Children};
+use operator::build::{self, Children, Owner};
 use operator::settings::RuntimeSettings;
+use operator::validate;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -120,14 +121,24 @@ fn example_children(settings: &RuntimeSettings) -> Vec<Children> {
         uid
     };
     let entity: crds::Entity = stored(example("entity.yaml").remove(0), next());
-    let mut children = vec![build::entity::build(&entity, settings).expect("receiver")];
+    let owner = Owner::of(&entity).expect("owner");
+    let valid = validate::entity(&entity, &owner).expect("a valid Entity");
+    let mut children = vec![build::entity::build(&valid, settings)];
     for manifest in example("adapter.yaml") {
         let adapter: crds::Adapter = stored(manifest, next());
-        children.push(build::adapter::build(&adapter, &entity, settings).expect("adapter"));
+        let owner = Owner::of(&adapter).expect("owner");
+        let valid = validate::adapter(&adapter, &owner)
+            .and_then(|unresolved| unresolved.resolve(Some(entity.clone())))
+            .expect("a valid Adapter");
+        children.push(build::adapter::build(&valid, settings));
     }
     for manifest in example("projections.yaml") {
         let projection: crds::Projection = stored(manifest, next());
-        children.push(build::projection::build(&projection, &entity, settings).expect("projector"));
+        let owner = Owner::of(&projection).expect("owner");
+        let valid = validate::projection(&projection, &owner)
+            .and_then(|unresolved| unresolved.resolve(Some(entity.clone())))
+            .expect("a valid Projection");
+        children.push(build::projection::build(&valid, settings));
     }
     children
 }
@@ -278,7 +289,8 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
     // are gone, the operator's drop Job drops its view and tables, and nothing else.
     let mut customers: crds::Projection = stored(example("projections.yaml").remove(0), 99);
     customers.spec.deletion_policy = crds::projection::ProjectionDeletionPolicy::Delete;
-    let job = build::projection::drop_job(&customers, &settings).expect("drop Job");
+    let owner = Owner::of(&customers).expect("owner");
+    let job = build::projection::drop_job(&customers, &owner, &settings);
     let status = node.run_job(&job, Duration::from_secs(60));
     assert!(
         status.success(),

@@ -4,33 +4,29 @@ use crds::adapter::SourceKind;
 use crds::{Adapter, Entity};
 
 use super::{
-    BuildError, Children, ConfigFiles, Owner, RuntimePod, SECRETS_DIR, common_env, config_map,
+    Children, ConfigFiles, Owner, RuntimePod, SECRETS_DIR, common_env, config_map,
     entity_document_for_dependants, env, resource_document, runtime_deployment, secret_file,
     service,
 };
 use crate::build::entity::ENTITY_FILE;
 use crate::names::{self, Role};
 use crate::settings::RuntimeSettings;
+use crate::validate::ValidAdapter;
 
 /// File name of the Adapter in the mounted configuration.
 pub const ADAPTER_FILE: &str = "adapter.yaml";
 
 /// The adapter's mounted configuration: the Adapter and the Entity it feeds.
-pub fn adapter_config(adapter: &Adapter, entity: &Entity, namespace: &str) -> ConfigFiles {
+pub fn adapter_config(adapter: &Adapter, entity: &Entity, owner: &Owner) -> ConfigFiles {
     let spec = serde_json::to_value(&adapter.spec).expect("an AdapterSpec serialises");
     ConfigFiles::from([
         (
             ADAPTER_FILE.to_owned(),
-            resource_document(
-                "Adapter",
-                adapter.metadata.name.as_deref().unwrap_or_default(),
-                namespace,
-                spec,
-            ),
+            resource_document("Adapter", &owner.name, &owner.namespace, spec),
         ),
         (
             ENTITY_FILE.to_owned(),
-            entity_document_for_dependants(entity, namespace),
+            entity_document_for_dependants(entity, &owner.namespace),
         ),
     ])
 }
@@ -55,14 +51,10 @@ pub fn serves_traffic(adapter: &Adapter) -> bool {
     adapter.spec.source.webhook.is_some()
 }
 
-/// The adapter of `adapter` feeding `entity`'s receiver.
-pub fn build(
-    adapter: &Adapter,
-    entity: &Entity,
-    settings: &RuntimeSettings,
-) -> Result<Children, BuildError> {
-    let owner = Owner::of(adapter)?;
-    let files = adapter_config(adapter, entity, &owner.namespace);
+/// The adapter of a valid Adapter, feeding its Entity's receiver.
+pub fn build(valid: &ValidAdapter<'_>, settings: &RuntimeSettings) -> Children {
+    let (adapter, entity, owner) = (valid.object, &valid.entity, &valid.owner);
+    let files = adapter_config(adapter, entity, owner);
     let mut environment = common_env();
     environment.push(env("DREAMPIPE_ADAPTER", owner.name.clone()));
     environment.push(env(
@@ -87,9 +79,9 @@ pub fn build(
         secrets,
         resources: None,
     };
-    Ok(Children {
-        config_map: config_map(&owner, Role::Adapter, &files),
-        deployment: runtime_deployment(&owner, settings, pod, &files),
-        service: serves_traffic(adapter).then(|| service(&owner, Role::Adapter)),
-    })
+    Children {
+        config_map: config_map(owner, Role::Adapter, &files),
+        deployment: runtime_deployment(owner, settings, pod, &files),
+        service: serves_traffic(adapter).then(|| service(owner, Role::Adapter)),
+    }
 }

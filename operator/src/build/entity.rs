@@ -3,33 +3,29 @@
 use crds::Entity;
 
 use super::{
-    BuildError, Children, ConfigFiles, Owner, RuntimePod, common_env, config_map, env,
-    resource_document, runtime_deployment, secret_file, service,
+    Children, ConfigFiles, RuntimePod, common_env, config_map, env, resource_document,
+    runtime_deployment, secret_file, service,
 };
 use crate::names::Role;
 use crate::settings::RuntimeSettings;
+use crate::validate::ValidEntity;
 
 /// File name of the Entity in the mounted configuration.
 pub const ENTITY_FILE: &str = "entity.yaml";
 
 /// The receiver's mounted configuration: the Entity's own YAML.
-pub fn receiver_config(entity: &Entity, namespace: &str) -> ConfigFiles {
+pub fn receiver_config(entity: &Entity, name: &str, namespace: &str) -> ConfigFiles {
     let spec = serde_json::to_value(&entity.spec).expect("an EntitySpec serialises");
     ConfigFiles::from([(
         ENTITY_FILE.to_owned(),
-        resource_document(
-            "Entity",
-            entity.metadata.name.as_deref().unwrap_or_default(),
-            namespace,
-            spec,
-        ),
+        resource_document("Entity", name, namespace, spec),
     )])
 }
 
-/// The Event Receiver for `entity`.
-pub fn build(entity: &Entity, settings: &RuntimeSettings) -> Result<Children, BuildError> {
-    let owner = Owner::of(entity)?;
-    let files = receiver_config(entity, &owner.namespace);
+/// The Event Receiver of a valid Entity.
+pub fn build(valid: &ValidEntity<'_>, settings: &RuntimeSettings) -> Children {
+    let (entity, owner) = (valid.object, &valid.owner);
+    let files = receiver_config(entity, &owner.name, &owner.namespace);
     let receiver = &entity.spec.receiver;
     let mut environment = common_env();
     environment.push(env("DREAMPIPE_ENTITY", owner.name.clone()));
@@ -49,9 +45,9 @@ pub fn build(entity: &Entity, settings: &RuntimeSettings) -> Result<Children, Bu
         secrets,
         resources: receiver.resources.clone(),
     };
-    Ok(Children {
-        config_map: config_map(&owner, Role::Receiver, &files),
-        deployment: runtime_deployment(&owner, settings, pod, &files),
-        service: Some(service(&owner, Role::Receiver)),
-    })
+    Children {
+        config_map: config_map(owner, Role::Receiver, &files),
+        deployment: runtime_deployment(owner, settings, pod, &files),
+        service: Some(service(owner, Role::Receiver)),
+    }
 }

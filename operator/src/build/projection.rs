@@ -7,13 +7,14 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{
-    BuildError, Children, ConfigFiles, Owner, RuntimePod, common_env, config_map,
+    Children, ConfigFiles, Owner, RuntimePod, common_env, config_map,
     entity_document_for_dependants, env, env_from_field, env_from_secret, resource_document,
     runtime_deployment, service,
 };
 use crate::build::entity::ENTITY_FILE;
 use crate::names::{self, Role};
 use crate::settings::RuntimeSettings;
+use crate::validate::ValidProjection;
 
 /// File name of the Projection in the mounted configuration.
 pub const PROJECTION_FILE: &str = "projection.yaml";
@@ -21,7 +22,7 @@ pub const PROJECTION_FILE: &str = "projection.yaml";
 /// The projector's mounted configuration: the Projection and the Entity it reads. Only what
 /// changes the projector's output is in it, so `replicas` (a Deployment field) and
 /// `deletionPolicy` (the operator's business) never roll pods.
-pub fn projector_config(projection: &Projection, entity: &Entity, namespace: &str) -> ConfigFiles {
+pub fn projector_config(projection: &Projection, entity: &Entity, owner: &Owner) -> ConfigFiles {
     let mut spec = serde_json::to_value(&projection.spec).expect("a ProjectionSpec serialises");
     if let Some(object) = spec.as_object_mut() {
         object.remove("replicas");
@@ -30,34 +31,25 @@ pub fn projector_config(projection: &Projection, entity: &Entity, namespace: &st
     ConfigFiles::from([
         (
             PROJECTION_FILE.to_owned(),
-            resource_document(
-                "Projection",
-                projection.metadata.name.as_deref().unwrap_or_default(),
-                namespace,
-                spec,
-            ),
+            resource_document("Projection", &owner.name, &owner.namespace, spec),
         ),
         (
             ENTITY_FILE.to_owned(),
-            entity_document_for_dependants(entity, namespace),
+            entity_document_for_dependants(entity, &owner.namespace),
         ),
     ])
 }
 
-/// The projector of `projection` over `entity`.
-pub fn build(
-    projection: &Projection,
-    entity: &Entity,
-    settings: &RuntimeSettings,
-) -> Result<Children, BuildError> {
-    let owner = Owner::of(projection)?;
-    let files = projector_config(projection, entity, &owner.namespace);
-    let pod = projector_pod(projection, &owner, settings);
-    Ok(Children {
-        config_map: config_map(&owner, Role::Projector, &files),
-        deployment: runtime_deployment(&owner, settings, pod, &files),
-        service: Some(service(&owner, Role::Projector)),
-    })
+/// The projector of a valid Projection over its Entity.
+pub fn build(valid: &ValidProjection<'_>, settings: &RuntimeSettings) -> Children {
+    let owner = &valid.owner;
+    let files = projector_config(valid.object, &valid.entity, owner);
+    let pod = projector_pod(valid.object, owner, settings);
+    Children {
+        config_map: config_map(owner, Role::Projector, &files),
+        deployment: runtime_deployment(owner, settings, pod, &files),
+        service: Some(service(owner, Role::Projector)),
+    }
 }
 
 /// The name of the Job that drops a deleted Projection's view and tables.
@@ -69,11 +61,10 @@ pub fn drop_job_name(projection: &str) -> String {
 /// `deletionPolicy: Delete`: the projector's own pod (image, env, Secrets, the mounted
 /// ConfigMap, security) without probes or ports, labelled so that neither the projector's
 /// Service nor its selector counts it. It needs no Entity: the ConfigMap is mounted as the
-/// last reconcile wrote it.
-pub fn drop_job(projection: &Projection, settings: &RuntimeSettings) -> Result<Job, BuildError> {
-    let owner = Owner::of(projection)?;
-    let pod = projector_pod(projection, &owner, settings);
-    let deployment = runtime_deployment(&owner, settings, pod, &ConfigFiles::new());
+/// last reconcile wrote it, and any spec (valid or not) can be deleted.
+pub fn drop_job(projection: &Projection, owner: &Owner, settings: &RuntimeSettings) -> Job {
+    let pod = projector_pod(projection, owner, settings);
+    let deployment = runtime_deployment(owner, settings, pod, &ConfigFiles::new());
     let mut template = deployment.spec.template;
     let mut labels = names::labels(&owner.name, Role::Projector);
     labels.insert(names::COMPONENT_LABEL.to_owned(), DROP_COMPONENT.to_owned());
@@ -93,7 +84,7 @@ pub fn drop_job(projection: &Projection, settings: &RuntimeSettings) -> Result<J
             container.ports = None;
         }
     }
-    Ok(Job {
+    Job {
         metadata: ObjectMeta {
             name: Some(drop_job_name(&owner.name)),
             namespace: Some(owner.namespace.clone()),
@@ -107,7 +98,7 @@ pub fn drop_job(projection: &Projection, settings: &RuntimeSettings) -> Result<J
             ..JobSpec::default()
         }),
         ..Job::default()
-    })
+    }
 }
 
 /// Pods the drop Job may start before it counts as failed.

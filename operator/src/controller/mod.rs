@@ -1,7 +1,9 @@
 //! The three controllers and how they run: each reconcile is `validate -> build -> apply ->
-//! status`; errors back off per object; invalid specs wait for a change.
+//! status`, driven by [`driver`] with each kind's own steps in its module; errors back off per
+//! object; invalid specs wait for a change.
 
 pub mod adapter;
+pub mod driver;
 pub mod entity;
 pub mod projection;
 
@@ -19,44 +21,6 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::error::Error;
 use crate::names;
-use crate::status::{self, INVALID_SPEC, UNKNOWN_ENTITY};
-
-/// The current time in RFC 3339, for condition transition times.
-/// The Entity a Projection or Adapter refers to, if the resource's own spec is valid (`own`)
-/// and the Entity exists and is valid; otherwise the condition reason and message to report.
-pub async fn referenced_entity(
-    ctx: &Context,
-    namespace: &str,
-    own: Result<(), crds::Invalid>,
-    entity_name: &str,
-) -> Result<Result<Entity, (&'static str, String)>, Error> {
-    if let Err(invalid) = own {
-        return Ok(Err((INVALID_SPEC, status::invalid_message(&invalid))));
-    }
-    let entities: Api<Entity> = Api::namespaced(ctx.client.clone(), namespace);
-    let entity = entities
-        .get_opt(entity_name)
-        .await
-        .map_err(Error::kube(format!("get Entity {entity_name}")))?;
-    Ok(match entity {
-        None => Err((
-            UNKNOWN_ENTITY,
-            format!(
-                "spec.entity: Entity {entity_name:?} does not exist in namespace {namespace:?}"
-            ),
-        )),
-        Some(entity) => match crds::entity::validate_entity(&entity) {
-            Err(invalid) => Err((
-                "InvalidEntity",
-                format!(
-                    "spec.entity: Entity {entity_name:?} is invalid: {}",
-                    status::invalid_message(&invalid)
-                ),
-            )),
-            Ok(()) => Ok(entity),
-        },
-    })
-}
 
 /// Now, RFC 3339 to the second, as Kubernetes writes its own timestamps (`metav1.Time`).
 pub fn now() -> String {
@@ -155,7 +119,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     )
     .owns(api::<Deployment>(&client, ns), owned())
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-    .run(entity::reconcile, error_policy, ctx.clone())
+    .run(driver::reconcile::<Entity>, error_policy, ctx.clone())
     .for_each(|result| log_result("Entity", result));
 
     let projections = Controller::new(
@@ -171,7 +135,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
             move |entity| dependants(&store, &entity, |p: &Projection| p.spec.entity.as_str()),
         )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(projection::reconcile, error_policy, ctx.clone())
+        .run(driver::reconcile::<Projection>, error_policy, ctx.clone())
         .for_each(|result| log_result("Projection", result));
 
     let adapters = Controller::new(
@@ -187,7 +151,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
             move |entity| dependants(&store, &entity, |a: &Adapter| a.spec.entity.as_str()),
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(adapter::reconcile, error_policy, ctx)
+        .run(driver::reconcile::<Adapter>, error_policy, ctx)
         .for_each(|result| log_result("Adapter", result));
 
     futures::join!(entities, projections, adapters);

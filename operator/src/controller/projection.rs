@@ -4,212 +4,179 @@
 use std::sync::Arc;
 
 use crds::Projection;
-use crds::projection::{ProjectionDeletionPolicy, validate_projection};
+use crds::projection::{ProjectionDeletionPolicy, ProjectionStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 
-use super::{now, object_key, referenced_entity};
-use crate::apply::{apply, apply_children, apply_status};
-use crate::build;
+use super::driver::{self, Reconciled};
+use super::now;
+use crate::apply::{self, apply_children, apply_status};
+use crate::build::{self, Owner};
+use crate::conditions::{actions, reasons};
 use crate::context::{Context, REFRESH};
 use crate::error::Error;
 use crate::events;
 use crate::names::{self, Role};
 use crate::probe;
-use crate::status::{self, ProjectorReport, Rollout};
+use crate::status::{self, ProjectorReport};
+use crate::validate;
 
 /// Finalizer that drops the Projection's view and tables before the Projection goes.
 pub const VIEWS_FINALIZER: &str = "dreampipe.io/drop-views";
 
-/// Reconciles one Projection. Deleting it removes its children through their owner
-/// references; with `deletionPolicy: Delete` its view and tables are dropped first (ADR 0021).
-pub async fn reconcile(projection: Arc<Projection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = projection.namespace().unwrap_or_default();
-    let api: Api<Projection> = Api::namespaced(ctx.client.clone(), &namespace);
-    // As on Entities: only a Projection whose views must go carries the finalizer.
-    let guarded = projection.spec.deletion_policy == ProjectionDeletionPolicy::Delete
-        || projection.finalizers().iter().any(|f| f == VIEWS_FINALIZER);
-    if !guarded {
-        return apply_projection(projection, ctx).await;
-    }
-    finalizer(&api, VIEWS_FINALIZER, projection, |event| async {
-        match event {
-            Event::Apply(projection) => apply_projection(projection, ctx.clone()).await,
-            Event::Cleanup(projection) => drop_views(projection, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|source| Error::Finalizer {
-        finalizer: VIEWS_FINALIZER,
-        source: Box::new(source),
-    })
-}
+/// Deleting a Projection removes its children through their owner references; with
+/// `deletionPolicy: Delete` its view and tables are dropped first (ADR 0021).
+impl Reconciled for Projection {
+    type Status = ProjectionStatus;
+    const ROLE: Role = Role::Projector;
 
-/// Drops a deleted Projection's view and tables, one step per reconcile: the projector
-/// Deployment goes first (a running replica would build its generation again), then, once no
-/// projector pod is left, the drop Job runs; the finalizer is released when it succeeded.
-async fn drop_views(projection: Arc<Projection>, ctx: &Context) -> Result<Action, Error> {
-    if projection.spec.deletion_policy != ProjectionDeletionPolicy::Delete {
-        return Ok(Action::await_change()); // the policy changed to Retain: keep the views
+    fn status(&self) -> Option<&ProjectionStatus> {
+        self.status.as_ref()
     }
-    let namespace = projection.namespace().unwrap_or_default();
-    let name = projection.name_any();
-    let projector = names::child_name(&name, Role::Projector);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    match deployments
-        .delete(&projector, &DeleteParams::background())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(source) => {
-            return Err(Error::Kube {
-                action: format!("delete Deployment {projector}"),
-                source,
-            });
-        }
-    }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = names::selector_string(&name, Role::Projector);
-    let running = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube(format!("list the pods of {projector}")))?
-        .items
-        .len();
-    if running > 0 {
-        return Err(Error::Waiting(format!(
-            "{running} projector pod(s) of {name} still running; the views are dropped after they stop"
-        )));
-    }
-    let job = build::projection::drop_job(&projection, &ctx.settings)?;
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let stored = apply(&jobs, &job).await?;
-    let status = stored.status.unwrap_or_default();
-    if status.succeeded.unwrap_or(0) > 0 {
-        let view = projection
-            .spec
-            .sink
-            .postgres
-            .as_ref()
-            .map_or_else(|| "no view".to_owned(), |p| format!("view {}", p.view));
-        events::normal(
-            ctx,
-            &*projection,
-            "ViewsDropped",
-            "Delete",
-            format!("dropped {view} and its tables (deletionPolicy: Delete)"),
-        )
-        .await;
-        return Ok(Action::await_change());
-    }
-    if status.failed.unwrap_or(0) >= build::projection::DROP_ATTEMPTS {
-        let message = format!(
-            "Job {} failed {} times; its pods' logs say why. Fix the cause and delete the Job to \
-             try again, or set deletionPolicy: Retain to keep the views",
-            build::projection::drop_job_name(&name),
-            build::projection::DROP_ATTEMPTS
-        );
-        events::warning(ctx, &*projection, "DropFailed", "Delete", message.clone()).await;
-        return Err(Error::Waiting(message));
-    }
-    Err(Error::Waiting(format!(
-        "Job {} is dropping the views of {name}",
-        build::projection::drop_job_name(&name)
-    )))
-}
 
-async fn apply_projection(projection: Arc<Projection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = projection.namespace().unwrap_or_default();
-    let name = projection.name_any();
-    let api: Api<Projection> = Api::namespaced(ctx.client.clone(), &namespace);
-    let generation = projection.metadata.generation;
-    let previous = projection.status.as_ref();
+    /// As on Entities: only a Projection whose views must go carries the finalizer.
+    fn finalizer(&self) -> Option<&'static str> {
+        let guarded = self.spec.deletion_policy == ProjectionDeletionPolicy::Delete
+            || self.finalizers().iter().any(|f| f == VIEWS_FINALIZER);
+        guarded.then_some(VIEWS_FINALIZER)
+    }
 
-    let entity = referenced_entity(
-        &ctx,
-        &namespace,
-        validate_projection(&projection),
-        &projection.spec.entity,
-    )
-    .await?;
-    let entity = match entity {
-        Ok(entity) => entity,
-        Err((reason, message)) => {
-            let mut status = previous.cloned().unwrap_or_default();
-            status.observed_generation = generation;
-            status::invalid_conditions(
-                &mut status.conditions,
-                reason,
-                &message,
-                generation,
-                &now(),
-            );
-            apply_status(&api, &name, &status).await?;
-            events::warning(&ctx, &*projection, reason, "Validate", message).await;
-            // Fixed by editing this Projection or by the Entity appearing or changing; both
-            // trigger a reconcile (the controller watches Entities).
-            return Ok(Action::await_change());
-        }
-    };
-
-    let children = build::projection::build(&projection, &entity, &ctx.settings)?;
-    let deployment = apply_children(&ctx.client, &namespace, &children).await?;
-    let url = format!(
-        "{}/v1/status",
-        names::service_url(&name, Role::Projector, &namespace)
-    );
-    let report = probe::report::<ProjectorReport>(ctx.probe.as_ref(), url).await;
-    let status = status::projection_status(
-        previous,
-        generation,
-        Rollout::of(&deployment),
-        report.as_ref().map_err(String::as_str),
-        names::selector_string(&name, Role::Projector),
-        &now(),
-    );
-    apply_status(&api, &name, &status).await?;
-
-    let observed = previous.and_then(|s| s.observed_generation);
-    if observed != generation {
-        let (reason, verb) = if observed.is_none() {
-            ("Created", "created")
-        } else {
-            ("Updated", "updated")
+    async fn apply(self: Arc<Self>, owner: Owner, ctx: Arc<Context>) -> Result<Action, Error> {
+        let checked = match validate::projection(&self, &owner) {
+            Ok(unresolved) => {
+                let entity = driver::referenced_entity(&ctx, &owner, &unresolved).await?;
+                unresolved.resolve(entity)
+            }
+            Err(rejection) => Err(rejection),
         };
-        events::normal(
-            &ctx,
-            &*projection,
-            reason,
-            "Reconcile",
-            format!(
-                "{verb} ConfigMap, Deployment and Service {}",
-                names::child_name(&name, Role::Projector)
-            ),
+        // Fixed by editing this Projection or by the Entity appearing or changing; both
+        // trigger a reconcile (the controller watches Entities).
+        let valid = match checked {
+            Ok(valid) => valid,
+            Err(rejection) => return driver::report_invalid(&ctx, &*self, &owner, rejection).await,
+        };
+
+        let children = build::projection::build(&valid, &ctx.settings);
+        let deployment = apply_children(&ctx.client, &owner.namespace, &children).await?;
+        let pods = driver::role_pods::<Projection>(&ctx, &owner, &deployment).await?;
+        let url = format!(
+            "{}/v1/status",
+            names::service_url(&owner.name, Role::Projector, &owner.namespace)
+        );
+        let report = probe::report::<ProjectorReport>(ctx.probe.as_ref(), url).await;
+        let previous = self.status.as_ref();
+        let status = status::projection_status(
+            previous,
+            self.metadata.generation,
+            &pods,
+            report.as_ref().map_err(String::as_str),
+            names::selector_string(&owner.name, Role::Projector),
+            &now(),
+        );
+        apply_status(
+            &driver::api::<Projection>(&ctx, &owner),
+            &owner.name,
+            &status,
         )
-        .await;
-    }
-    let before = previous.and_then(|s| s.active_generation.as_deref());
-    if let (Some(before), Some(after)) = (before, status.active_generation.as_deref())
-        && before != after
-    {
-        events::normal(
-            &ctx,
-            &*projection,
-            "GenerationSwapped",
-            "Swap",
-            format!(
+        .await?;
+        driver::announce(&ctx, &*self, &owner, &children, &pods).await;
+
+        let before = previous.and_then(|s| s.active_generation.as_deref());
+        if let (Some(before), Some(after)) = (before, status.active_generation.as_deref())
+            && before != after
+        {
+            let note = format!(
                 "view {} now served by generation {after} (was {before})",
                 status.view.as_deref().unwrap_or_default()
-            ),
-        )
-        .await;
+            );
+            events::normal(
+                &ctx,
+                &*self,
+                reasons::GENERATION_SWAPPED,
+                actions::SWAP,
+                note,
+            )
+            .await;
+        }
+        Ok(Action::requeue(REFRESH))
     }
-    ctx.backoff.reset(&object_key(&*projection));
-    Ok(Action::requeue(REFRESH))
+
+    /// Drops a deleted Projection's view and tables, one step per reconcile: the projector
+    /// Deployment goes first (a running replica would build its generation again), then, once
+    /// no projector pod is left, the drop Job runs; the finalizer is released when it
+    /// succeeded.
+    async fn cleanup(self: Arc<Self>, owner: Owner, ctx: Arc<Context>) -> Result<Action, Error> {
+        if self.spec.deletion_policy != ProjectionDeletionPolicy::Delete {
+            return Ok(Action::await_change()); // the policy changed to Retain: keep the views
+        }
+        let projector = names::child_name(&owner.name, Role::Projector);
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+        apply::delete(&deployments, &projector).await?;
+        let running = driver::list_pods(&ctx, &owner, Role::Projector)
+            .await?
+            .len();
+        if running > 0 {
+            return Err(Error::Waiting(format!(
+                "{running} projector pod(s) of {} still running; the views are dropped after they stop",
+                owner.name
+            )));
+        }
+        let job_name = build::projection::drop_job_name(&owner.name);
+        let status = drop_job(&self, &owner, &ctx)
+            .await?
+            .status
+            .unwrap_or_default();
+        if status.succeeded.unwrap_or(0) > 0 {
+            let view = self
+                .spec
+                .sink
+                .postgres
+                .as_ref()
+                .map_or_else(|| "no view".to_owned(), |p| format!("view {}", p.view));
+            let note = format!("dropped {view} and its tables (deletionPolicy: Delete)");
+            events::normal(&ctx, &*self, reasons::VIEWS_DROPPED, actions::DELETE, note).await;
+            return Ok(Action::await_change());
+        }
+        if status.failed.unwrap_or(0) >= build::projection::DROP_ATTEMPTS {
+            let message = format!(
+                "Job {job_name} failed {} times; its pods' logs say why. Fix the cause and delete \
+                 the Job to try again, or set deletionPolicy: Retain to keep the views",
+                build::projection::DROP_ATTEMPTS
+            );
+            events::warning(
+                &ctx,
+                &*self,
+                reasons::DROP_FAILED,
+                actions::DELETE,
+                message.clone(),
+            )
+            .await;
+            return Err(Error::Waiting(message));
+        }
+        Err(Error::Waiting(format!(
+            "Job {job_name} is dropping the views of {}",
+            owner.name
+        )))
+    }
+}
+
+/// The drop Job as it is: read first, and created only when there is none. A Job's template
+/// is immutable, so applying it again after the projector's pod spec changed (another image,
+/// another NATS URL) would be refused and keep the finalizer forever.
+async fn drop_job(projection: &Projection, owner: &Owner, ctx: &Context) -> Result<Job, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let name = build::projection::drop_job_name(&owner.name);
+    let existing = jobs
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get Job {name}")))?;
+    match existing {
+        Some(job) => Ok(job),
+        None => {
+            let job = build::projection::drop_job(projection, owner, &ctx.settings);
+            apply::apply(&jobs, &job).await
+        }
+    }
 }

@@ -90,14 +90,21 @@ impl Expect {
 
     /// A GET answered 404.
     pub fn not_found(path: impl Into<String>) -> Expect {
-        Expect::new("GET", path, |_| {
-            (
-                404,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                       "reason": "NotFound", "code": 404, "message": "not found"}),
-            )
-        })
+        Expect::new("GET", path, |_| not_found())
     }
+
+    /// A DELETE of an object that is not there, answered 404.
+    pub fn delete_missing(path: impl Into<String>) -> Expect {
+        Expect::new("DELETE", path, |_| not_found())
+    }
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
 }
 
 fn merge(target: &mut Value, extra: Value) {

@@ -6,6 +6,9 @@ pub mod mock;
 pub mod scenarios;
 
 use crds::{Adapter, Entity, Projection};
+use operator::build::{self, Children, Owner};
+use operator::settings::RuntimeSettings;
+use operator::validate;
 use serde::Deserialize;
 
 /// The fixture's resources, parsed with the CRD types.
@@ -41,4 +44,31 @@ pub fn shop() -> Shop {
         adapter: adapters.pop().expect("the http adapter"),
         webhook,
     }
+}
+
+/// The receiver's children of a valid Entity.
+pub fn receiver(entity: &Entity, settings: &RuntimeSettings) -> Children {
+    let owner = Owner::of(entity).expect("a stored Entity");
+    build::entity::build(
+        &validate::entity(entity, &owner).expect("a valid Entity"),
+        settings,
+    )
+}
+
+/// The projector's children of a valid Projection over `entity`.
+pub fn projector(projection: &Projection, entity: &Entity, settings: &RuntimeSettings) -> Children {
+    let owner = Owner::of(projection).expect("a stored Projection");
+    let valid = validate::projection(projection, &owner)
+        .and_then(|unresolved| unresolved.resolve(Some(entity.clone())))
+        .expect("a valid Projection");
+    build::projection::build(&valid, settings)
+}
+
+/// The adapter's children of a valid Adapter feeding `entity`.
+pub fn adapter(adapter: &Adapter, entity: &Entity, settings: &RuntimeSettings) -> Children {
+    let owner = Owner::of(adapter).expect("a stored Adapter");
+    let valid = validate::adapter(adapter, &owner)
+        .and_then(|unresolved| unresolved.resolve(Some(entity.clone())))
+        .expect("a valid Adapter");
+    build::adapter::build(&valid, settings)
 }

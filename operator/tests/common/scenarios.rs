@@ -1,5 +1,5 @@
 //! The reconcile scenarios played against the scripted API server. Each returns the calls it
-//! made, so `scenarios.rs` asserts on them and `rbac.rs` checks them against the chart.
+//! made, so `scenarios.rs` asserts on them and `chart.rs` checks them against the chart's RBAC.
 
 use std::sync::Arc;
 
@@ -44,6 +44,19 @@ fn deployment_status(replicas: i32, ready: i32) -> Value {
            "readyReplicas": ready, "updatedReplicas": replicas}})
 }
 
+/// The pod list the API server answers, with `pods` as items.
+fn pod_list(pods: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+           "items": pods})
+}
+
+/// A pod of `name` that is starting: no problem to report.
+fn starting_pod(name: &str) -> Value {
+    json!({"metadata": {"name": name}, "status": {"phase": "Pending",
+           "containerStatuses": [{"name": "receiver", "image": "i", "imageID": "", "ready": false,
+           "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}})
+}
+
 fn entity_json(entity: &Entity) -> Value {
     serde_json::to_value(entity).unwrap()
 }
@@ -55,6 +68,9 @@ fn children(name: &str, service: bool, status: Value) -> Vec<Expect> {
     )];
     if service {
         script.push(Expect::apply(format!("{CORE}/services/{name}"), json!({})));
+    } else {
+        // A Service the spec no longer needs (a former webhook's) is deleted; here there is none.
+        script.push(Expect::delete_missing(format!("{CORE}/services/{name}")));
     }
     script.push(Expect::apply(format!("{APPS}/deployments/{name}"), status));
     script
@@ -64,7 +80,7 @@ async fn play_entity(entity: Entity, script: Vec<Expect>, probe: Arc<FakeProbe>)
     let scenario = Scenario::start(script);
     let streams = Arc::new(FakeStreams::default());
     let ctx = context(&scenario, probe.clone(), streams.clone());
-    let action = controller::entity::reconcile(Arc::new(entity), ctx)
+    let action = controller::driver::reconcile(Arc::new(entity), ctx)
         .await
         .expect("the reconcile succeeds");
     finish(scenario, action, &probe, &streams).await
@@ -92,6 +108,10 @@ fn receiver_report() -> Value {
 /// A new Entity: ConfigMap, Service and Deployment applied, status from the receiver, an Event.
 pub async fn entity_created() -> Outcome {
     let mut script = children("customer-receiver", true, deployment_status(2, 1));
+    script.push(Expect::get(
+        format!("{CORE}/pods"),
+        pod_list(json!([starting_pod("customer-receiver-2")])),
+    ));
     script.push(Expect::apply_onto(
         format!("{DP}/entities/customer/status"),
         entity_json(&shop().entity),
@@ -183,10 +203,10 @@ pub async fn entity_invalid_twice() -> Outcome {
     let streams = Arc::new(FakeStreams::default());
     let ctx = context(&scenario, probe.clone(), streams.clone());
     let entity = Arc::new(entity);
-    controller::entity::reconcile(entity.clone(), ctx.clone())
+    controller::driver::reconcile(entity.clone(), ctx.clone())
         .await
         .unwrap();
-    let action = controller::entity::reconcile(entity, ctx).await.unwrap();
+    let action = controller::driver::reconcile(entity, ctx).await.unwrap();
     finish(scenario, action, &probe, &streams).await
 }
 
@@ -198,7 +218,7 @@ async fn play_projection(
     let scenario = Scenario::start(script);
     let streams = Arc::new(FakeStreams::default());
     let ctx = context(&scenario, probe.clone(), streams.clone());
-    let action = controller::projection::reconcile(Arc::new(projection), ctx)
+    let action = controller::driver::reconcile(Arc::new(projection), ctx)
         .await
         .expect("the reconcile succeeds");
     finish(scenario, action, &probe, &streams).await
@@ -224,12 +244,17 @@ fn projector_report(active: &str, building: Option<&str>) -> Value {
 
 const PROJECTOR_STATUS_URL: &str = "http://customers-projector.shop.svc:8080/v1/status";
 
-fn projection_script(deployment: Value) -> Vec<Expect> {
+/// The calls of a Projection's reconcile; `pods` is the pod list asked for when the
+/// Deployment is not fully ready.
+fn projection_script(deployment: Value, pods: Option<Value>) -> Vec<Expect> {
     let mut script = vec![Expect::get(
         format!("{DP}/entities/customer"),
         entity_json(&shop().entity),
     )];
     script.extend(children("customers-projector", true, deployment));
+    if let Some(pods) = pods {
+        script.push(Expect::get(format!("{CORE}/pods"), pod_list(pods)));
+    }
     script.push(Expect::apply_onto(
         format!("{DP}/projections/customers/status"),
         serde_json::to_value(shop().projection).unwrap(),
@@ -242,7 +267,7 @@ fn projection_script(deployment: Value) -> Vec<Expect> {
 pub async fn projection_created() -> Outcome {
     play_projection(
         shop().projection,
-        projection_script(deployment_status(2, 2)),
+        projection_script(deployment_status(2, 2), None),
         FakeProbe::with(PROJECTOR_STATUS_URL, projector_report("g1", None)),
     )
     .await
@@ -261,7 +286,10 @@ pub async fn projection_scaled() -> Outcome {
     });
     play_projection(
         projection,
-        projection_script(deployment_status(4, 3)),
+        projection_script(
+            deployment_status(4, 3),
+            Some(json!([starting_pod("customers-projector-4")])),
+        ),
         FakeProbe::with(PROJECTOR_STATUS_URL, projector_report("g1", None)),
     )
     .await
@@ -279,7 +307,7 @@ pub async fn projection_generation_swapped() -> Outcome {
         building_generation: Some("g2".into()),
         ..Default::default()
     });
-    let mut script = projection_script(deployment_status(2, 2));
+    let mut script = projection_script(deployment_status(2, 2), None);
     script.push(Expect::create(EVENTS));
     play_projection(
         projection,
@@ -329,7 +357,7 @@ async fn play_adapter(adapter: Adapter, script: Vec<Expect>, probe: Arc<FakeProb
     let scenario = Scenario::start(script);
     let streams = Arc::new(FakeStreams::default());
     let ctx = context(&scenario, probe.clone(), streams.clone());
-    let action = controller::adapter::reconcile(Arc::new(adapter), ctx)
+    let action = controller::driver::reconcile(Arc::new(adapter), ctx)
         .await
         .expect("the reconcile succeeds");
     finish(scenario, action, &probe, &streams).await
@@ -429,6 +457,7 @@ pub async fn projection_deleted() -> Outcome {
         p
     };
     let mut script = deletion_steps(json!([]));
+    script.push(Expect::not_found(format!("{BATCH}/jobs/customers-drop")));
     script.push(Expect::apply(
         format!("{BATCH}/jobs/customers-drop"),
         json!({"status": {"succeeded": 1}}),
@@ -451,13 +480,65 @@ pub async fn projection_deletion_waits() -> (Outcome, operator::error::Error) {
     let probe = Arc::new(FakeProbe::default());
     let streams = Arc::new(FakeStreams::default());
     let ctx = context(&scenario, probe.clone(), streams.clone());
-    let error = controller::projection::reconcile(Arc::new(deleted_projection()), ctx)
+    let error = controller::driver::reconcile(Arc::new(deleted_projection()), ctx)
         .await
         .expect_err("the reconcile waits for the pod");
     (
         finish(scenario, Action::await_change(), &probe, &streams).await,
         error,
     )
+}
+
+/// A deleted Projection whose drop Job ran before the projector's pod spec changed (the
+/// operator restarted with another NATS URL): the Job is read and, having succeeded, releases
+/// the finalizer. Its template is never applied again: this API server would refuse it
+/// (`spec.template: field is immutable`), and the script fails on any call it does not list.
+pub async fn projection_deleted_after_its_job_completed() -> Outcome {
+    let projection = deleted_projection();
+    let released = {
+        let mut p = serde_json::to_value(&projection).unwrap();
+        p["metadata"]["finalizers"] = json!([]);
+        p
+    };
+    let completed = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "customers-drop", "namespace": "shop"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "projector",
+                 "image": "dreampipe:old", "env": [{"name": "NATS_URL", "value": "nats://old:4222"}]}]}}},
+        "status": {"succeeded": 1}});
+    let mut script = deletion_steps(json!([]));
+    script.push(Expect::get(
+        format!("{BATCH}/jobs/customers-drop"),
+        completed,
+    ));
+    script.push(Expect::create(EVENTS));
+    script.push(Expect::new(
+        "PATCH",
+        format!("{DP}/projections/customers"),
+        move |_| (200, released),
+    ));
+    play_projection(projection, script, Arc::new(FakeProbe::default())).await
+}
+
+/// A new Entity whose receiver pods cannot start: the Secret their environment names does not
+/// exist. The Ready condition and a Warning carry the kubelet's reason and message.
+pub async fn entity_pods_failing() -> Outcome {
+    let failing = json!({"metadata": {"name": "customer-receiver-7d9f"}, "status": {
+        "phase": "Pending", "containerStatuses": [{"name": "receiver", "image": "i",
+        "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
+        "reason": "CreateContainerConfigError",
+        "message": "secret \"customer-ingest\" not found"}}}]}});
+    let mut script = children("customer-receiver", true, deployment_status(2, 0));
+    script.push(Expect::get(
+        format!("{CORE}/pods"),
+        pod_list(json!([failing, starting_pod("customer-receiver-8a1b")])),
+    ));
+    script.push(Expect::apply_onto(
+        format!("{DP}/entities/customer/status"),
+        entity_json(&shop().entity),
+    ));
+    script.push(Expect::create(EVENTS));
+    script.push(Expect::create(EVENTS));
+    play_entity(shop().entity, script, Arc::new(FakeProbe::default())).await
 }
 
 /// Every scenario's calls, for the RBAC check.
@@ -475,7 +556,9 @@ pub async fn all_calls() -> Vec<Call> {
         projection_invalid().await,
         projection_unknown_entity().await,
         projection_deleted().await,
+        projection_deleted_after_its_job_completed().await,
         projection_deletion_waits().await.0,
+        entity_pods_failing().await,
         adapter_polling().await,
         adapter_webhook().await,
     ] {

@@ -2,18 +2,26 @@
 //! the resource's status out. Conditions go through `crds::common::set_condition`, so
 //! `lastTransitionTime` moves only when a condition's status flips.
 
+pub mod pods;
+
 use crds::adapter::AdapterStatus;
 use crds::common::set_condition;
 use crds::entity::EntityStatus;
 use crds::projection::{Phase, ProjectionStatus};
-use crds::{Condition, ConditionStatus, Invalid};
+use crds::{Condition, ConditionStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde::Deserialize;
 
-/// Reason of `Ready=False` for a spec that fails validation.
-pub const INVALID_SPEC: &str = "InvalidSpec";
-/// Reason of `Ready=False` for a reference to an Entity that does not exist.
-pub const UNKNOWN_ENTITY: &str = "UnknownEntity";
+use crate::conditions::{reasons, types};
+pub use pods::PodProblem;
+
+/// What a reconcile saw of a role's pods: the Deployment's rollout and, while pods are not
+/// ready, the first problem one of them reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pods {
+    pub rollout: Rollout,
+    pub problem: Option<PodProblem>,
+}
 
 /// `GET /v1/status` of a receiver.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -90,6 +98,11 @@ impl Rollout {
         }
     }
 
+    /// Every desired pod is ready (some may still run an older template).
+    pub fn all_ready(&self) -> bool {
+        self.ready >= self.desired
+    }
+
     /// Every desired pod runs the newest template and is ready, and no old pod is left.
     pub fn complete(&self) -> bool {
         self.observed
@@ -117,72 +130,74 @@ pub fn invalid_conditions(
     generation: Option<i64>,
     now: &str,
 ) {
-    for (type_, holds) in [("Ready", false), ("Progressing", false), ("Degraded", true)] {
+    for (type_, holds) in [
+        (types::READY, false),
+        (types::PROGRESSING, false),
+        (types::DEGRADED, true),
+    ] {
         let mut c = condition(type_, holds, reason, message.to_owned(), now);
         c.observed_generation = generation;
         set_condition(conditions, c);
     }
 }
 
-/// The message of an invalid spec: every problem with its field path.
-pub fn invalid_message(invalid: &Invalid) -> String {
-    invalid
-        .problems
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Ready / Progressing / Degraded of a role's rollout plus what its status report said.
+/// Ready / Progressing / Degraded of a role's rollout plus what its status report said. Pods
+/// that are not ready and report a problem of their own make that problem the Ready reason.
 fn rollout_conditions(
     conditions: &mut Vec<Condition>,
     what: &str,
-    rollout: Rollout,
+    pods: &Pods,
     report_error: Option<&str>,
     generation: Option<i64>,
     now: &str,
 ) {
+    let rollout = pods.rollout;
     let ready = rollout.desired > 0 && rollout.ready >= rollout.desired;
+    let counted = format!("{}/{} {what} pods ready", rollout.ready, rollout.desired);
     let (ready_reason, ready_message) = if rollout.desired == 0 {
-        ("ScaledToZero", format!("no {what} pods are asked for"))
+        (
+            reasons::SCALED_TO_ZERO,
+            format!("no {what} pods are asked for"),
+        )
     } else if ready {
-        (
-            "AllReady",
-            format!("{}/{} {what} pods ready", rollout.ready, rollout.desired),
-        )
+        (reasons::ALL_READY, counted)
+    } else if let Some(problem) = &pods.problem {
+        (problem.reason.as_str(), format!("{counted}; {problem}"))
     } else {
-        (
-            "PodsNotReady",
-            format!("{}/{} {what} pods ready", rollout.ready, rollout.desired),
-        )
+        (reasons::PODS_NOT_READY, counted)
     };
     let progressing = !rollout.complete();
     let (progress_reason, progress_message) = if progressing {
         (
-            "RollingOut",
+            reasons::ROLLING_OUT,
             format!(
                 "{}/{} {what} pods updated, {} ready",
                 rollout.updated, rollout.desired, rollout.ready
             ),
         )
     } else {
-        ("RolloutComplete", String::new())
+        (reasons::ROLLOUT_COMPLETE, String::new())
     };
     let (degraded, degraded_reason, degraded_message) = match report_error {
-        Some(error) if rollout.ready > 0 => (true, "StatusUnavailable", error.to_owned()),
-        _ => (false, "Healthy", String::new()),
+        Some(error) if rollout.ready > 0 => (true, reasons::STATUS_UNAVAILABLE, error.to_owned()),
+        _ => (false, reasons::HEALTHY, String::new()),
     };
     for mut c in [
-        condition("Ready", ready, ready_reason, ready_message, now),
+        condition(types::READY, ready, ready_reason, ready_message, now),
         condition(
-            "Progressing",
+            types::PROGRESSING,
             progressing,
             progress_reason,
             progress_message,
             now,
         ),
-        condition("Degraded", degraded, degraded_reason, degraded_message, now),
+        condition(
+            types::DEGRADED,
+            degraded,
+            degraded_reason,
+            degraded_message,
+            now,
+        ),
     ] {
         c.observed_generation = generation;
         set_condition(conditions, c);
@@ -193,12 +208,13 @@ fn rollout_conditions(
 pub fn entity_status(
     previous: Option<&EntityStatus>,
     generation: Option<i64>,
-    rollout: Rollout,
+    pods: &Pods,
     report: Result<&ReceiverReport, &str>,
     endpoint: String,
     stream: String,
     now: &str,
 ) -> EntityStatus {
+    let rollout = pods.rollout;
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.ready_receivers = rollout.ready;
@@ -214,7 +230,7 @@ pub fn entity_status(
     rollout_conditions(
         &mut status.conditions,
         "receiver",
-        rollout,
+        pods,
         report.err(),
         generation,
         now,
@@ -226,11 +242,12 @@ pub fn entity_status(
 pub fn projection_status(
     previous: Option<&ProjectionStatus>,
     generation: Option<i64>,
-    rollout: Rollout,
+    pods: &Pods,
     report: Result<&ProjectorReport, &str>,
     selector: String,
     now: &str,
 ) -> ProjectionStatus {
+    let rollout = pods.rollout;
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.replicas = rollout.replicas;
@@ -260,7 +277,7 @@ pub fn projection_status(
     rollout_conditions(
         &mut status.conditions,
         "projector",
-        rollout,
+        pods,
         report.err(),
         generation,
         now,
@@ -268,9 +285,9 @@ pub fn projection_status(
     // A generation being built is progress too, and nothing serves until one is live.
     if let Some(b) = building {
         let mut c = condition(
-            "Progressing",
+            types::PROGRESSING,
             true,
-            "BuildingGeneration",
+            reasons::BUILDING_GENERATION,
             format!("generation {} replayed {}%", b.generation, b.progress),
             now,
         );
@@ -279,9 +296,9 @@ pub fn projection_status(
     }
     if report.is_ok() && status.active_generation.is_none() && rollout.ready > 0 {
         let mut c = condition(
-            "Ready",
+            types::READY,
             false,
-            "NoLiveGeneration",
+            reasons::NO_LIVE_GENERATION,
             "the first generation is still being built".to_owned(),
             now,
         );
@@ -290,9 +307,9 @@ pub fn projection_status(
     }
     if status.phase == Some(Phase::Degraded) {
         let mut c = condition(
-            "Degraded",
+            types::DEGRADED,
             true,
-            "PartitionsFailing",
+            reasons::PARTITIONS_FAILING,
             "some partitions of the serving generation are stopped or failing".to_owned(),
             now,
         );
@@ -306,7 +323,7 @@ pub fn projection_status(
 pub fn adapter_status(
     previous: Option<&AdapterStatus>,
     generation: Option<i64>,
-    rollout: Rollout,
+    pods: &Pods,
     report: Result<&AdapterReport, &str>,
     now: &str,
 ) -> AdapterStatus {
@@ -324,7 +341,7 @@ pub fn adapter_status(
     rollout_conditions(
         &mut status.conditions,
         "adapter",
-        rollout,
+        pods,
         report.err(),
         generation,
         now,
@@ -334,7 +351,13 @@ pub fn adapter_status(
         ..
     }) = report
     {
-        let mut c = condition("Degraded", true, "SourceFailing", error.clone(), now);
+        let mut c = condition(
+            types::DEGRADED,
+            true,
+            reasons::SOURCE_FAILING,
+            error.clone(),
+            now,
+        );
         c.observed_generation = generation;
         set_condition(&mut status.conditions, c);
     }
@@ -350,13 +373,16 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 mod tests {
     use super::*;
 
-    fn rollout(desired: i32, ready: i32) -> Rollout {
-        Rollout {
-            desired,
-            replicas: desired,
-            ready,
-            updated: desired,
-            observed: true,
+    fn rollout(desired: i32, ready: i32) -> Pods {
+        Pods {
+            rollout: Rollout {
+                desired,
+                replicas: desired,
+                ready,
+                updated: desired,
+                observed: true,
+            },
+            problem: None,
         }
     }
 
@@ -398,7 +424,7 @@ mod tests {
         let status = entity_status(
             None,
             Some(3),
-            rollout(2, 2),
+            &rollout(2, 2),
             Ok(&report),
             "http://x".into(),
             "dp_shop_customer".into(),
@@ -421,7 +447,7 @@ mod tests {
         let status = entity_status(
             Some(&previous),
             Some(1),
-            rollout(1, 1),
+            &rollout(1, 1),
             Err("connection refused"),
             "u".into(),
             "s".into(),
@@ -440,7 +466,7 @@ mod tests {
         let status = projection_status(
             None,
             Some(2),
-            rollout(2, 2),
+            &rollout(2, 2),
             Ok(&projector_report(Phase::Live, true)),
             "sel".into(),
             "t",
@@ -464,7 +490,7 @@ mod tests {
         let status = projection_status(
             None,
             Some(1),
-            rollout(1, 1),
+            &rollout(1, 1),
             Ok(&projector_report(Phase::Degraded, false)),
             "sel".into(),
             "t",
@@ -477,11 +503,11 @@ mod tests {
     #[test]
     fn ready_transition_time_stays_while_the_projection_stays_ready() {
         let report = projector_report(Phase::Live, false);
-        let first = projection_status(None, Some(1), rollout(1, 1), Ok(&report), "s".into(), "t1");
+        let first = projection_status(None, Some(1), &rollout(1, 1), Ok(&report), "s".into(), "t1");
         let second = projection_status(
             Some(&first),
             Some(1),
-            rollout(1, 1),
+            &rollout(1, 1),
             Ok(&report),
             "s".into(),
             "t2",
@@ -495,7 +521,7 @@ mod tests {
         let third = projection_status(
             Some(&second),
             Some(1),
-            rollout(1, 0),
+            &rollout(1, 0),
             Ok(&report),
             "s".into(),
             "t3",
@@ -513,7 +539,7 @@ mod tests {
         let mut conditions = Vec::new();
         invalid_conditions(
             &mut conditions,
-            INVALID_SPEC,
+            reasons::INVALID_SPEC,
             "spec.filters[0].where: CEL does not compile",
             Some(4),
             "t",
@@ -534,12 +560,31 @@ mod tests {
             last_error: Some("HTTP 503 from source".into()),
             ..AdapterReport::default()
         };
-        let status = adapter_status(None, Some(1), rollout(1, 1), Ok(&report), "t");
+        let status = adapter_status(None, Some(1), &rollout(1, 1), Ok(&report), "t");
         assert_eq!(status.records_read, 5);
         assert_eq!(status.last_error.as_deref(), Some("HTTP 503 from source"));
         assert_eq!(
             find(&status.conditions, "Degraded").unwrap().reason,
             "SourceFailing"
+        );
+    }
+
+    #[test]
+    fn pods_that_cannot_start_give_the_ready_condition_their_reason() {
+        let mut pods = rollout(2, 0);
+        pods.problem = Some(PodProblem {
+            pod: "customers-projector-7d9f".into(),
+            reason: "CreateContainerConfigError".into(),
+            message: "secret \"dreampipe-database\" not found".into(),
+        });
+        let status = projection_status(None, Some(1), &pods, Err("no pod"), "s".into(), "t");
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert_eq!(ready.reason, "CreateContainerConfigError");
+        assert_eq!(
+            ready.message,
+            "0/2 projector pods ready; pod customers-projector-7d9f: CreateContainerConfigError: \
+             secret \"dreampipe-database\" not found"
         );
     }
 }

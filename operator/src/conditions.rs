@@ -1,0 +1,53 @@
+//! The words the operator writes for machines: condition types, condition and Event reasons,
+//! and Event actions. One place, so a reason a user greps for is spelled one way.
+
+/// Condition types (`status.conditions[].type`).
+pub mod types {
+    /// Every desired pod is ready and the role serves.
+    pub const READY: &str = "Ready";
+    /// A rollout or a generation build is under way.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something needs a look although the resource may still serve.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Reasons of conditions and Events (one CamelCase word each).
+pub mod reasons {
+    /// The spec fails validation; the message names every field at fault.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// `spec.entity` names an Entity that does not exist.
+    pub const UNKNOWN_ENTITY: &str = "UnknownEntity";
+    /// `spec.entity` names an Entity whose own spec is invalid.
+    pub const INVALID_ENTITY: &str = "InvalidEntity";
+
+    pub const ALL_READY: &str = "AllReady";
+    pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// Pods are not ready yet and none reports a problem of its own.
+    pub const PODS_NOT_READY: &str = "PodsNotReady";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    pub const HEALTHY: &str = "Healthy";
+    /// The role's `/v1/status` could not be read although its pods are ready.
+    pub const STATUS_UNAVAILABLE: &str = "StatusUnavailable";
+
+    pub const BUILDING_GENERATION: &str = "BuildingGeneration";
+    pub const NO_LIVE_GENERATION: &str = "NoLiveGeneration";
+    pub const PARTITIONS_FAILING: &str = "PartitionsFailing";
+    pub const SOURCE_FAILING: &str = "SourceFailing";
+
+    /// Events.
+    pub const CREATED: &str = "Created";
+    pub const UPDATED: &str = "Updated";
+    pub const GENERATION_SWAPPED: &str = "GenerationSwapped";
+    pub const STREAM_DELETED: &str = "StreamDeleted";
+    pub const VIEWS_DROPPED: &str = "ViewsDropped";
+    pub const DROP_FAILED: &str = "DropFailed";
+}
+
+/// Event actions (what the operator was doing).
+pub mod actions {
+    pub const VALIDATE: &str = "Validate";
+    pub const RECONCILE: &str = "Reconcile";
+    pub const SWAP: &str = "Swap";
+    pub const DELETE: &str = "Delete";
+}
