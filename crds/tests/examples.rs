@@ -13,13 +13,13 @@ fn schemas() -> HashMap<String, Value> {
     crds::generate::definitions()
         .into_iter()
         .map(|crd| {
-        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
-        (
-            crd.spec.names.kind.clone(),
-            schema["openAPIV3Schema"].clone(),
-        )
-    })
-    .collect()
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            (
+                crd.spec.names.kind.clone(),
+                schema["openAPIV3Schema"].clone(),
+            )
+        })
+        .collect()
 }
 
 /// The schema violations of one document, as `path: message`.

@@ -180,8 +180,8 @@ fn descriptions_break_lines_only_between_paragraphs_and_list_items() {
 fn condition_transition_times_are_date_times() {
     for crd in definitions() {
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
-        let time = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
-            ["items"]["properties"]["lastTransitionTime"];
+        let time = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]["items"]
+            ["properties"]["lastTransitionTime"];
         assert_eq!(time["format"], "date-time", "{}", crd.spec.names.kind);
     }
 }
