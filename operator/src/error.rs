@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use crate::build::BuildError;
 use crate::streams::StreamError;
+use crate::validate::Rejection;
 
-/// Why a reconcile failed; every variant is transient (invalid specs are not errors: they are
-/// reported in status and wait for a change).
+/// Why a reconcile failed; every variant but [`Error::Rejected`] is transient.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The spec is invalid: not a failure to retry. The driver reports it in status and an
+    /// Event, and the object waits for a change.
+    #[error("rejected spec")]
+    Rejected(#[from] Rejection),
     #[error("Kubernetes API: {action}")]
     Kube {
         action: String,

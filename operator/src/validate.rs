@@ -24,8 +24,10 @@ pub type ValidProjection<'a> = Valid<'a, Projection, Entity>;
 pub type ValidAdapter<'a> = Valid<'a, Adapter, Entity>;
 
 /// Why a resource cannot be built: the condition reason and a message naming every field at
-/// fault. A rejection waits for the user to change something; it is not retried.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// fault. A rejection waits for the user to change something; it is not retried: the driver
+/// reports it in status and an Event (see `controller::driver`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
 pub struct Rejection {
     pub reason: &'static str,
     pub message: String,

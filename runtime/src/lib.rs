@@ -14,14 +14,4 @@ pub mod receiver;
 pub mod simulator;
 pub mod store;
 
-/// An error and its sources on one line, `outer: inner: innermost`, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use process::error_chain;

@@ -27,17 +27,9 @@ impl Reconciled for Adapter {
     }
 
     async fn apply(self: Arc<Self>, owner: Owner, ctx: Arc<Context>) -> Result<Action, Error> {
-        let checked = match validate::adapter(&self, &owner) {
-            Ok(unresolved) => {
-                let entity = driver::referenced_entity(&ctx, &owner, &unresolved).await?;
-                unresolved.resolve(entity)
-            }
-            Err(rejection) => Err(rejection),
-        };
-        let valid = match checked {
-            Ok(valid) => valid,
-            Err(rejection) => return driver::report_invalid(&ctx, &*self, &owner, rejection).await,
-        };
+        let unresolved = validate::adapter(&self, &owner)?;
+        let entity = driver::referenced_entity(&ctx, &owner, &unresolved).await?;
+        let valid = unresolved.resolve(entity)?;
 
         let children = build::adapter::build(&valid, &ctx.settings);
         let deployment = apply_children(&ctx.client, &owner.namespace, &children).await?;

@@ -80,7 +80,8 @@ pub trait Reconciled:
         None
     }
 
-    /// Validates, builds, applies and reports the object's status.
+    /// Validates, builds, applies and reports the object's status. A rejected spec is returned
+    /// as [`Error::Rejected`] (with `?`), and the driver reports it.
     fn apply(
         self: Arc<Self>,
         owner: Owner,
@@ -102,12 +103,12 @@ pub async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Resu
     let owner = Owner::of(&*object)?;
     let key = object_key(&*object);
     let action = match object.finalizer() {
-        None => object.apply(owner, ctx.clone()).await?,
+        None => apply_or_report(object, owner, ctx.clone()).await?,
         Some(name) => {
             let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
             finalizer(&api, name, object, |event| async {
                 match event {
-                    Event::Apply(object) => object.apply(owner, ctx.clone()).await,
+                    Event::Apply(object) => apply_or_report(object, owner, ctx.clone()).await,
                     Event::Cleanup(object) => object.cleanup(owner, ctx.clone()).await,
                 }
             })
@@ -122,9 +123,22 @@ pub async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Resu
     Ok(action)
 }
 
+/// The kind's `apply`, with a rejected spec reported instead of failed.
+async fn apply_or_report<K: Reconciled>(
+    object: Arc<K>,
+    owner: Owner,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match object.clone().apply(owner.clone(), ctx.clone()).await {
+        Err(Error::Rejected(rejection)) => report_invalid(&ctx, &*object, &owner, rejection).await,
+        done => done,
+    }
+}
+
 /// Reports a rejected spec: Ready=False and Degraded with the reason and the fields at
-/// fault, a Warning Event; nothing is applied, and the object waits for a change.
-pub async fn report_invalid<K: Reconciled>(
+/// fault, a Warning Event; nothing is applied, and the object waits for a change (an edit of
+/// it, or of the Entity it reads: the controllers watch Entities).
+async fn report_invalid<K: Reconciled>(
     ctx: &Context,
     object: &K,
     owner: &Owner,

@@ -41,10 +41,7 @@ impl Reconciled for Entity {
     }
 
     async fn apply(self: Arc<Self>, owner: Owner, ctx: Arc<Context>) -> Result<Action, Error> {
-        let valid = match validate::entity(&self, &owner) {
-            Ok(valid) => valid,
-            Err(rejection) => return driver::report_invalid(&ctx, &*self, &owner, rejection).await,
-        };
+        let valid = validate::entity(&self, &owner)?;
         let owner = &valid.owner;
         let children = build::entity::build(&valid, &ctx.settings);
         let deployment = apply_children(&ctx.client, &owner.namespace, &children).await?;

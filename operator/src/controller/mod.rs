@@ -57,7 +57,7 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
     let delay = ctx.backoff.fail(&object_key(&*object));
     tracing::warn!(
         object = object_key(&*object),
-        error = crate::probe::error_chain(error),
+        error = process::error_chain(error),
         retry_in = ?delay,
         "reconcile failed"
     );
@@ -101,7 +101,7 @@ async fn log_result<T: std::fmt::Debug, E: std::error::Error>(
         Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
         Err(error) => tracing::debug!(
             kind,
-            error = crate::probe::error_chain(&error),
+            error = process::error_chain(&error),
             "reconcile error"
         ),
     }

@@ -44,19 +44,9 @@ impl Reconciled for Projection {
     }
 
     async fn apply(self: Arc<Self>, owner: Owner, ctx: Arc<Context>) -> Result<Action, Error> {
-        let checked = match validate::projection(&self, &owner) {
-            Ok(unresolved) => {
-                let entity = driver::referenced_entity(&ctx, &owner, &unresolved).await?;
-                unresolved.resolve(entity)
-            }
-            Err(rejection) => Err(rejection),
-        };
-        // Fixed by editing this Projection or by the Entity appearing or changing; both
-        // trigger a reconcile (the controller watches Entities).
-        let valid = match checked {
-            Ok(valid) => valid,
-            Err(rejection) => return driver::report_invalid(&ctx, &*self, &owner, rejection).await,
-        };
+        let unresolved = validate::projection(&self, &owner)?;
+        let entity = driver::referenced_entity(&ctx, &owner, &unresolved).await?;
+        let valid = unresolved.resolve(entity)?;
 
         let children = build::projection::build(&valid, &ctx.settings);
         let deployment = apply_children(&ctx.client, &owner.namespace, &children).await?;
