@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         RuntimeSettings::example(),
         Arc::new(Silent),
         Arc::new(Silent),
+        operator::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()),
         None,
     ));
     let before = peak_rss_kib();

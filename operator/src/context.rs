@@ -1,5 +1,5 @@
 //! What every reconcile shares: the client, the runtime settings, the event recorder, the
-//! status probe, the stream admin and the backoff state.
+//! status probe, the stream admin, the backoff state and the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::error::Backoff;
+use crate::metrics::Metrics;
 use crate::names::MANAGER;
 use crate::probe::StatusProbe;
 use crate::settings::RuntimeSettings;
@@ -25,6 +26,7 @@ pub struct Context {
     pub probe: Arc<dyn StatusProbe>,
     pub streams: Arc<dyn StreamAdmin>,
     pub backoff: Arc<Backoff>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Context {
@@ -44,6 +46,7 @@ impl Context {
         settings: RuntimeSettings,
         probe: Arc<dyn StatusProbe>,
         streams: Arc<dyn StreamAdmin>,
+        metrics: Arc<Metrics>,
         instance: Option<String>,
     ) -> Context {
         let reporter = Reporter {
@@ -60,6 +63,7 @@ impl Context {
                 Duration::from_secs(1),
                 Duration::from_secs(300),
             )),
+            metrics,
         }
     }
 }

@@ -51,6 +51,24 @@ impl Error {
         }
     }
 
+    /// What failed, as the `category` label of the error metric.
+    pub fn category(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        match self {
+            Error::Rejected(_) => "invalid_spec",
+            Error::Kube { .. } => "kube_api",
+            Error::Build(_) => "build",
+            Error::Stream(_) => "stream",
+            Error::Waiting(_) => "waiting",
+            Error::Finalizer { source, .. } => match &**source {
+                FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
+                    inner.category()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
+
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
         move |source| Error::Kube { action, source }

@@ -12,6 +12,7 @@ pub mod context;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod names;
 pub mod probe;
 pub mod settings;

@@ -118,7 +118,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         pod_name,
     } = args;
     let shutdown = process::shutdown_on_signal();
-    let health = Health::new(Registry::default());
+    let mut registry = Registry::default();
+    let metrics = operator::metrics::Metrics::register(&mut registry);
+    let health = Health::new(registry);
 
     let client = kube::Client::try_default().await?;
     // NATS is only needed to delete streams; the operator starts without it and reconnects.
@@ -140,6 +142,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings,
         Arc::new(HttpProbe::new(Duration::from_secs(3))),
         Arc::new(JetStreamAdmin::new(nats)),
+        metrics,
         pod_name,
     ));
     let scopes: Vec<Option<String>> = if namespaces.iter().all(|n| n.is_empty()) {

@@ -130,6 +130,7 @@ async fn controller_calls() -> Vec<Call> {
         RuntimeSettings::example(),
         Arc::new(FakeProbe::default()),
         Arc::new(FakeStreams::default()),
+        operator::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()),
         None,
     ));
     let shutdown = tokio_util::sync::CancellationToken::new();

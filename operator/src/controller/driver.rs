@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crds::{AdapterStatus, Condition, Entity, EntityStatus, ProjectionStatus};
 use k8s_openapi::NamespaceResourceScope;
@@ -16,6 +17,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use super::{now, object_key};
 use crate::apply::apply_status;
@@ -24,6 +26,7 @@ use crate::conditions::{actions, reasons, types};
 use crate::context::Context;
 use crate::error::Error;
 use crate::events;
+use crate::metrics::Outcome;
 use crate::names::{self, Role};
 use crate::status::{self, Pods, Rollout, pods::problem};
 use crate::validate::{Rejection, Unresolved};
@@ -98,8 +101,27 @@ pub trait Reconciled:
     }
 }
 
-/// Reconciles one object of kind `K`.
+/// Reconciles one object of kind `K`, in a span naming it, counted and timed.
 pub async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = K::kind(&());
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = kind.as_ref(),
+        namespace = object.meta().namespace.as_deref().unwrap_or_default(),
+        name = object.meta().name.as_deref().unwrap_or_default(),
+    );
+    let started = Instant::now();
+    let result = run_steps(object, ctx.clone()).instrument(span).await;
+    let outcome = match &result {
+        Ok(_) => Outcome::Success,
+        Err(error) if error.is_waiting() => Outcome::Waiting,
+        Err(error) => Outcome::Failed(error.category()),
+    };
+    ctx.metrics.reconciled(&kind, outcome, started.elapsed());
+    result
+}
+
+async fn run_steps<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let owner = Owner::of(&*object)?;
     let key = object_key(&*object);
     let action = match object.finalizer() {
@@ -144,6 +166,7 @@ async fn report_invalid<K: Reconciled>(
     owner: &Owner,
     rejection: Rejection,
 ) -> Result<Action, Error> {
+    ctx.metrics.rejected(&K::kind(&()), rejection.reason);
     let generation = object.meta().generation;
     let mut status = object.status().cloned().unwrap_or_default();
     status.set_observed_generation(generation);

@@ -9,15 +9,16 @@ pub mod projection;
 
 use std::sync::Arc;
 
-use crds::{Adapter, Entity, Projection};
+use crds::{Adapter, ConditionStatus, Entity, Projection};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::conditions::types;
 use crate::context::Context;
 use crate::error::Error;
 use crate::names;
@@ -107,6 +108,33 @@ async fn log_result<T: std::fmt::Debug, E: std::error::Error>(
     }
 }
 
+/// Exports the Ready states of the objects in `store` (a controller's cache) as metrics.
+fn count_objects<K: driver::Reconciled>(ctx: &Context, store: Store<K>) {
+    let states = move || {
+        store
+            .state()
+            .iter()
+            .map(|object| {
+                let ready = object.status().and_then(|status| {
+                    let conditions = driver::ResourceStatus::conditions(status);
+                    conditions.iter().find(|c| c.type_ == types::READY)
+                });
+                match ready.map(|c| c.status) {
+                    Some(ConditionStatus::True) => "True",
+                    Some(ConditionStatus::False) => "False",
+                    _ => "Unknown",
+                }
+            })
+            .collect()
+    };
+    let kind: &'static str = match K::kind(&()).as_ref() {
+        "Entity" => "Entity",
+        "Projection" => "Projection",
+        _ => "Adapter",
+    };
+    ctx.metrics.count_objects(kind, Box::new(states));
+}
+
 /// Runs the three controllers over `namespace` (every namespace when `None`) until `shutdown`.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
@@ -116,17 +144,20 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let entities = Controller::new(
         api::<Entity>(&client, ns),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(api::<Deployment>(&client, ns), owned())
-    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-    .run(driver::reconcile::<Entity>, error_policy, ctx.clone())
-    .for_each(|result| log_result("Entity", result));
+    );
+    count_objects(&ctx, entities.store());
+    let entities = entities
+        .owns(api::<Deployment>(&client, ns), owned())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(driver::reconcile::<Entity>, error_policy, ctx.clone())
+        .for_each(|result| log_result("Entity", result));
 
     let projections = Controller::new(
         api::<Projection>(&client, ns),
         watcher::Config::default().any_semantic(),
     );
     let store = projections.store();
+    count_objects(&ctx, store.clone());
     let projections = projections
         .owns(api::<Deployment>(&client, ns), owned())
         .watches(
@@ -143,6 +174,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         watcher::Config::default().any_semantic(),
     );
     let store = adapters.store();
+    count_objects(&ctx, store.clone());
     let adapters = adapters
         .owns(api::<Deployment>(&client, ns), owned())
         .watches(

@@ -247,6 +247,7 @@ pub fn context(
         RuntimeSettings::example(),
         probe,
         streams,
+        operator::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()),
         Some("dreampipe-operator-0".to_owned()),
     ))
 }
