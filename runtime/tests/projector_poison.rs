@@ -476,3 +476,100 @@ async fn a_partition_that_keeps_failing_is_degraded_with_its_lag_growing_and_rec
     assert_eq!(rows(&bed.pool, "customers").await.len(), 20);
     replica.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_dead_letters() {
+    use runtime::projector::database::{self, DeadLetter, Progress};
+    let database = testbed::TestDatabase::create().await.unwrap();
+    let pool = database.pool().await.unwrap();
+    // The two tables as the release before `message` and `failing` created them.
+    for statement in [
+        "create table dp_checkpoints (projection text not null, generation text not null,
+            partition integer not null, sequence bigint not null default 0,
+            events bigint not null default 0, lag bigint, stopped text,
+            updated_at timestamptz not null default now(),
+            primary key (projection, generation, partition))",
+        "create table dp_dead_letters (projection text not null, generation text not null,
+            partition integer not null, sequence bigint not null, key text, version bigint,
+            event jsonb, payload text, reason text not null,
+            recorded_at timestamptz not null default now(),
+            primary key (projection, generation, sequence))",
+        "insert into dp_dead_letters (projection, generation, partition, sequence, key, event, reason)
+         values ('default/customers', 'old', 0, 3, 'before', '{\"key\": \"before\"}', 'a filter failed')",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    database::prepare(&pool).await.unwrap();
+    database::prepare(&pool).await.unwrap();
+
+    let projection = projection(
+        "customers",
+        "  sink:\n    postgres:\n      view: customers\n      columns: [{name: name, type: text}]\n",
+    );
+    let plan = Plan::new(&projection, 2).unwrap();
+    database::register(&pool, &plan).await.unwrap();
+    let fence = database::acquire(&pool, &plan.projection, 0, "r1", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let message = br#"{"key":"nul1","state":{"name":"a\u0000b"}}"#;
+    let letter = DeadLetter {
+        sequence: 9,
+        key: Some("nul1".into()),
+        version: Some(1),
+        message: bytes::Bytes::from_static(message),
+        reason: "the database rejected the row".into(),
+    };
+    let progress = Progress {
+        sequence: 9,
+        events: 1,
+        lag: 0,
+    };
+    database::commit(
+        &pool,
+        &plan,
+        None,
+        0,
+        &fence,
+        0,
+        &[],
+        &[letter],
+        &progress,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        database::checkpoint(&pool, &plan, 0)
+            .await
+            .unwrap()
+            .sequence,
+        9
+    );
+    // key, event, payload, message
+    type Stored = (String, Option<String>, Option<String>, Option<Vec<u8>>);
+    let letters: Vec<Stored> = sqlx::query_as(
+        "select key, event::text, payload, message from dp_dead_letters order by sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        letters,
+        [
+            (
+                "before".into(),
+                Some(r#"{"key": "before"}"#.into()),
+                None,
+                None
+            ),
+            (
+                "nul1".into(),
+                None,
+                Some(String::from_utf8(message.to_vec()).unwrap()),
+                Some(message.to_vec())
+            ),
+        ],
+        "the old dead letter reads as before; the new one is kept whole"
+    );
+}
