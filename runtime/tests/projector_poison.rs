@@ -203,6 +203,46 @@ async fn every_value_postgres_refuses_is_dead_lettered_and_the_first_generation_
         report.active_generation.as_deref(),
         Some(generation.generation.as_str())
     );
+
+    // The same kinds of value, arriving while the view is live, go the same way.
+    bed.producer
+        .publish([
+            change("nul2", json!({"id": "nul2", "city": "Ly\u{0}on"})),
+            change("big2", json!({"id": "big2", "spend": -3_000_000_000_i64})),
+            change("baddate2", json!({"id": "baddate2", "born": "2026-02-30"})),
+        ])
+        .await;
+    bed.producer.publish((40..45).map(good)).await;
+    bed.caught_up(&bed.pool, &projection, Duration::from_secs(30))
+        .await;
+    let live: i64 = sqlx::query_scalar("select count(*) from customers")
+        .fetch_one(&bed.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        live, 45,
+        "the good keys that came later are in the view too"
+    );
+    let later: Vec<Option<String>> = dead_letters(&bed.pool, "default/customers")
+        .await
+        .into_iter()
+        .skip(5)
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(
+        later,
+        [
+            Some("nul2".into()),
+            Some("big2".into()),
+            Some("baddate2".into())
+        ]
+    );
+    let generation = &replica.status.report().await.unwrap().generations[0];
+    assert_eq!(
+        (generation.phase, generation.lag, generation.dead_letters),
+        (Phase::Live, 0, 8),
+        "{generation:#?}"
+    );
     replica.stop().await;
 }
 
