@@ -648,7 +648,7 @@ pub async fn commit(
     .bind(progress.sequence as i64)
     .bind(progress.events as i64)
     .bind(progress.lag as i64)
-    .bind(stopped)
+    .bind(stopped.map(storable_text))
     .bind(&fence.owner)
     .bind(fence.epoch)
     .execute(&mut *tx)
