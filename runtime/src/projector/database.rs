@@ -66,16 +66,27 @@ pub enum CommitError {
 
 impl From<sqlx::Error> for CommitError {
     fn from(error: sqlx::Error) -> Self {
-        let class = error
-            .as_database_error()
-            .and_then(|e| e.code())
-            .map(|code| code.chars().take(2).collect::<String>());
-        match class.as_deref() {
-            // 22: data exception (bad cast, out of range), 23: integrity constraint violation.
-            Some("22" | "23") => CommitError::Rejected(error),
+        match sqlstate(&error) {
+            Some(code) if is_data_error(&code) => CommitError::Rejected(error),
             _ => CommitError::Database(error),
         }
     }
+}
+
+/// The SQLSTATE of an error Postgres returned (None for connection and driver errors).
+pub fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|code| code.into_owned())
+}
+
+/// Whether SQLSTATE `code` blames the values (the event) rather than the connection or the
+/// server: class 22 (data exception: a bad cast, a number out of range, NUL in text), class
+/// 23 (a constraint), and 54000 (a value over a limit, e.g. a key too long for its index).
+/// Anything else is retried and never dead-lettered.
+pub fn is_data_error(code: &str) -> bool {
+    code.starts_with("22") || code.starts_with("23") || code == "54000"
 }
 
 /// Proof of a partition lease: the owner and the lease's epoch (a fencing token).
@@ -91,10 +102,58 @@ pub struct DeadLetter {
     pub sequence: u64,
     pub key: Option<String>,
     pub version: Option<u64>,
-    pub event: Option<Json>,
-    /// The raw payload, when it is not an event.
-    pub payload: Option<String>,
+    /// The message's payload exactly as the stream holds it.
+    pub message: bytes::Bytes,
     pub reason: String,
+}
+
+/// A dead letter as bound to `dp_dead_letters`, every value in a form its column accepts
+/// whatever the event holds: Postgres text cannot hold NUL, nor jsonb a `\u0000` escape.
+#[derive(Debug, PartialEq)]
+struct StoredDeadLetter {
+    key: Option<String>,
+    /// The message as JSON, for jsonb, when jsonb can hold it.
+    event: Option<String>,
+    /// Otherwise a readable copy (invalid UTF-8 replaced, NUL escaped).
+    payload: Option<String>,
+    reason: String,
+}
+
+impl StoredDeadLetter {
+    fn of(letter: &DeadLetter) -> Self {
+        let event = serde_json::from_slice::<Json>(&letter.message)
+            .ok()
+            .filter(|json| !holds_nul(json))
+            .map(|json| json.to_string());
+        let payload = match &event {
+            Some(_) => None,
+            None => Some(storable_text(&String::from_utf8_lossy(&letter.message))),
+        };
+        StoredDeadLetter {
+            key: letter.key.as_deref().map(storable_text),
+            event,
+            payload,
+            reason: storable_text(&letter.reason),
+        }
+    }
+}
+
+/// `text` with NUL written as `\u0000`: readable, and storable in a text column (the exact
+/// bytes are kept in `message`).
+fn storable_text(text: &str) -> String {
+    text.replace('\0', "\\u0000")
+}
+
+/// Whether a string (or an object's key) anywhere in `json` holds NUL.
+fn holds_nul(json: &Json) -> bool {
+    match json {
+        Json::String(text) => text.contains('\0'),
+        Json::Array(items) => items.iter().any(holds_nul),
+        Json::Object(fields) => fields
+            .iter()
+            .any(|(name, value)| name.contains('\0') || holds_nul(value)),
+        Json::Null | Json::Bool(_) | Json::Number(_) => false,
+    }
 }
 
 /// Where a partition of a generation stands.
@@ -104,6 +163,8 @@ pub struct Checkpoint {
     pub sequence: u64,
     /// Events left in the partition at the last commit, when known.
     pub lag: Option<u64>,
+    /// Recorded as failing (cleared by the next commit).
+    pub failing: bool,
 }
 
 /// What a commit records besides the rows.
@@ -357,7 +418,7 @@ pub async fn swap_if_caught_up(
         return Ok(false);
     }
     let caught_up: bool = sqlx::query_scalar(
-        "select count(*) = $3 and coalesce(bool_and(lag is not null and lag <= $4 and stopped is null), false)
+        "select count(*) = $3 and coalesce(bool_and(lag is not null and lag <= $4 and stopped is null and failing is null), false)
          from dp_checkpoints where projection = $1 and generation = $2",
     )
     .bind(&plan.projection)
@@ -527,8 +588,8 @@ pub async fn checkpoint(
     plan: &Plan,
     partition: u32,
 ) -> Result<Checkpoint, DatabaseError> {
-    let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-        "select sequence, lag from dp_checkpoints
+    let row: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
+        "select sequence, lag, failing is not null from dp_checkpoints
          where projection = $1 and generation = $2 and partition = $3",
     )
     .bind(&plan.projection)
@@ -538,9 +599,10 @@ pub async fn checkpoint(
     .await
     .map_err(query_error("read the checkpoint"))?;
     Ok(
-        row.map_or_else(Checkpoint::default, |(sequence, lag)| Checkpoint {
+        row.map_or_else(Checkpoint::default, |(sequence, lag, failing)| Checkpoint {
             sequence: sequence as u64,
             lag: lag.map(|l| l as u64),
+            failing,
         }),
     )
 }
@@ -572,7 +634,8 @@ pub async fn commit(
     }
     let moved = sqlx::query(
         "update dp_checkpoints c
-         set sequence = $5, events = c.events + $6, lag = $7, stopped = $8, updated_at = now()
+         set sequence = $5, events = c.events + $6, lag = $7, stopped = $8, failing = null,
+             updated_at = now()
          where c.projection = $1 and c.generation = $2 and c.partition = $3 and c.sequence = $4
            and exists (select 1 from dp_leases l
                        where l.projection = $1 and l.partition = $3
@@ -585,7 +648,7 @@ pub async fn commit(
     .bind(progress.sequence as i64)
     .bind(progress.events as i64)
     .bind(progress.lag as i64)
-    .bind(stopped)
+    .bind(stopped.map(storable_text))
     .bind(&fence.owner)
     .bind(fence.epoch)
     .execute(&mut *tx)
@@ -595,6 +658,41 @@ pub async fn commit(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Records where a partition that cannot move stands: its lag (when counted) and the error it
+/// keeps failing with (None: it is stopped, not failing). Only while `fence` holds the lease
+/// and the checkpoint is still `at`; returns whether it was recorded.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_stall(
+    pool: &PgPool,
+    plan: &Plan,
+    partition: u32,
+    fence: &Fence,
+    at: u64,
+    lag: Option<u64>,
+    failing: Option<&str>,
+) -> Result<bool, DatabaseError> {
+    let recorded = sqlx::query(
+        "update dp_checkpoints c
+         set lag = coalesce($5, c.lag), failing = $6, updated_at = now()
+         where c.projection = $1 and c.generation = $2 and c.partition = $3 and c.sequence = $4
+           and exists (select 1 from dp_leases l
+                       where l.projection = $1 and l.partition = $3
+                         and l.owner = $7 and l.epoch = $8)",
+    )
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .bind(partition as i32)
+    .bind(at as i64)
+    .bind(lag.map(|l| l as i64))
+    .bind(failing.map(storable_text))
+    .bind(&fence.owner)
+    .bind(fence.epoch)
+    .execute(pool)
+    .await
+    .map_err(query_error("record a partition that cannot move"))?;
+    Ok(recorded.rows_affected() == 1)
 }
 
 async fn apply(
@@ -696,21 +794,27 @@ async fn record_dead_letters(
     dead_letters: &[DeadLetter],
 ) -> Result<(), CommitError> {
     let sequences: Vec<i64> = dead_letters.iter().map(|d| d.sequence as i64).collect();
-    let keys: Vec<Option<String>> = dead_letters.iter().map(|d| d.key.clone()).collect();
     let versions: Vec<Option<i64>> = dead_letters
         .iter()
         .map(|d| d.version.map(|v| v as i64))
         .collect();
-    let events: Vec<Option<String>> = dead_letters
-        .iter()
-        .map(|d| d.event.as_ref().map(Json::to_string))
-        .collect();
-    let payloads: Vec<Option<String>> = dead_letters.iter().map(|d| d.payload.clone()).collect();
-    let reasons: Vec<String> = dead_letters.iter().map(|d| d.reason.clone()).collect();
+    let messages: Vec<&[u8]> = dead_letters.iter().map(|d| d.message.as_ref()).collect();
+    let stored: Vec<StoredDeadLetter> = dead_letters.iter().map(StoredDeadLetter::of).collect();
+    let mut keys = Vec::with_capacity(stored.len());
+    let mut events = Vec::with_capacity(stored.len());
+    let mut payloads = Vec::with_capacity(stored.len());
+    let mut reasons = Vec::with_capacity(stored.len());
+    for letter in stored {
+        keys.push(letter.key);
+        events.push(letter.event);
+        payloads.push(letter.payload);
+        reasons.push(letter.reason);
+    }
     sqlx::query(
-        "insert into dp_dead_letters (projection, generation, partition, sequence, key, version, event, payload, reason)
-         select $1, $2, $3, s, k, v, e::jsonb, p, r
-         from unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[]) as d(s, k, v, e, p, r)
+        "insert into dp_dead_letters (projection, generation, partition, sequence, key, version, event, payload, message, reason)
+         select $1, $2, $3, s, k, v, e::jsonb, p, m, r
+         from unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bytea[], $10::text[])
+              as d(s, k, v, e, p, m, r)
          on conflict do nothing",
     )
     .bind(&plan.projection)
@@ -721,6 +825,7 @@ async fn record_dead_letters(
     .bind(&versions)
     .bind(&events)
     .bind(&payloads)
+    .bind(&messages)
     .bind(&reasons)
     .execute(&mut **tx)
     .await?;
@@ -862,6 +967,8 @@ pub struct PartitionRow {
     pub events: u64,
     pub lag: Option<u64>,
     pub stopped: Option<String>,
+    /// The error a worker keeps failing with, while it cannot move.
+    pub failing: Option<String>,
     pub owner: Option<String>,
 }
 
@@ -871,7 +978,7 @@ pub async fn partitions(
     projection: &str,
 ) -> Result<Vec<PartitionRow>, DatabaseError> {
     let rows = sqlx::query(
-        "select c.generation, c.partition, c.sequence, c.events, c.lag, c.stopped,
+        "select c.generation, c.partition, c.sequence, c.events, c.lag, c.stopped, c.failing,
                 case when l.expires_at > now() then l.owner end as owner
          from dp_checkpoints c
          left join dp_leases l on l.projection = c.projection and l.partition = c.partition
@@ -891,6 +998,7 @@ pub async fn partitions(
             events: row.get::<i64, _>("events") as u64,
             lag: row.get::<Option<i64>, _>("lag").map(|l| l as u64),
             stopped: row.get("stopped"),
+            failing: row.get("failing"),
             owner: row.get("owner"),
         })
         .collect())
@@ -909,4 +1017,64 @@ pub async fn dead_letter_counts(
     .await
     .map_err(query_error("count the dead letters"))?;
     Ok(rows.into_iter().map(|(g, n)| (g, n as u64)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(key: Option<&str>, message: &[u8], reason: &str) -> DeadLetter {
+        DeadLetter {
+            sequence: 7,
+            key: key.map(str::to_owned),
+            version: Some(1),
+            message: bytes::Bytes::copy_from_slice(message),
+            reason: reason.to_owned(),
+        }
+    }
+
+    #[test]
+    fn values_blame_the_event_and_connections_or_servers_do_not() {
+        for code in [
+            "22021", "22P05", "22003", "22007", "22P02", "23505", "54000",
+        ] {
+            assert!(is_data_error(code), "{code} is the event's fault");
+        }
+        for code in [
+            "08006", "40001", "40P01", "42P01", "53100", "57P01", "XX000",
+        ] {
+            assert!(
+                !is_data_error(code),
+                "{code} is retried, never dead-lettered"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_holding_nul_is_kept_as_text_with_nul_escaped() {
+        let message = br#"{"key":"nul1","state":{"name":"a\u0000b"}}"#;
+        let stored = StoredDeadLetter::of(&letter(Some("n\0l"), message, "bad \0 value"));
+        assert_eq!(stored.event, None, "jsonb cannot hold \\u0000");
+        assert_eq!(
+            stored.payload.as_deref(),
+            Some(r#"{"key":"nul1","state":{"name":"a\u0000b"}}"#)
+        );
+        assert_eq!(stored.key.as_deref(), Some("n\\u0000l"));
+        assert_eq!(stored.reason, "bad \\u0000 value");
+    }
+
+    #[test]
+    fn an_event_jsonb_can_hold_is_kept_as_json() {
+        let stored = StoredDeadLetter::of(&letter(Some("k"), br#"{"a": [1, "x"]}"#, "r"));
+        assert_eq!(stored.event.as_deref(), Some(r#"{"a":[1,"x"]}"#));
+        assert_eq!(stored.payload, None);
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_is_kept_as_readable_text() {
+        let stored = StoredDeadLetter::of(&letter(None, b"not json \xff\x00", "r"));
+        assert_eq!(stored.event, None);
+        assert_eq!(stored.payload.as_deref(), Some("not json \u{fffd}\\u0000"));
+        assert_eq!(stored.key, None);
+    }
 }

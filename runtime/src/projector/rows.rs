@@ -24,8 +24,12 @@ pub enum Poison {
     Filter(#[source] ExprError),
     #[error("column {column:?} is summed but holds {value}, which is not a number")]
     NotANumber { column: String, value: Json },
-    #[error("the database rejected the row")]
-    Rejected(#[source] sqlx::Error),
+    #[error("the database rejected the row (SQLSTATE {code})")]
+    Rejected {
+        code: String,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
 impl Poison {

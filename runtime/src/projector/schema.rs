@@ -30,8 +30,11 @@ pub const BOOKKEEPING: &[&str] = &[
         events bigint not null default 0,
         lag bigint,
         stopped text,
+        failing text,
         updated_at timestamptz not null default now(),
         primary key (projection, generation, partition))",
+    // Added after the first release; a database created before keeps its rows.
+    "alter table dp_checkpoints add column if not exists failing text",
     "create table if not exists dp_leases (
         projection text not null,
         partition integer not null,
@@ -53,9 +56,12 @@ pub const BOOKKEEPING: &[&str] = &[
         version bigint,
         event jsonb,
         payload text,
+        message bytea,
         reason text not null,
         recorded_at timestamptz not null default now(),
         primary key (projection, generation, sequence))",
+    // `message` (the payload byte for byte) came later: jsonb and text cannot hold every payload.
+    "alter table dp_dead_letters add column if not exists message bytea",
 ];
 
 /// `name` as a quoted SQL identifier.

@@ -66,6 +66,8 @@ pub struct PartitionStatus {
     pub owner: Option<String>,
     /// Why the partition stopped (`onError: Stop`), if it did.
     pub stopped: Option<String>,
+    /// The error the partition keeps failing with, while it cannot move.
+    pub failing: Option<String>,
 }
 
 /// What the status endpoint needs besides the database.
@@ -152,7 +154,10 @@ pub fn generation_status(
     let lag: u64 = partitions.iter().filter_map(|p| p.lag).sum();
     let events: u64 = partitions.iter().map(|p| p.events).sum();
     let unknown = partitions.iter().any(|p| p.lag.is_none());
-    let stopped = partitions.iter().any(|p| p.stopped.is_some());
+    // A partition that cannot move (stopped, or failing again and again) degrades the generation.
+    let stalled = partitions
+        .iter()
+        .any(|p| p.stopped.is_some() || p.failing.is_some());
     let progress = if lag == 0 && !unknown {
         100
     } else {
@@ -163,7 +168,7 @@ pub fn generation_status(
     };
     let state = generation.state.as_str();
     let phase = match generation.state {
-        _ if stopped => Phase::Degraded,
+        _ if stalled => Phase::Degraded,
         GenerationState::Live | GenerationState::Retired => Phase::Live,
         GenerationState::Building | GenerationState::Dropped => Phase::Building,
     };
@@ -184,6 +189,7 @@ pub fn generation_status(
                 lag: p.lag,
                 owner: p.owner.clone(),
                 stopped: p.stopped.clone(),
+                failing: p.failing.clone(),
             })
             .collect(),
     }
@@ -245,6 +251,7 @@ mod tests {
             events,
             lag,
             stopped: None,
+            failing: None,
             owner: Some("r1".into()),
         }
     }
@@ -290,5 +297,28 @@ mod tests {
             (status.phase, status.progress, status.lag),
             (Phase::Live, 100, 0)
         );
+    }
+
+    #[test]
+    fn a_partition_that_keeps_failing_degrades_its_generation_and_shows_its_lag() {
+        let mut failing = partition("g1", 1, 5, 5, Some(12));
+        failing.failing = Some("committing a batch failed: relation does not exist".into());
+        let rows = [partition("g1", 0, 4, 4, Some(0)), failing];
+        let status = generation_status(
+            &row("g1", GenerationState::Live),
+            &rows.iter().collect::<Vec<_>>(),
+            0,
+        );
+        assert_eq!((status.phase, status.lag), (Phase::Degraded, 12));
+        assert_eq!(
+            status.partitions[1].failing.as_deref(),
+            Some("committing a batch failed: relation does not exist")
+        );
+        let building = generation_status(
+            &row("g2", GenerationState::Building),
+            &rows.iter().collect::<Vec<_>>(),
+            0,
+        );
+        assert_eq!(building.phase, Phase::Degraded);
     }
 }

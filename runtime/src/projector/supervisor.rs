@@ -243,14 +243,11 @@ impl Projector {
                 && let Some(handle) = task.handle.take()
             {
                 match handle.await {
-                    Ok(Exit::Stopped { .. }) => {
-                        state.stopped.insert(key);
-                    }
                     Ok(Exit::Fenced) => {
                         // Give the partition up; it is acquired again if it is still ours.
                         self.lose(state, key.1).await;
                     }
-                    Ok(Exit::Cancelled) => {}
+                    Ok(Exit::Cancelled | Exit::Stopped { .. }) => {}
                     Err(error) => tracing::error!(%error, "a partition worker panicked"),
                 }
             }
@@ -355,7 +352,7 @@ impl Projector {
         for (partition, fence) in &state.leases {
             for (generation, compiled) in &running {
                 let key = (generation.clone(), *partition);
-                if state.workers.contains_key(&key) || state.stopped.contains(&key) {
+                if state.workers.contains_key(&key) {
                     continue;
                 }
                 state
@@ -426,7 +423,6 @@ impl Projector {
             .filter_map(|k| state.workers.remove(k))
             .collect();
         futures::future::join_all(tasks.into_iter().map(WorkerTask::stop)).await;
-        state.stopped.retain(|(_, p)| *p != partition);
     }
 
     async fn lose(&self, state: &mut Supervision, partition: u32) {
@@ -439,9 +435,9 @@ impl Projector {
 #[derive(Debug, Default)]
 struct Supervision {
     leases: HashMap<u32, Fence>,
+    /// A worker stopped by a poison event (`onError: Stop`) stays here, keeping its lag up to
+    /// date, so it is not restarted until the process is.
     workers: HashMap<(String, u32), WorkerTask>,
-    /// Workers stopped by a poison event (`onError: Stop`): not restarted until the process is.
-    stopped: HashSet<(String, u32)>,
     /// Compiled plans of generations other than ours (the live one while ours builds).
     plans: HashMap<String, Arc<Running>>,
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::pull::{self, OrderedConfig};
 use async_nats::jetstream::{self, Context};
 use crds::projection::OnError;
 use futures::StreamExt;
@@ -47,9 +47,16 @@ pub enum Exit {
     Cancelled,
     /// Its lease is gone: another replica owns the partition.
     Fenced,
-    /// A poison event under `onError: Stop`; the partition waits for a restart.
-    Stopped { sequence: u64 },
+    /// A pass stopped at a poison event (`onError: Stop`), its checkpoint at `at`. `run` then
+    /// keeps the partition's lag up to date and never returns this.
+    Stopped { at: u64 },
 }
+
+/// Consecutive failed passes after which a partition reports that it cannot move.
+const FAILING_AFTER: u32 = 3;
+
+/// How often a partition that cannot move counts its lag again.
+const STALL_REFRESH: Duration = Duration::from_secs(1);
 
 /// Why a worker pass failed; it backs off and starts again from the checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -147,19 +154,33 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Runs until cancelled, fenced or stopped; transient failures restart from the checkpoint.
+    /// Runs until cancelled or fenced; transient failures restart from the checkpoint. A
+    /// partition that keeps failing says so, with its growing lag, in its checkpoint row.
     pub async fn run(self) -> Exit {
         let mut backoff = Duration::from_millis(100);
+        let mut failures = 0;
         loop {
-            match self.pass().await {
+            let mut committed = false;
+            match self.pass(&mut committed).await {
+                Ok(Exit::Stopped { at }) => return self.stay_stopped(at).await,
                 Ok(exit) => return exit,
                 Err(error) => {
+                    if committed {
+                        failures = 0;
+                        backoff = Duration::from_millis(100);
+                    }
+                    failures += 1;
+                    let reason = crate::error_chain(&error);
                     tracing::warn!(
                         generation = %self.running.plan.generation,
                         partition = self.partition,
-                        error = %crate::error_chain(&error),
+                        failures,
+                        error = %reason,
                         "partition worker failed; retrying from the checkpoint"
                     );
+                    if failures >= FAILING_AFTER {
+                        self.report_stall(None, Some(&reason)).await;
+                    }
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Exit::Cancelled,
                         _ = tokio::time::sleep(backoff) => {}
@@ -170,7 +191,8 @@ impl Worker {
         }
     }
 
-    async fn pass(&self) -> Result<Exit, WorkerError> {
+    /// Reads and commits until an exit or an error; `committed` says whether any commit landed.
+    async fn pass(&self, committed: &mut bool) -> Result<Exit, WorkerError> {
         let plan = &self.running.plan;
         let names = plan.stream_names();
         let mut checkpoint = database::checkpoint(&self.pool, plan, self.partition).await?;
@@ -215,7 +237,7 @@ impl Worker {
             };
             match next {
                 Err(_idle) => {
-                    if checkpoint.lag != Some(0) {
+                    if checkpoint.lag != Some(0) || checkpoint.failing {
                         // Nothing more to read: record that this partition has caught up.
                         let progress = Progress {
                             sequence: checkpoint.sequence,
@@ -227,6 +249,7 @@ impl Worker {
                         {
                             return Ok(exit);
                         }
+                        *committed = true;
                     }
                 }
                 Ok(None) => {
@@ -262,13 +285,14 @@ impl Worker {
                     if let Some(exit) = self.apply(&mut checkpoint, items).await? {
                         return Ok(exit);
                     }
+                    *committed = true;
                 }
             }
         }
     }
 
     /// The outcome of one message.
-    fn project(&self, sequence: u64, payload: &[u8]) -> Outcome {
+    fn project(&self, sequence: u64, payload: &bytes::Bytes) -> Outcome {
         let plan = &self.running.plan;
         let event = match decode(plan, payload) {
             Ok(event) => event,
@@ -278,8 +302,7 @@ impl Worker {
                     sequence,
                     key: None,
                     version: None,
-                    event: None,
-                    payload: Some(String::from_utf8_lossy(payload).into_owned()),
+                    message: payload.clone(),
                     reason: poison.reason(),
                 });
             }
@@ -305,8 +328,7 @@ impl Worker {
                 sequence,
                 key: Some(event.key.clone()),
                 version: Some(event.version),
-                event: serde_json::from_slice(payload).ok(),
-                payload: None,
+                message: payload.clone(),
                 reason: poison.reason(),
             })
         })
@@ -379,14 +401,18 @@ impl Worker {
                 let Outcome::Row(projected) = item.outcome else {
                     return Err(WorkerError::Commit(CommitError::Rejected(error)));
                 };
-                let reason = Poison::Rejected(error).reason();
+                let code = database::sqlstate(&error).unwrap_or_default();
+                let reason = Poison::Rejected {
+                    code,
+                    source: error,
+                }
+                .reason();
                 let poison = Item {
                     outcome: Outcome::Poison(DeadLetter {
                         sequence: projected.sequence,
                         key: Some(projected.key),
                         version: Some(projected.version),
-                        event: serde_json::from_slice(&item.payload).ok(),
-                        payload: None,
+                        message: item.payload.clone(),
                         reason,
                     }),
                     ..item
@@ -400,7 +426,7 @@ impl Worker {
         }
     }
 
-    /// Records the stop at `poison` (the checkpoint stays before it) and ends the worker.
+    /// Records the stop at `poison` (the checkpoint stays before it) and ends the pass.
     async fn stop(
         &self,
         checkpoint: &mut Checkpoint,
@@ -429,8 +455,107 @@ impl Worker {
             return Ok(Some(exit));
         }
         Ok(Some(Exit::Stopped {
-            sequence: poison.sequence,
+            at: checkpoint.sequence,
         }))
+    }
+
+    /// A stopped partition is not restarted before its process is; until the worker is
+    /// cancelled or fenced it counts its lag again, so the status shows it growing.
+    async fn stay_stopped(&self, at: u64) -> Exit {
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Exit::Cancelled,
+                _ = tokio::time::sleep(STALL_REFRESH) => {}
+            }
+            if !self.report_stall(Some(at), None).await {
+                return Exit::Fenced;
+            }
+        }
+    }
+
+    /// Records the lag of a partition that cannot move from `at` (None: its checkpoint as
+    /// stored) and the error it keeps failing with. Returns false when the lease (or the
+    /// checkpoint) moved; a failure to record is only logged, the next attempt tries again.
+    async fn report_stall(&self, at: Option<u64>, failing: Option<&str>) -> bool {
+        let plan = &self.running.plan;
+        let at = match at {
+            Some(sequence) => sequence,
+            None => match database::checkpoint(&self.pool, plan, self.partition).await {
+                Ok(checkpoint) => checkpoint.sequence,
+                Err(error) => {
+                    tracing::warn!(partition = self.partition, error = %crate::error_chain(&error), "cannot read the checkpoint of a partition that cannot move");
+                    return true;
+                }
+            },
+        };
+        let lag = match self.pending_after(at).await {
+            Ok(lag) => Some(lag),
+            Err(error) => {
+                tracing::warn!(partition = self.partition, error = %crate::error_chain(&error), "cannot count the lag of a partition that cannot move");
+                None
+            }
+        };
+        let recorded = database::record_stall(
+            &self.pool,
+            plan,
+            self.partition,
+            &self.fence,
+            at,
+            lag,
+            failing,
+        )
+        .await;
+        match recorded {
+            Ok(recorded) => {
+                if let (true, Some(lag)) = (recorded, lag) {
+                    let labels = vec![
+                        ("generation", plan.generation.clone()),
+                        ("partition", self.partition.to_string()),
+                    ];
+                    self.metrics.lag.get_or_create(&labels).set(lag as i64);
+                }
+                recorded
+            }
+            Err(error) => {
+                tracing::warn!(partition = self.partition, error = %crate::error_chain(&error), "cannot record a partition that cannot move");
+                true
+            }
+        }
+    }
+
+    /// Events of the partition after stream sequence `sequence`: the pending count of a
+    /// consumer that starts there and is deleted unread.
+    async fn pending_after(&self, sequence: u64) -> Result<u64, WorkerError> {
+        let names = self.running.plan.stream_names();
+        let stream = self
+            .jetstream
+            .get_stream(names.stream())
+            .await
+            .map_err(|source| WorkerError::Stream {
+                stream: names.stream(),
+                source,
+            })?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: names.partition_subjects(self.partition),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: sequence + 1,
+                },
+                // Removed by the server should the delete below not arrive.
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| WorkerError::Consumer {
+                partition: self.partition,
+                source,
+            })?;
+        let info = consumer.cached_info();
+        if let Err(error) = stream.delete_consumer(&info.name).await {
+            tracing::debug!(consumer = %info.name, %error, "could not delete a counting consumer; it expires");
+        }
+        Ok(info.num_pending)
     }
 
     /// Publishes (NATS sink), then commits rows, dead letters and checkpoint in one transaction.
@@ -485,6 +610,7 @@ impl Worker {
                 *checkpoint = Checkpoint {
                     sequence: progress.sequence,
                     lag: Some(progress.lag),
+                    failing: false,
                 };
                 let generation = plan.generation.as_str();
                 self.metrics

@@ -133,12 +133,19 @@ impl Producer {
 
     /// Publishes a raw payload on `key`'s subject (for poison tests).
     pub async fn publish_raw(&mut self, key: &str, payload: &'static [u8]) {
+        self.publish_payload(key, payload.to_vec()).await;
+    }
+
+    /// Publishes `payload` as it is on `key`'s subject, as a producer other than the receiver
+    /// might (an event the receiver would refuse); returns its stream sequence.
+    pub async fn publish_payload(&mut self, key: &str, payload: Vec<u8>) -> u64 {
         let subject = self.names.subject(&Key::new(key).unwrap());
         let ack = self.js.publish(subject, payload.into()).await.unwrap();
         let partition = subject_partition(&self.names, key);
         let ack = ack.await.unwrap();
         let last = self.last_sequence.entry(partition).or_default();
         *last = (*last).max(ack.sequence);
+        ack.sequence
     }
 
     async fn send(&self, event: &Event) -> (u32, async_nats::jetstream::context::PublishAckFuture) {
