@@ -8,8 +8,11 @@ use futures::StreamExt;
 
 use async_nats::HeaderMap;
 use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
-use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
-use async_nats::jetstream::stream::{self, DirectGetErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamError, PublishErrorKind};
+use async_nats::jetstream::stream::{
+    self, DirectGetError, DirectGetErrorKind, InfoError, LastRawMessageError,
+    LastRawMessageErrorKind,
+};
 use async_nats::jetstream::{self, Context};
 use crds::entity::{Storage, StreamSpec};
 
@@ -40,11 +43,37 @@ pub enum StoreError {
         #[source]
         source: async_nats::jetstream::context::CreateStreamError,
     },
+    #[error("could not open stream {stream}")]
+    OpenStream {
+        stream: String,
+        #[source]
+        source: GetStreamError,
+    },
+    #[error("could not read the state of stream {stream}")]
+    StreamInfo {
+        stream: String,
+        #[source]
+        source: InfoError,
+    },
     #[error("could not read the latest event of {subject}")]
-    Read {
+    Latest {
         subject: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: ReadError,
+    },
+    #[error("could not read the latest events of {keys} keys of stream {stream}")]
+    LatestMany {
+        stream: String,
+        keys: usize,
+        #[source]
+        source: ReadError,
+    },
+    #[error("could not read the history of {subject} from sequence {from}")]
+    History {
+        subject: String,
+        from: u64,
+        #[source]
+        source: ReadError,
     },
     #[error("event at {subject} (sequence {sequence}) is not a DreamPipe event")]
     Corrupt {
@@ -59,6 +88,32 @@ pub enum StoreError {
         #[source]
         source: async_nats::jetstream::context::PublishError,
     },
+}
+
+/// What failed while reading events from the server; [`StoreError`] says which read it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the direct get failed")]
+    Direct(#[source] DirectGetError),
+    #[error("the get from the stream leader failed")]
+    Leader(#[source] LastRawMessageError),
+    #[error("cannot subscribe to the reply inbox of a batched direct get")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("cannot send the batched direct get")]
+    Publish(#[source] async_nats::PublishError),
+    #[error("the batched direct get did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("the reply subscription closed before the batch ended")]
+    Closed,
+    #[error("the batched direct get answered {status}: {description:?}")]
+    Status {
+        status: u16,
+        description: Option<String>,
+    },
+    #[error("a batched direct get reply has no Nats-Subject or Nats-Sequence header")]
+    MissingHeaders,
+    #[error("the Nats-Sequence {0:?} of a batched direct get reply is not a number")]
+    Sequence(String, #[source] std::num::ParseIntError),
 }
 
 /// The latest event of a key and its stream sequence.
@@ -202,13 +257,13 @@ impl EventStore {
         replicas: u8,
     ) -> Result<Self, StoreError> {
         let js = jetstream::new(client.clone());
-        let stream = js
-            .get_stream(names.stream())
-            .await
-            .map_err(|source| StoreError::Read {
-                subject: names.stream_subjects(),
-                source: Box::new(source),
-            })?;
+        let stream =
+            js.get_stream(names.stream())
+                .await
+                .map_err(|source| StoreError::OpenStream {
+                    stream: names.stream(),
+                    source,
+                })?;
         Ok(EventStore {
             js,
             stream,
@@ -229,7 +284,10 @@ impl EventStore {
         let info = stream
             .info()
             .await
-            .map_err(|e| read_error(&self.names.stream(), e))?;
+            .map_err(|source| StoreError::StreamInfo {
+                stream: self.names.stream(),
+                source,
+            })?;
         let state = &info.state;
         let last_event_time = (state.messages > 0)
             .then(|| {
@@ -249,6 +307,10 @@ impl EventStore {
     /// its `changes` (see [`EventStore::history`] for whole events).
     pub async fn latest(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
         let subject = self.names.subject(key);
+        let failed = |source| StoreError::Latest {
+            subject: subject.clone(),
+            source,
+        };
         let message = if self.direct_reads {
             match self
                 .stream
@@ -257,7 +319,7 @@ impl EventStore {
             {
                 Ok(message) => message,
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-                Err(error) => return Err(read_error(&subject, error)),
+                Err(error) => return Err(failed(ReadError::Direct(error))),
             }
         } else {
             match self
@@ -269,7 +331,7 @@ impl EventStore {
                 Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
                     return Ok(None);
                 }
-                Err(error) => return Err(read_error(&subject, error)),
+                Err(error) => return Err(failed(ReadError::Leader(error))),
             }
         };
         parse_stored(&subject, message.sequence, &message.payload, Detail::Head).map(Some)
@@ -293,7 +355,12 @@ impl EventStore {
             let subjects: HashMap<String, &Key> =
                 chunk.iter().map(|k| (self.names.subject(k), k)).collect();
             let request = serde_json::json!({ "multi_last": subjects.keys().collect::<Vec<_>>() });
-            let replies = self.direct_batch(&request, Detail::Head).await?;
+            let failed = |source| StoreError::LatestMany {
+                stream: self.names.stream(),
+                keys: chunk.len(),
+                source,
+            };
+            let replies = self.direct_batch(&request, Detail::Head, failed).await?;
             Ok::<_, StoreError>((subjects, replies))
         });
         for (subjects, replies) in futures::future::try_join_all(reads).await? {
@@ -315,11 +382,16 @@ impl EventStore {
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError> {
         let subject = self.names.subject(key);
+        let failed = |source| StoreError::History {
+            subject: subject.clone(),
+            from,
+            source,
+        };
         if self.multi_get {
             let request =
                 serde_json::json!({ "seq": from.max(1), "next_by_subj": subject, "batch": limit });
             return Ok(self
-                .direct_batch(&request, Detail::Full)
+                .direct_batch(&request, Detail::Full, failed)
                 .await?
                 .into_iter()
                 .map(|(_, stored)| stored)
@@ -343,17 +415,19 @@ impl EventStore {
                     )?);
                 }
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => break,
-                Err(error) => return Err(read_error(&subject, error)),
+                Err(error) => return Err(failed(ReadError::Direct(error))),
             }
         }
         Ok(events)
     }
 
-    /// Sends a batched direct get and collects its replies until the end-of-batch marker.
+    /// Sends a batched direct get and collects its replies until the end-of-batch marker;
+    /// `failed` names the read a server failure is reported as.
     async fn direct_batch(
         &self,
         request: &serde_json::Value,
         detail: Detail,
+        failed: impl Fn(ReadError) -> StoreError,
     ) -> Result<Vec<(String, Stored)>, StoreError> {
         let client = self.js.client();
         let api = format!("$JS.API.DIRECT.GET.{}", self.names.stream());
@@ -361,30 +435,27 @@ impl EventStore {
         let mut replies = client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| read_error(&api, e))?;
+            .map_err(|e| failed(ReadError::Subscribe(e)))?;
         client
-            .publish_with_reply(api.clone(), inbox, request.to_string().into())
+            .publish_with_reply(api, inbox, request.to_string().into())
             .await
-            .map_err(|e| read_error(&api, e))?;
+            .map_err(|e| failed(ReadError::Publish(e)))?;
         let mut found = Vec::new();
         loop {
             let reply = tokio::time::timeout(MULTI_GET_TIMEOUT, replies.next())
                 .await
-                .map_err(|e| read_error(&api, e))?
-                .ok_or_else(|| {
-                    read_error(&api, std::io::Error::other("reply subscription closed"))
-                })?;
+                .map_err(|_| failed(ReadError::Timeout(MULTI_GET_TIMEOUT)))?
+                .ok_or_else(|| failed(ReadError::Closed))?;
             match reply.status {
                 // End of batch, or nothing matched.
                 Some(status) if status.as_u16() == 204 || status.as_u16() == 404 => {
                     return Ok(found);
                 }
                 Some(status) => {
-                    let why = format!(
-                        "batched direct get answered {status}: {:?}",
-                        reply.description
-                    );
-                    return Err(read_error(&api, std::io::Error::other(why)));
+                    return Err(failed(ReadError::Status {
+                        status: status.as_u16(),
+                        description: reply.description.clone(),
+                    }));
                 }
                 None => {}
             }
@@ -397,12 +468,11 @@ impl EventStore {
             };
             let (Some(subject), Some(sequence)) = (header("Nats-Subject"), header("Nats-Sequence"))
             else {
-                return Err(read_error(
-                    &api,
-                    std::io::Error::other("direct get reply without subject or sequence"),
-                ));
+                return Err(failed(ReadError::MissingHeaders));
             };
-            let sequence: u64 = sequence.parse().map_err(|e| read_error(&api, e))?;
+            let sequence: u64 = sequence
+                .parse()
+                .map_err(|e| failed(ReadError::Sequence(sequence.clone(), e)))?;
             let stored = parse_stored(&subject, sequence, &reply.payload, detail)?;
             found.push((subject, stored));
         }
@@ -486,13 +556,6 @@ fn parse_stored(
         Detail::Head => Event::from_slice_without_changes(payload).map_err(corrupt)?,
     };
     Ok(Stored { event, sequence })
-}
-
-fn read_error(subject: &str, error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Read {
-        subject: subject.to_owned(),
-        source: Box::new(error),
-    }
 }
 
 /// `Nats-Msg-Id` of an event: `<entity>/<key>/<version>`, so a version is stored once.
