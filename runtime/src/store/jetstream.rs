@@ -8,14 +8,12 @@ use futures::StreamExt;
 
 use async_nats::HeaderMap;
 use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
-use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamError, PublishErrorKind};
-use async_nats::jetstream::stream::{
-    self, DirectGetError, DirectGetErrorKind, InfoError, LastRawMessageError,
-    LastRawMessageErrorKind,
-};
+use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::stream::{self, DirectGetErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, Context};
 use crds::entity::{Storage, StreamSpec};
 
+pub use super::error::{ReadError, StoreError};
 use super::{Event, Key, StreamNames};
 
 /// Subjects asked for in one multi-subject direct get.
@@ -25,96 +23,6 @@ const MULTI_GET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Oldest NATS server whose stream and consumer settings DreamPipe relies on.
 pub const MIN_SERVER: (u64, u64) = (2, 10);
-
-/// Why the event store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "NATS server {version} is too old: DreamPipe needs {}.{} or newer (older servers silently \
-         ignore stream settings it depends on)",
-        MIN_SERVER.0, MIN_SERVER.1
-    )]
-    ServerTooOld { version: String },
-    #[error("invalid stream setting {field}: {value:?}")]
-    Setting { field: &'static str, value: String },
-    #[error("could not create or update stream {stream}")]
-    EnsureStream {
-        stream: String,
-        #[source]
-        source: async_nats::jetstream::context::CreateStreamError,
-    },
-    #[error("could not open stream {stream}")]
-    OpenStream {
-        stream: String,
-        #[source]
-        source: GetStreamError,
-    },
-    #[error("could not read the state of stream {stream}")]
-    StreamInfo {
-        stream: String,
-        #[source]
-        source: InfoError,
-    },
-    #[error("could not read the latest event of {subject}")]
-    Latest {
-        subject: String,
-        #[source]
-        source: ReadError,
-    },
-    #[error("could not read the latest events of {keys} keys of stream {stream}")]
-    LatestMany {
-        stream: String,
-        keys: usize,
-        #[source]
-        source: ReadError,
-    },
-    #[error("could not read the history of {subject} from sequence {from}")]
-    History {
-        subject: String,
-        from: u64,
-        #[source]
-        source: ReadError,
-    },
-    #[error("event at {subject} (sequence {sequence}) is not a DreamPipe event")]
-    Corrupt {
-        subject: String,
-        sequence: u64,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("could not append to {subject}")]
-    Append {
-        subject: String,
-        #[source]
-        source: async_nats::jetstream::context::PublishError,
-    },
-}
-
-/// What failed while reading events from the server; [`StoreError`] says which read it was.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("the direct get failed")]
-    Direct(#[source] DirectGetError),
-    #[error("the get from the stream leader failed")]
-    Leader(#[source] LastRawMessageError),
-    #[error("cannot subscribe to the reply inbox of a batched direct get")]
-    Subscribe(#[source] async_nats::SubscribeError),
-    #[error("cannot send the batched direct get")]
-    Publish(#[source] async_nats::PublishError),
-    #[error("the batched direct get did not finish within {0:?}")]
-    Timeout(Duration),
-    #[error("the reply subscription closed before the batch ended")]
-    Closed,
-    #[error("the batched direct get answered {status}: {description:?}")]
-    Status {
-        status: u16,
-        description: Option<String>,
-    },
-    #[error("a batched direct get reply has no Nats-Subject or Nats-Sequence header")]
-    MissingHeaders,
-    #[error("the Nats-Sequence {0:?} of a batched direct get reply is not a number")]
-    Sequence(String, #[source] std::num::ParseIntError),
-}
 
 /// The latest event of a key and its stream sequence.
 #[derive(Clone, Debug, PartialEq)]
