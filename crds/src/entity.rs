@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::common::{Condition, TokenAuth, conditions_schema, free_form_object};
-use crate::validate::{Invalid, Problems, pointer_tokens};
+use crate::validate::{Invalid, Problems};
 
 /// A kind of business object whose every change is kept as an event.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -339,7 +339,7 @@ enum Lookup {
 
 /// Follows a JSON pointer through nested `properties`, noting whether every step is required.
 fn defined_type(schema: &Value, pointer: &str) -> Lookup {
-    let Ok(tokens) = pointer_tokens(pointer) else {
+    let Ok(tokens) = crate::pointer::tokens(pointer) else {
         return Lookup::Undefined;
     };
     let mut node = schema;

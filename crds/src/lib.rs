@@ -1,5 +1,6 @@
 //! DreamPipe's custom resources: `Entity`, `Adapter` and `Projection` (group `dreampipe.io`,
-//! version `v1alpha1`), and one pure validation function per kind.
+//! version `v1alpha1`), one pure validation function per kind, and the pure contracts the
+//! operator and the runtime both compute: stream names, JSON pointers and the partition hash.
 //!
 //! These types are the source of truth: the CRD YAML in `crds/yaml/` is generated from them
 //! (`cargo run -p crds --bin crdgen`) and a test fails when it is stale. This crate does no IO.
@@ -8,6 +9,8 @@ pub mod adapter;
 pub mod common;
 pub mod entity;
 pub mod generate;
+pub mod hash;
+pub mod pointer;
 pub mod projection;
 pub mod validate;
 

@@ -109,7 +109,7 @@ impl Problems {
 
     /// A JSON pointer (RFC 6901) such as `/id` or `/address/city`.
     pub(crate) fn check_pointer(&mut self, path: &str, pointer: &str) -> bool {
-        match pointer_tokens(pointer) {
+        match crate::pointer::tokens(pointer) {
             Ok(_) => true,
             Err(why) => {
                 self.add(path, format!("{pointer:?} is not a JSON pointer: {why}"));
@@ -172,37 +172,6 @@ pub fn is_nats_subject(subject: &str, wildcards: bool) -> bool {
         })
 }
 
-/// Splits a JSON pointer into its unescaped reference tokens.
-pub fn pointer_tokens(pointer: &str) -> Result<Vec<String>, &'static str> {
-    if pointer.is_empty() {
-        return Err("it is empty; the whole document is not a field");
-    }
-    let Some(rest) = pointer.strip_prefix('/') else {
-        return Err("it must start with '/'");
-    };
-    rest.split('/')
-        .map(|token| {
-            if token.is_empty() {
-                return Err("it has an empty segment");
-            }
-            let mut out = String::with_capacity(token.len());
-            let mut chars = token.chars();
-            while let Some(c) = chars.next() {
-                if c != '~' {
-                    out.push(c);
-                    continue;
-                }
-                match chars.next() {
-                    Some('0') => out.push('~'),
-                    Some('1') => out.push('/'),
-                    _ => return Err("'~' must be followed by 0 or 1"),
-                }
-            }
-            Ok(out)
-        })
-        .collect()
-}
-
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -228,14 +197,6 @@ mod tests {
         ] {
             assert!(!is_sql_identifier(bad), "{bad} should be rejected");
         }
-    }
-
-    #[test]
-    fn json_pointers_unescape_tilde_sequences() {
-        assert_eq!(pointer_tokens("/a~1b/c~0d").unwrap(), ["a/b", "c~d"]);
-        assert!(pointer_tokens("id").is_err());
-        assert!(pointer_tokens("/a//b").is_err());
-        assert!(pointer_tokens("/a~2").is_err());
     }
 
     #[test]

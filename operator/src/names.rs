@@ -85,13 +85,10 @@ pub fn service_url(resource: &str, role: Role, namespace: &str) -> String {
     )
 }
 
-/// FNV-1a (64 bit) of `bytes` as 16 hex digits: a stable fingerprint of a configuration, so
+/// FNV-1a (64 bit, [`crds::hash::fnv1a64`]) of `bytes` as 16 hex digits: a stable fingerprint of a configuration, so
 /// the pod template changes exactly when the mounted files do.
 pub fn fingerprint(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", crds::hash::fnv1a64(bytes))
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ mod adapter_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_support::{events_of, receiver, serve, start_adapter, stream_messages, wait_for};
+use adapter_support::{
+    Running, events_of, receiver, serve, start_adapter, stream_messages, wait_for,
+};
 use runtime::simulator::crm::{Crm, stamp};
 use runtime::simulator::http::{Simulator, routes};
 use runtime::store::EventType;
@@ -79,6 +81,13 @@ async fn world() -> World {
     }
 }
 
+impl World {
+    /// Starts the adapter `yaml` describes against this world's CRM, receiver and NATS.
+    async fn start(&self, yaml: &str) -> Running {
+        start_adapter(self.dir.path(), yaml, &self.receiver_url, self.nats.url()).await
+    }
+}
+
 /// Advances the CRM by one tick that changes accounts, deletes one and creates one; answers
 /// how many accounts changed since the previous state and the deleted account's id.
 fn business_happens(simulator: &Simulator) -> (u64, String) {
@@ -98,13 +107,7 @@ fn business_happens(simulator: &Simulator) -> (u64, String) {
 #[tokio::test]
 async fn every_account_reaches_the_stream_and_later_polls_submit_only_changes() {
     let world = world().await;
-    let adapter = start_adapter(
-        world.dir.path(),
-        &adapter_yaml(&world.crm_url),
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let adapter = world.start(&adapter_yaml(&world.crm_url)).await;
 
     let first = wait_for(&adapter, "every account", |s| {
         s.submitted == ACCOUNTS && s.last_sync_time.is_some()
@@ -138,24 +141,12 @@ async fn every_account_reaches_the_stream_and_later_polls_submit_only_changes() 
 async fn the_cursor_survives_a_restart_of_the_adapter() {
     let world = world().await;
     let yaml = adapter_yaml(&world.crm_url);
-    let adapter = start_adapter(
-        world.dir.path(),
-        &yaml,
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let adapter = world.start(&yaml).await;
     wait_for(&adapter, "every account", |s| s.submitted == ACCOUNTS).await;
     adapter.stop().await;
 
     let (changed, _) = business_happens(&world.simulator);
-    let restarted = start_adapter(
-        world.dir.path(),
-        &yaml,
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let restarted = world.start(&yaml).await;
     wait_for(&restarted, "the changes", |s| s.last_sync_time.is_some()).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let status = restarted.status();
@@ -182,13 +173,7 @@ async fn a_resync_deletes_accounts_the_crm_no_longer_returns() {
             "      records: /records\n",
             "      records: /records\n      resyncInterval: 1s\n      deleteMissing: true\n",
         );
-    let adapter = start_adapter(
-        world.dir.path(),
-        &yaml,
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let adapter = world.start(&yaml).await;
     wait_for(&adapter, "every account", |s| s.submitted == ACCOUNTS).await;
 
     let (_, deleted) = business_happens(&world.simulator);

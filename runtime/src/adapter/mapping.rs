@@ -87,14 +87,13 @@ impl Mapping {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let key_field = key_pointer
+        let first_token = key_pointer
             .strip_prefix('/')
             .unwrap_or(key_pointer)
             .split('/')
             .next()
-            .unwrap_or_default()
-            .replace("~1", "/")
-            .replace("~0", "~");
+            .unwrap_or_default();
+        let key_field = crds::pointer::unescape(first_token).into_owned();
         if !fields.iter().any(|(field, _)| *field == key_field) {
             return Err(MappingError::KeyNotMapped {
                 pointer: key_pointer.to_owned(),

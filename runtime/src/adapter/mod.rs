@@ -9,27 +9,22 @@ pub mod status;
 pub mod submit;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use crds::Adapter as AdapterResource;
-use crds::adapter::{AdapterSpec, SourceKind};
-use crds::common::SecretKeyRef;
 use process::Health;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Tokens, TokensError};
 use crate::config::{ConfigError, Resources, name_of, namespace_of};
-use cursor::{CursorError, CursorStore};
 use mapping::{Mapping, MappingError};
-use source::file::FileError;
+use source::{AnySource, BoxError, Feed, Setup, SetupError};
 use status::Stats;
-use submit::{HttpClient, SubmitError, Submitter};
+use submit::{SubmitError, Submitter};
 
 /// Flags of `dreampipe adapter`.
 #[derive(Debug, clap::Args)]
@@ -73,45 +68,20 @@ pub enum AdapterError {
     NoAdapter(Option<String>),
     #[error("the configuration has several Adapters ({0}); choose one with --adapter")]
     SeveralAdapters(String),
-    #[error("Adapter {0:?} sets no source")]
-    NoSource(String),
     #[error("the configuration has no Entity {entity:?} in namespace {namespace:?}")]
     NoEntity { entity: String, namespace: String },
     #[error("the Adapter's mapping cannot be used")]
     Mapping(#[source] MappingError),
-    #[error("{field} {value:?} is not a duration")]
-    Duration {
-        field: &'static str,
-        value: String,
-        #[source]
-        source: humantime::DurationError,
-    },
-    #[error("cannot read the secret file {path}")]
-    Secret {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
-    Tokens(#[from] TokensError),
+    Setup(#[from] SetupError),
     #[error(transparent)]
     Submit(#[from] SubmitError),
-    #[error("cannot connect to NATS at {url}")]
-    Nats {
-        url: String,
+    #[error("the {kind} source failed")]
+    Source {
+        kind: &'static str,
         #[source]
-        source: async_nats::ConnectError,
+        source: BoxError,
     },
-    #[error("cannot subscribe to {subject:?}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: async_nats::SubscribeError,
-    },
-    #[error(transparent)]
-    Cursor(#[from] CursorError),
-    #[error(transparent)]
-    File(#[from] FileError),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
 }
@@ -131,20 +101,16 @@ pub struct Connections {
     pub listen: SocketAddr,
 }
 
-/// A configured adapter, ready to run.
+/// A configured adapter, ready to run: its source, and the feed the source's records go to.
 #[derive(Debug)]
 pub struct Adapter {
     name: String,
     namespace: String,
-    spec: AdapterSpec,
-    mapping: Arc<Mapping>,
-    submitter: Submitter,
-    client: HttpClient,
+    entity: String,
+    source: Box<dyn AnySource>,
+    feed: Arc<Feed>,
     stats: Arc<Stats>,
     health: Arc<Health>,
-    interval: Duration,
-    nats_url: String,
-    secrets_dir: PathBuf,
     listen: SocketAddr,
 }
 
@@ -189,7 +155,7 @@ impl Adapter {
             })?;
         let receiver_token = receiver_token_file
             .as_deref()
-            .map(read_secret_file)
+            .map(source::read_secret_file)
             .transpose()?;
         Adapter::new(
             resource,
@@ -220,9 +186,9 @@ impl Adapter {
         } = connections;
         let name = name_of(&resource.metadata).to_owned();
         let namespace = namespace_of(&resource.metadata).to_owned();
-        let spec = resource.spec.clone();
-        let mapping = Mapping::new(&spec, &entity.spec.key).map_err(AdapterError::Mapping)?;
-        let interval = duration("spec.interval", &spec.interval)?;
+        let spec = &resource.spec;
+        let mapping = Mapping::new(spec, &entity.spec.key).map_err(AdapterError::Mapping)?;
+        let interval = source::duration("spec.interval", &spec.interval)?;
         let mut registry = Registry::default();
         let stats = Arc::new(Stats::register(&mut registry));
         let client = submit::http_client();
@@ -235,18 +201,23 @@ impl Adapter {
             spec.batch_size,
             stats.clone(),
         )?;
+        let source = source::build(&Setup {
+            adapter: &name,
+            namespace: &namespace,
+            spec,
+            interval,
+            nats_url: &nats_url,
+            secrets_dir: &secrets_dir,
+            client: &client,
+        })?;
         Ok(Adapter {
             name,
             namespace,
-            spec,
-            mapping: Arc::new(mapping),
-            submitter,
-            client,
+            entity: spec.entity.clone(),
+            source,
+            feed: Arc::new(Feed::new(mapping, submitter, stats.clone())),
             stats,
             health: Health::new(registry),
-            interval,
-            nats_url,
-            secrets_dir,
             listen,
         })
     }
@@ -264,29 +235,23 @@ impl Adapter {
                 .route("/v1/status", get(status))
                 .with_state(self.stats.clone()),
         );
-        if let Some(webhook) = &self.spec.source.webhook {
-            let tokens = match &webhook.auth {
-                Some(auth) => Tokens::load(Some(&self.secret_path(&auth.secret_ref)), None)?,
-                None => {
-                    tracing::warn!("the webhook has no auth: it accepts records from anyone");
-                    Tokens::default()
-                }
-            };
-            let webhook = Arc::new(source::webhook::Webhook {
-                mapping: self.mapping.clone(),
-                submitter: self.submitter.clone(),
-                stats: self.stats.clone(),
-                shutdown: stop.clone(),
-            });
-            app = app.merge(source::webhook::routes(webhook, tokens));
+        if let Some(routes) = self.source.routes(&self.feed, &stop) {
+            app = app.merge(routes);
         }
         let listener = process::bind(self.listen)
             .await
             .map_err(AdapterError::Serve)?;
         let server = tokio::spawn(process::serve(listener, app, stop.clone()));
-        tracing::info!(adapter = %self.name, namespace = %self.namespace, entity = %self.spec.entity, "adapter starting");
+        tracing::info!(adapter = %self.name, namespace = %self.namespace, entity = %self.entity, source = self.source.kind(), "adapter starting");
 
-        let result = self.run_source(&stop).await;
+        let result = self
+            .source
+            .run(&self.feed, &self.health, &stop)
+            .await
+            .map_err(|source| AdapterError::Source {
+                kind: self.source.kind(),
+                source,
+            });
         if let Err(error) = &result {
             tracing::error!(error = %crate::error_chain(error), "the source stopped");
         }
@@ -297,148 +262,6 @@ impl Adapter {
         };
         result.and(served)
     }
-
-    async fn run_source(&self, shutdown: &CancellationToken) -> Result<(), AdapterError> {
-        let (mapping, submitter, stats) = (&*self.mapping, &self.submitter, &*self.stats);
-        let kinds = self.spec.source.kinds();
-        let Some(kind) = kinds.first() else {
-            return Err(AdapterError::NoSource(self.name.clone()));
-        };
-        match kind {
-            SourceKind::Http(http) => {
-                let client = self.connect(&self.nats_url).await?;
-                let cursors = CursorStore::open(&client, &self.namespace, &self.name).await?;
-                let poller = source::http::HttpPoller {
-                    source: (*http).clone(),
-                    client: self.client.clone(),
-                    token: http
-                        .token_secret_ref
-                        .as_ref()
-                        .map(|r| read_secret_file(&self.secret_path(r)))
-                        .transpose()?,
-                    interval: self.interval,
-                    resync_interval: http
-                        .resync_interval
-                        .as_deref()
-                        .map(|text| duration("spec.source.http.resyncInterval", text))
-                        .transpose()?,
-                    cursors,
-                };
-                self.health.set_ready(true);
-                poller.run(mapping, submitter, stats, shutdown).await?;
-            }
-            SourceKind::Generator(generator) => {
-                self.health.set_ready(true);
-                source::generator::run(
-                    generator,
-                    self.spec.batch_size,
-                    mapping,
-                    submitter,
-                    stats,
-                    shutdown,
-                )
-                .await
-                .or_else(ignore_shutdown)?;
-            }
-            SourceKind::File(file) => {
-                self.health.set_ready(true);
-                let records = source::file::read(Path::new(&file.path), file.format).await?;
-                let mut good = Vec::with_capacity(records.len());
-                for record in records {
-                    match record {
-                        Ok(record) => good.push(record),
-                        Err(error) => {
-                            let message = crate::error_chain(&error);
-                            tracing::warn!(error = %message, "record rejected");
-                            stats.read(1);
-                            stats.rejected(1, message);
-                        }
-                    }
-                }
-                let items = source::map_records(good.iter(), mapping, stats);
-                submitter
-                    .submit(&items, shutdown)
-                    .await
-                    .or_else(ignore_shutdown)?;
-                stats.synced();
-                tracing::info!(path = %file.path, records = good.len(), "file read; idle until shut down");
-                shutdown.cancelled().await;
-            }
-            SourceKind::Webhook(_) => {
-                self.health.set_ready(true);
-                shutdown.cancelled().await;
-            }
-            SourceKind::Nats(nats) => {
-                let client = self
-                    .connect(nats.url.as_deref().unwrap_or(&self.nats_url))
-                    .await?;
-                let subject = nats.subject.clone();
-                let subscribed = match &nats.queue_group {
-                    Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
-                    None => client.subscribe(subject.clone()).await,
-                };
-                let subscriber =
-                    subscribed.map_err(|source| AdapterError::Subscribe { subject, source })?;
-                self.health.set_ready(true);
-                source::nats::run(
-                    subscriber,
-                    self.spec.batch_size,
-                    mapping,
-                    submitter,
-                    stats,
-                    shutdown,
-                )
-                .await
-                .or_else(ignore_shutdown)?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn connect(&self, url: &str) -> Result<async_nats::Client, AdapterError> {
-        async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .map_err(|source| AdapterError::Nats {
-                url: url.to_owned(),
-                source,
-            })
-    }
-
-    fn secret_path(&self, reference: &SecretKeyRef) -> PathBuf {
-        self.secrets_dir.join(&reference.name).join(&reference.key)
-    }
-}
-
-/// A submission cut short by shutdown is not an error.
-fn ignore_shutdown(error: SubmitError) -> Result<(), SubmitError> {
-    match error {
-        SubmitError::ShutDown => Ok(()),
-        other => Err(other),
-    }
-}
-
-fn duration(field: &'static str, text: &str) -> Result<Duration, AdapterError> {
-    crds::validate::parse_duration(text).map_err(|source| AdapterError::Duration {
-        field,
-        value: text.to_owned(),
-        source,
-    })
-}
-
-/// A token from a mounted Secret file: its first non-blank line, trimmed.
-fn read_secret_file(path: &Path) -> Result<String, AdapterError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AdapterError::Secret {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or_default()
-        .to_owned())
 }
 
 async fn status(State(stats): State<Arc<Stats>>) -> axum::Json<status::Status> {

@@ -47,41 +47,33 @@ impl Stats {
     pub fn register(registry: &mut Registry) -> Self {
         let stats = Stats::default();
         let adapter = registry.sub_registry_with_prefix("dreampipe_adapter");
-        adapter.register(
-            "records_read",
-            "Records read from the source",
-            stats.records_read.clone(),
-        );
-        adapter.register(
-            "submitted",
-            "Items submitted to the receiver",
-            stats.submitted.clone(),
-        );
-        adapter.register(
-            "created",
-            "Submissions that created a key",
-            stats.created.clone(),
-        );
-        adapter.register(
-            "updated",
-            "Submissions that updated a key",
-            stats.updated.clone(),
-        );
-        adapter.register(
-            "deleted",
-            "Submissions that deleted a key",
-            stats.deleted.clone(),
-        );
-        adapter.register(
-            "unchanged",
-            "Submissions that carried no new information",
-            stats.unchanged.clone(),
-        );
-        adapter.register(
-            "rejected",
-            "Records that failed mapping or were rejected",
-            stats.rejected.clone(),
-        );
+        for (name, help, counter) in [
+            (
+                "records_read",
+                "Records read from the source",
+                &stats.records_read,
+            ),
+            (
+                "submitted",
+                "Items submitted to the receiver",
+                &stats.submitted,
+            ),
+            ("created", "Submissions that created a key", &stats.created),
+            ("updated", "Submissions that updated a key", &stats.updated),
+            ("deleted", "Submissions that deleted a key", &stats.deleted),
+            (
+                "unchanged",
+                "Submissions that carried no new information",
+                &stats.unchanged,
+            ),
+            (
+                "rejected",
+                "Records that failed mapping or were rejected",
+                &stats.rejected,
+            ),
+        ] {
+            adapter.register(name, help, counter.clone());
+        }
         stats
     }
 
@@ -136,5 +128,36 @@ impl Stats {
             rejected: self.rejected.get(),
             last_error: last.error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_figure_is_exported_as_a_dreampipe_adapter_counter() {
+        let mut registry = Registry::default();
+        let stats = Stats::register(&mut registry);
+        stats.read(3);
+        stats.result("created");
+        stats.rejected(2, "bad".to_owned());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "dreampipe_adapter_records_read_total 3",
+            "dreampipe_adapter_submitted_total 0",
+            "dreampipe_adapter_created_total 1",
+            "dreampipe_adapter_updated_total 0",
+            "dreampipe_adapter_deleted_total 0",
+            "dreampipe_adapter_unchanged_total 0",
+            "dreampipe_adapter_rejected_total 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert_eq!(stats.status().last_error.as_deref(), Some("bad"));
     }
 }

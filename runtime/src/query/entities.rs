@@ -116,16 +116,16 @@ impl Entities {
                 return Err(QueryError::UnknownEntity(entity.to_owned()));
             }
             Err(error) => {
-                return Err(QueryError::Store(StoreError::Read {
-                    subject: stream_name,
-                    source: Box::new(error),
+                return Err(QueryError::Store(StoreError::OpenStream {
+                    stream: stream_name,
+                    source: error,
                 }));
             }
         };
         let info = stream.info().await.map_err(|error| {
-            QueryError::Store(StoreError::Read {
-                subject: stream_name.clone(),
-                source: Box::new(error),
+            QueryError::Store(StoreError::StreamInfo {
+                stream: stream_name.clone(),
+                source: error,
             })
         })?;
         let partitions = info

@@ -1,5 +1,8 @@
 //! The event envelope (DESIGN §3) and the field-level diff between two states.
 
+use std::borrow::Cow;
+
+use crds::pointer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -122,11 +125,7 @@ fn diff_at(path: String, from: Option<&Value>, to: Option<&Value>, out: &mut Vec
 }
 
 fn child(path: &str, field: &str) -> String {
-    if field.contains(['~', '/']) {
-        format!("{path}/{}", field.replace('~', "~0").replace('/', "~1"))
-    } else {
-        format!("{path}/{field}")
-    }
+    format!("{path}/{}", pointer::escape(field))
 }
 
 /// Rebuilds the state before `changes` from the state after them.
@@ -145,11 +144,7 @@ pub fn revert(after: Option<&Value>, changes: &[Change]) -> Option<Value> {
 
 /// Sets (or with `None`, removes) the value at a JSON pointer, creating parent objects.
 fn set_pointer(root: &mut Value, pointer: &str, value: Option<Value>) {
-    let tokens: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect();
+    let tokens: Vec<String> = pointer::split(pointer).map(Cow::into_owned).collect();
     let Some((last, parents)) = tokens.split_last() else {
         return;
     };
@@ -184,12 +179,7 @@ pub fn same_information(a: &Value, b: &Value, ignored: &[String]) -> bool {
     }
     let tokens: Vec<Vec<String>> = ignored
         .iter()
-        .map(|p| {
-            p.split('/')
-                .skip(1)
-                .map(|t| t.replace("~1", "/").replace("~0", "~"))
-                .collect()
-        })
+        .map(|p| pointer::split(p).map(Cow::into_owned).collect())
         .collect();
     let paths: Vec<&[String]> = tokens.iter().map(Vec::as_slice).collect();
     equal_except(a, b, &paths)

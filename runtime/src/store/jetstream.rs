@@ -13,6 +13,7 @@ use async_nats::jetstream::stream::{self, DirectGetErrorKind, LastRawMessageErro
 use async_nats::jetstream::{self, Context};
 use crds::entity::{Storage, StreamSpec};
 
+pub use super::error::{ReadError, StoreError};
 use super::{Event, Key, StreamNames};
 
 /// Subjects asked for in one multi-subject direct get.
@@ -22,44 +23,6 @@ const MULTI_GET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Oldest NATS server whose stream and consumer settings DreamPipe relies on.
 pub const MIN_SERVER: (u64, u64) = (2, 10);
-
-/// Why the event store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "NATS server {version} is too old: DreamPipe needs {}.{} or newer (older servers silently \
-         ignore stream settings it depends on)",
-        MIN_SERVER.0, MIN_SERVER.1
-    )]
-    ServerTooOld { version: String },
-    #[error("invalid stream setting {field}: {value:?}")]
-    Setting { field: &'static str, value: String },
-    #[error("could not create or update stream {stream}")]
-    EnsureStream {
-        stream: String,
-        #[source]
-        source: async_nats::jetstream::context::CreateStreamError,
-    },
-    #[error("could not read the latest event of {subject}")]
-    Read {
-        subject: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("event at {subject} (sequence {sequence}) is not a DreamPipe event")]
-    Corrupt {
-        subject: String,
-        sequence: u64,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("could not append to {subject}")]
-    Append {
-        subject: String,
-        #[source]
-        source: async_nats::jetstream::context::PublishError,
-    },
-}
 
 /// The latest event of a key and its stream sequence.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,13 +165,13 @@ impl EventStore {
         replicas: u8,
     ) -> Result<Self, StoreError> {
         let js = jetstream::new(client.clone());
-        let stream = js
-            .get_stream(names.stream())
-            .await
-            .map_err(|source| StoreError::Read {
-                subject: names.stream_subjects(),
-                source: Box::new(source),
-            })?;
+        let stream =
+            js.get_stream(names.stream())
+                .await
+                .map_err(|source| StoreError::OpenStream {
+                    stream: names.stream(),
+                    source,
+                })?;
         Ok(EventStore {
             js,
             stream,
@@ -229,7 +192,10 @@ impl EventStore {
         let info = stream
             .info()
             .await
-            .map_err(|e| read_error(&self.names.stream(), e))?;
+            .map_err(|source| StoreError::StreamInfo {
+                stream: self.names.stream(),
+                source,
+            })?;
         let state = &info.state;
         let last_event_time = (state.messages > 0)
             .then(|| {
@@ -249,6 +215,10 @@ impl EventStore {
     /// its `changes` (see [`EventStore::history`] for whole events).
     pub async fn latest(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
         let subject = self.names.subject(key);
+        let failed = |source| StoreError::Latest {
+            subject: subject.clone(),
+            source,
+        };
         let message = if self.direct_reads {
             match self
                 .stream
@@ -257,7 +227,7 @@ impl EventStore {
             {
                 Ok(message) => message,
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-                Err(error) => return Err(read_error(&subject, error)),
+                Err(error) => return Err(failed(ReadError::Direct(error))),
             }
         } else {
             match self
@@ -269,7 +239,7 @@ impl EventStore {
                 Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
                     return Ok(None);
                 }
-                Err(error) => return Err(read_error(&subject, error)),
+                Err(error) => return Err(failed(ReadError::Leader(error))),
             }
         };
         parse_stored(&subject, message.sequence, &message.payload, Detail::Head).map(Some)
@@ -293,7 +263,12 @@ impl EventStore {
             let subjects: HashMap<String, &Key> =
                 chunk.iter().map(|k| (self.names.subject(k), k)).collect();
             let request = serde_json::json!({ "multi_last": subjects.keys().collect::<Vec<_>>() });
-            let replies = self.direct_batch(&request, Detail::Head).await?;
+            let failed = |source| StoreError::LatestMany {
+                stream: self.names.stream(),
+                keys: chunk.len(),
+                source,
+            };
+            let replies = self.direct_batch(&request, Detail::Head, failed).await?;
             Ok::<_, StoreError>((subjects, replies))
         });
         for (subjects, replies) in futures::future::try_join_all(reads).await? {
@@ -315,11 +290,16 @@ impl EventStore {
         limit: usize,
     ) -> Result<Vec<Stored>, StoreError> {
         let subject = self.names.subject(key);
+        let failed = |source| StoreError::History {
+            subject: subject.clone(),
+            from,
+            source,
+        };
         if self.multi_get {
             let request =
                 serde_json::json!({ "seq": from.max(1), "next_by_subj": subject, "batch": limit });
             return Ok(self
-                .direct_batch(&request, Detail::Full)
+                .direct_batch(&request, Detail::Full, failed)
                 .await?
                 .into_iter()
                 .map(|(_, stored)| stored)
@@ -343,17 +323,19 @@ impl EventStore {
                     )?);
                 }
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => break,
-                Err(error) => return Err(read_error(&subject, error)),
+                Err(error) => return Err(failed(ReadError::Direct(error))),
             }
         }
         Ok(events)
     }
 
-    /// Sends a batched direct get and collects its replies until the end-of-batch marker.
+    /// Sends a batched direct get and collects its replies until the end-of-batch marker;
+    /// `failed` names the read a server failure is reported as.
     async fn direct_batch(
         &self,
         request: &serde_json::Value,
         detail: Detail,
+        failed: impl Fn(ReadError) -> StoreError,
     ) -> Result<Vec<(String, Stored)>, StoreError> {
         let client = self.js.client();
         let api = format!("$JS.API.DIRECT.GET.{}", self.names.stream());
@@ -361,30 +343,27 @@ impl EventStore {
         let mut replies = client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| read_error(&api, e))?;
+            .map_err(|e| failed(ReadError::Subscribe(e)))?;
         client
-            .publish_with_reply(api.clone(), inbox, request.to_string().into())
+            .publish_with_reply(api, inbox, request.to_string().into())
             .await
-            .map_err(|e| read_error(&api, e))?;
+            .map_err(|e| failed(ReadError::Publish(e)))?;
         let mut found = Vec::new();
         loop {
             let reply = tokio::time::timeout(MULTI_GET_TIMEOUT, replies.next())
                 .await
-                .map_err(|e| read_error(&api, e))?
-                .ok_or_else(|| {
-                    read_error(&api, std::io::Error::other("reply subscription closed"))
-                })?;
+                .map_err(|_| failed(ReadError::Timeout(MULTI_GET_TIMEOUT)))?
+                .ok_or_else(|| failed(ReadError::Closed))?;
             match reply.status {
                 // End of batch, or nothing matched.
                 Some(status) if status.as_u16() == 204 || status.as_u16() == 404 => {
                     return Ok(found);
                 }
                 Some(status) => {
-                    let why = format!(
-                        "batched direct get answered {status}: {:?}",
-                        reply.description
-                    );
-                    return Err(read_error(&api, std::io::Error::other(why)));
+                    return Err(failed(ReadError::Status {
+                        status: status.as_u16(),
+                        description: reply.description.clone(),
+                    }));
                 }
                 None => {}
             }
@@ -397,12 +376,11 @@ impl EventStore {
             };
             let (Some(subject), Some(sequence)) = (header("Nats-Subject"), header("Nats-Sequence"))
             else {
-                return Err(read_error(
-                    &api,
-                    std::io::Error::other("direct get reply without subject or sequence"),
-                ));
+                return Err(failed(ReadError::MissingHeaders));
             };
-            let sequence: u64 = sequence.parse().map_err(|e| read_error(&api, e))?;
+            let sequence: u64 = sequence
+                .parse()
+                .map_err(|e| failed(ReadError::Sequence(sequence.clone(), e)))?;
             let stored = parse_stored(&subject, sequence, &reply.payload, detail)?;
             found.push((subject, stored));
         }
@@ -486,13 +464,6 @@ fn parse_stored(
         Detail::Head => Event::from_slice_without_changes(payload).map_err(corrupt)?,
     };
     Ok(Stored { event, sequence })
-}
-
-fn read_error(subject: &str, error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Read {
-        subject: subject.to_owned(),
-        source: Box::new(error),
-    }
 }
 
 /// `Nats-Msg-Id` of an event: `<entity>/<key>/<version>`, so a version is stored once.

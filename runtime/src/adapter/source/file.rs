@@ -3,10 +3,15 @@
 
 use std::path::Path;
 
-use crds::adapter::FileFormat;
+use crds::adapter::{FileFormat, FileSource as FileSpec};
+use process::Health;
 use serde_json::{Map, Value as Json};
+use tokio_util::sync::CancellationToken;
 
-/// Why the file could not be read at all.
+use super::super::submit::SubmitError;
+use super::{Feed, Source};
+
+/// Why the file could not be read at all, or its records not submitted.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("cannot read {path}")]
@@ -15,6 +20,48 @@ pub enum FileError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+/// A file read once.
+#[derive(Debug)]
+pub struct FileSource {
+    spec: FileSpec,
+}
+
+impl FileSource {
+    pub fn new(spec: &FileSpec) -> Self {
+        FileSource { spec: spec.clone() }
+    }
+}
+
+impl Source for FileSource {
+    const KIND: &'static str = "file";
+    type Error = FileError;
+
+    /// Submits every record of the file, counting the bad lines as rejected, then idles.
+    async fn run(
+        &self,
+        feed: &Feed,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> Result<(), FileError> {
+        health.set_ready(true);
+        let records = read(Path::new(&self.spec.path), self.spec.format).await?;
+        let good: Vec<Json> = records
+            .into_iter()
+            .filter_map(|record| record.map_err(|error| feed.reject(&error)).ok())
+            .collect();
+        let items = feed.map(&good);
+        feed.submit(&items, shutdown)
+            .await
+            .or_else(super::ignore_shutdown)?;
+        feed.stats().synced();
+        tracing::info!(path = %self.spec.path, records = good.len(), "file read; idle until shut down");
+        shutdown.cancelled().await;
+        Ok(())
+    }
 }
 
 /// Why one line or row is not a record.

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use crds::adapter::GeneratorSource;
+use process::Health;
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use super::super::mapping::Mapping;
-use super::super::status::Stats;
-use super::super::submit::{SubmitError, Submitter};
+use super::super::submit::SubmitError;
+use super::{Feed, Setup, Source};
 use crate::simulator::crm::{SplitMix64, stamp};
 
 const CITIES: &[&str] = &[
@@ -60,13 +60,44 @@ impl Iterator for Records {
     }
 }
 
+/// The generator source.
+#[derive(Debug)]
+pub struct Generator {
+    spec: GeneratorSource,
+    batch_size: u32,
+}
+
+impl Generator {
+    pub fn new(spec: &GeneratorSource, setup: &Setup<'_>) -> Self {
+        Generator {
+            spec: spec.clone(),
+            batch_size: setup.spec.batch_size,
+        }
+    }
+}
+
+impl Source for Generator {
+    const KIND: &'static str = "generator";
+    type Error = SubmitError;
+
+    async fn run(
+        &self,
+        feed: &Feed,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SubmitError> {
+        health.set_ready(true);
+        generate(&self.spec, self.batch_size, feed, shutdown)
+            .await
+            .or_else(super::ignore_shutdown)
+    }
+}
+
 /// Generates `count` records (forever when omitted) at `rate` a second, then idles.
-pub async fn run(
+async fn generate(
     source: &GeneratorSource,
     batch_size: u32,
-    mapping: &Mapping,
-    submitter: &Submitter,
-    stats: &Stats,
+    feed: &Feed,
     shutdown: &CancellationToken,
 ) -> Result<(), SubmitError> {
     let mut records = Records::new(source.seed, source.keys);
@@ -80,10 +111,8 @@ pub async fn run(
             .count
             .map_or(chunk, |count| chunk.min(count - produced));
         let batch: Vec<Json> = records.by_ref().take(take as usize).collect();
-        let items = super::map_records(batch.iter(), mapping, stats);
-        submitter.submit(&items, shutdown).await?;
+        feed.deliver(&batch, shutdown).await?;
         produced += take;
-        stats.synced();
         let due = start + Duration::from_secs_f64(produced as f64 / rate as f64);
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -9,13 +9,23 @@ use bytes::Bytes;
 use crds::adapter::HttpSource;
 use http_body_util::{BodyExt, Full};
 use hyper::header;
+use process::Health;
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 use super::super::cursor::{Cursor, CursorError, CursorStore};
-use super::super::mapping::{Item, Mapping};
-use super::super::status::Stats;
-use super::super::submit::{HttpClient, SubmitError, Submitter};
+use super::super::mapping::Item;
+use super::super::submit::{HttpClient, SubmitError};
+use super::{ConnectError, Feed, Setup, SetupError, Source};
+
+/// Why polling could not start: the durable cursor is out of reach.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+}
 
 /// Why one poll failed; the next poll starts again from the durable cursor.
 #[derive(Debug, thiserror::Error)]
@@ -60,37 +70,42 @@ pub enum PollError {
 /// A polled HTTP API.
 #[derive(Debug)]
 pub struct HttpPoller {
-    pub source: HttpSource,
-    pub client: HttpClient,
-    pub token: Option<String>,
-    pub interval: Duration,
-    pub resync_interval: Option<Duration>,
-    pub cursors: CursorStore,
+    source: HttpSource,
+    client: HttpClient,
+    token: Option<String>,
+    interval: Duration,
+    resync_interval: Option<Duration>,
+    /// Where the durable cursor lives: the server, and the adapter it belongs to.
+    nats_url: String,
+    namespace: String,
+    adapter: String,
 }
 
-impl HttpPoller {
+impl Source for HttpPoller {
+    const KIND: &'static str = "http";
+    type Error = HttpError;
+
     /// Polls every `interval` until `shutdown`. A failed poll is logged and kept as the last
     /// error; the cursor only moves after a poll's records were all submitted.
-    pub async fn run(
+    async fn run(
         &self,
-        mapping: &Mapping,
-        submitter: &Submitter,
-        stats: &Stats,
+        feed: &Feed,
+        health: &Health,
         shutdown: &CancellationToken,
-    ) -> Result<(), CursorError> {
-        let mut cursor = self.cursors.load().await?;
+    ) -> Result<(), HttpError> {
+        let client = super::connect(&self.nats_url).await?;
+        let cursors = CursorStore::open(&client, &self.namespace, &self.adapter).await?;
+        health.set_ready(true);
+        let mut cursor = cursors.load().await?;
         tracing::info!(url = %self.source.url, since = ?cursor.since, "polling");
         loop {
-            match self
-                .poll(&mut cursor, mapping, submitter, stats, shutdown)
-                .await
-            {
-                Ok(()) => stats.synced(),
+            match self.poll(&cursors, &mut cursor, feed, shutdown).await {
+                Ok(()) => feed.stats().synced(),
                 Err(PollError::Submit(SubmitError::ShutDown)) => return Ok(()),
                 Err(error) => {
                     let message = crate::error_chain(&error);
                     tracing::warn!(error = %message, "poll failed");
-                    stats.error(message);
+                    feed.stats().error(message);
                 }
             }
             tokio::select! {
@@ -98,6 +113,30 @@ impl HttpPoller {
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
+    }
+}
+
+impl HttpPoller {
+    /// The poller `spec` asks for, its token read from its Secret.
+    pub fn new(spec: &HttpSource, setup: &Setup<'_>) -> Result<Self, SetupError> {
+        Ok(HttpPoller {
+            source: spec.clone(),
+            client: setup.client.clone(),
+            token: spec
+                .token_secret_ref
+                .as_ref()
+                .map(|reference| setup.secret(reference))
+                .transpose()?,
+            interval: setup.interval,
+            resync_interval: spec
+                .resync_interval
+                .as_deref()
+                .map(|text| super::duration("spec.source.http.resyncInterval", text))
+                .transpose()?,
+            nats_url: setup.nats_url.to_owned(),
+            namespace: setup.namespace.to_owned(),
+            adapter: setup.adapter.to_owned(),
+        })
     }
 
     /// Whether this poll reads everything rather than what changed since the cursor.
@@ -110,13 +149,12 @@ impl HttpPoller {
         })
     }
 
-    /// One poll: every page, mapped and submitted, then the cursor stored.
+    /// One poll: every page, mapped and submitted, then the cursor stored in `cursors`.
     pub async fn poll(
         &self,
+        cursors: &CursorStore,
         cursor: &mut Cursor,
-        mapping: &Mapping,
-        submitter: &Submitter,
-        stats: &Stats,
+        feed: &Feed,
         shutdown: &CancellationToken,
     ) -> Result<(), PollError> {
         let full = self.is_full_read(cursor);
@@ -140,7 +178,7 @@ impl HttpPoller {
                     url: url.clone(),
                     pointer: self.source.records.clone(),
                 })?;
-            let items = super::map_records(records.iter(), mapping, stats);
+            let items = feed.map(records);
             failed += records.len() - items.len();
             if let Some(incremental) = &self.source.incremental {
                 for value in records.iter().filter_map(|r| r.pointer(&incremental.field)) {
@@ -166,7 +204,7 @@ impl HttpPoller {
                     }
                 }
             }
-            submitter.submit(&items, shutdown).await?;
+            feed.submit(&items, shutdown).await?;
             match next_page(&self.source, &page, &first) {
                 Some(page_url) => url = page_url,
                 None => break,
@@ -184,7 +222,7 @@ impl HttpPoller {
                         keys = missing.len(),
                         "deleting keys the source no longer returns"
                     );
-                    submitter.submit(&missing, shutdown).await?;
+                    feed.submit(&missing, shutdown).await?;
                 }
                 next.keys = seen;
             } else if delete_missing {
@@ -199,7 +237,7 @@ impl HttpPoller {
             next.keys.clear();
         }
         if next != *cursor {
-            self.cursors.save(&next).await?;
+            cursors.save(&next).await?;
             *cursor = next;
         }
         Ok(())

@@ -2,46 +2,109 @@
 //! the messages) whose messages are JSON records, submitted in batches of what has arrived.
 //! Core NATS delivers at most once: a message that arrives while the adapter is down is lost.
 
+use crds::adapter::NatsSource;
 use futures::StreamExt;
+use process::Health;
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
-use super::super::mapping::Mapping;
-use super::super::status::Stats;
-use super::super::submit::{SubmitError, Submitter};
+use super::super::submit::SubmitError;
+use super::{ConnectError, Feed, Setup, Source};
 
-/// Submits the records of `subscriber`'s messages until `shutdown` or the subscription ends.
-pub async fn run(
-    subscriber: async_nats::Subscriber,
+/// Why the subscription could not be made or fed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot subscribe to {subject:?}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+/// A message that is not a record.
+#[derive(Debug, thiserror::Error)]
+#[error("a message on {subject} is not JSON")]
+struct NotJson {
+    subject: String,
+    #[source]
+    source: serde_json::Error,
+}
+
+/// A subscription to one subject.
+#[derive(Debug)]
+pub struct NatsSubscription {
+    spec: NatsSource,
+    url: String,
     batch_size: u32,
-    mapping: &Mapping,
-    submitter: &Submitter,
-    stats: &Stats,
-    shutdown: &CancellationToken,
-) -> Result<(), SubmitError> {
-    let mut batches = subscriber.ready_chunks(batch_size.max(1) as usize);
-    loop {
-        let messages = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            next = batches.next() => match next {
-                Some(messages) => messages,
-                None => return Ok(()),
-            },
+}
+
+impl NatsSubscription {
+    /// The subscription `spec` asks for, on its own server or the adapter's.
+    pub fn new(spec: &NatsSource, setup: &Setup<'_>) -> Self {
+        NatsSubscription {
+            spec: spec.clone(),
+            url: spec
+                .url
+                .clone()
+                .unwrap_or_else(|| setup.nats_url.to_owned()),
+            batch_size: setup.spec.batch_size,
+        }
+    }
+
+    async fn subscribe(&self) -> Result<async_nats::Subscriber, NatsError> {
+        let client = super::connect(&self.url).await?;
+        let subject = self.spec.subject.clone();
+        let subscribed = match &self.spec.queue_group {
+            Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
+            None => client.subscribe(subject.clone()).await,
         };
-        let mut records = Vec::with_capacity(messages.len());
-        for message in &messages {
-            match serde_json::from_slice::<Json>(&message.payload) {
-                Ok(record) => records.push(record),
-                Err(error) => {
-                    let text = format!("a message on {} is not JSON: {error}", message.subject);
-                    tracing::warn!(error = %text, "record rejected");
-                    stats.read(1);
-                    stats.rejected(1, text);
-                }
+        subscribed.map_err(|source| NatsError::Subscribe { subject, source })
+    }
+}
+
+impl Source for NatsSubscription {
+    const KIND: &'static str = "nats";
+    type Error = NatsError;
+
+    /// Submits the records of the messages until `shutdown` or the subscription ends.
+    async fn run(
+        &self,
+        feed: &Feed,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> Result<(), NatsError> {
+        let subscriber = self.subscribe().await?;
+        health.set_ready(true);
+        let mut batches = subscriber.ready_chunks(self.batch_size.max(1) as usize);
+        loop {
+            let messages = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = batches.next() => match next {
+                    Some(messages) => messages,
+                    None => return Ok(()),
+                },
+            };
+            let records: Vec<Json> = messages
+                .iter()
+                .filter_map(|message| {
+                    serde_json::from_slice(&message.payload)
+                        .map_err(|source| {
+                            feed.reject(&NotJson {
+                                subject: message.subject.to_string(),
+                                source,
+                            })
+                        })
+                        .ok()
+                })
+                .collect();
+            if let Err(error) = feed.deliver(&records, shutdown).await {
+                return Ok(super::ignore_shutdown(error)?);
             }
         }
-        let items = super::map_records(records.iter(), mapping, stats);
-        submitter.submit(&items, shutdown).await?;
-        stats.synced();
     }
 }

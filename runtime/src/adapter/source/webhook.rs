@@ -11,32 +11,75 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use crds::adapter::WebhookSource;
+use process::Health;
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use super::super::mapping::Mapping;
-use super::super::status::Stats;
-use super::super::submit::Submitter;
+use super::{Feed, Setup, SetupError, Source};
 use crate::auth::{Tokens, require_token};
 
-/// What the webhook needs to handle a push.
+/// The webhook source: its routes do the work, its run only waits.
 #[derive(Debug)]
 pub struct Webhook {
-    pub mapping: Arc<Mapping>,
-    pub submitter: Submitter,
-    pub stats: Arc<Stats>,
-    pub shutdown: CancellationToken,
+    tokens: Arc<Tokens>,
 }
 
-/// `POST /v1/records`, guarded by `tokens`.
-pub fn routes(webhook: Arc<Webhook>, tokens: Tokens) -> Router {
-    Router::new()
-        .route("/v1/records", post(push))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(tokens),
-            require_token,
-        ))
-        .with_state(webhook)
+impl Webhook {
+    /// Reads the accepted tokens from the Secret `spec.auth` names.
+    pub fn new(spec: &WebhookSource, setup: &Setup<'_>) -> Result<Self, SetupError> {
+        let tokens = match &spec.auth {
+            Some(auth) => Tokens::load(Some(&setup.secret_path(&auth.secret_ref)), None)?,
+            None => {
+                tracing::warn!("the webhook has no auth: it accepts records from anyone");
+                Tokens::default()
+            }
+        };
+        Ok(Webhook {
+            tokens: Arc::new(tokens),
+        })
+    }
+}
+
+impl Source for Webhook {
+    const KIND: &'static str = "webhook";
+    type Error = std::convert::Infallible;
+
+    /// `POST /v1/records`, guarded by the tokens.
+    fn routes(&self, feed: &Arc<Feed>, shutdown: &CancellationToken) -> Option<Router> {
+        let push_state = Arc::new(Push {
+            feed: feed.clone(),
+            shutdown: shutdown.clone(),
+        });
+        Some(
+            Router::new()
+                .route("/v1/records", post(push))
+                .layer(middleware::from_fn_with_state(
+                    self.tokens.clone(),
+                    require_token,
+                ))
+                .with_state(push_state),
+        )
+    }
+
+    /// Pushes are served by the routes; the source only waits for shutdown.
+    async fn run(
+        &self,
+        _feed: &Feed,
+        health: &Health,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Self::Error> {
+        health.set_ready(true);
+        shutdown.cancelled().await;
+        Ok(())
+    }
+}
+
+/// What a push needs: where records go, and the token that cuts a submission short.
+#[derive(Debug)]
+struct Push {
+    feed: Arc<Feed>,
+    shutdown: CancellationToken,
 }
 
 /// The records of a push: a JSON object, an array of them, or one object a line.
@@ -53,7 +96,7 @@ fn records_of(body: &[u8]) -> Result<Vec<Json>, serde_json::Error> {
     }
 }
 
-async fn push(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
+async fn push(State(push): State<Arc<Push>>, body: Bytes) -> Response {
     let records = match records_of(&body) {
         Ok(records) => records,
         Err(error) => {
@@ -65,10 +108,10 @@ async fn push(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
             );
         }
     };
-    let items = super::map_records(records.iter(), &webhook.mapping, &webhook.stats);
-    match webhook.submitter.submit(&items, &webhook.shutdown).await {
+    let items = push.feed.map(&records);
+    match push.feed.submit(&items, &push.shutdown).await {
         Ok(()) => {
-            webhook.stats.synced();
+            push.feed.stats().synced();
             axum::Json(json!({
                 "received": records.len(),
                 "submitted": items.len(),
