@@ -12,6 +12,7 @@ pub mod generate;
 pub mod hash;
 pub mod pointer;
 pub mod projection;
+pub mod report;
 pub mod validate;
 
 pub use adapter::{Adapter, AdapterSpec, AdapterStatus};

@@ -11,12 +11,12 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use runtime::adapter::source::generator::Records;
-use runtime::adapter::status::Status;
+use runtime::adapter::status::AdapterReport;
 use runtime::auth::Tokens;
 use testbed::NatsServer;
 use tokio_util::sync::CancellationToken;
 
-async fn get_status(listen: std::net::SocketAddr) -> Status {
+async fn get_status(listen: std::net::SocketAddr) -> AdapterReport {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let response = client
         .get(format!("http://{listen}/v1/status").parse().unwrap())

@@ -10,7 +10,6 @@ use crds::entity::EntityStatus;
 use crds::projection::{Phase, ProjectionStatus};
 use crds::{Condition, ConditionStatus};
 use k8s_openapi::api::apps::v1::Deployment;
-use serde::Deserialize;
 
 use crate::conditions::{reasons, types};
 pub use pods::PodProblem;
@@ -23,55 +22,8 @@ pub struct Pods {
     pub problem: Option<PodProblem>,
 }
 
-/// `GET /v1/status` of a receiver.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReceiverReport {
-    pub stream: String,
-    pub events: u64,
-    pub keys: u64,
-    #[serde(default)]
-    pub last_event_time: Option<String>,
-}
-
-/// `GET /v1/status` of a projector (the fields the operator shows).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProjectorReport {
-    pub view: String,
-    #[serde(default)]
-    pub active_generation: Option<String>,
-    #[serde(default)]
-    pub building_generation: Option<String>,
-    #[serde(default)]
-    pub generations: Vec<GenerationReport>,
-}
-
-/// One generation in a projector's report.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GenerationReport {
-    pub generation: String,
-    pub phase: Phase,
-    pub lag: u64,
-    pub progress: u8,
-    pub dead_letters: u64,
-}
-
-/// `GET /v1/status` of an adapter.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdapterReport {
-    #[serde(default)]
-    pub last_sync_time: Option<String>,
-    pub records_read: u64,
-    pub submitted: u64,
-    pub changed: u64,
-    pub unchanged: u64,
-    pub rejected: u64,
-    #[serde(default)]
-    pub last_error: Option<String>,
-}
+/// The roles' `GET /v1/status` reports, defined once in `crds` for the runtime and the operator.
+pub use crds::report::{AdapterReport, GenerationReport, ProjectorReport, ReceiverReport};
 
 /// What a Deployment says about its rollout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -223,9 +175,9 @@ pub fn entity_status(
     status.endpoint = Some(endpoint);
     status.stream = Some(stream);
     if let Ok(report) = report {
-        status.events = report.events;
-        status.keys = report.keys;
-        status.last_event_time = report.last_event_time.clone();
+        status.events = report.stats.events;
+        status.keys = report.stats.keys;
+        status.last_event_time = report.stats.last_event_time.clone();
     }
     rollout_conditions(
         &mut status.conditions,
@@ -386,29 +338,38 @@ mod tests {
         }
     }
 
-    fn projector_report(phase: Phase, building: bool) -> ProjectorReport {
-        let live = GenerationReport {
-            generation: "g1".into(),
+    fn generation(name: &str, phase: Phase, lag: u64, progress: u8, dead: u64) -> GenerationReport {
+        GenerationReport {
+            generation: name.into(),
+            state: if phase == Phase::Building {
+                "building"
+            } else {
+                "live"
+            }
+            .into(),
             phase,
-            lag: 3,
-            progress: 100,
-            dead_letters: 2,
-        };
+            lag,
+            last_applied_sequence: 0,
+            events: 0,
+            progress,
+            dead_letters: dead,
+            partitions: Vec::new(),
+        }
+    }
+
+    fn projector_report(phase: Phase, building: bool) -> ProjectorReport {
         let mut report = ProjectorReport {
             view: "customers".into(),
             active_generation: Some("g1".into()),
             building_generation: None,
-            generations: vec![live],
+            generations: vec![generation("g1", phase, 3, 100, 2)],
+            ..ProjectorReport::default()
         };
         if building {
             report.building_generation = Some("g2".into());
-            report.generations.push(GenerationReport {
-                generation: "g2".into(),
-                phase: Phase::Building,
-                lag: 500,
-                progress: 40,
-                dead_letters: 1,
-            });
+            report
+                .generations
+                .push(generation("g2", Phase::Building, 500, 40, 1));
         }
         report
     }
@@ -416,10 +377,14 @@ mod tests {
     #[test]
     fn a_fully_ready_receiver_makes_the_entity_ready_with_its_figures() {
         let report = ReceiverReport {
+            entity: "customer".into(),
             stream: "dp_shop_customer".into(),
-            events: 10,
-            keys: 4,
-            last_event_time: Some("2026-01-01T00:00:00Z".into()),
+            stats: crds::report::StreamStats {
+                events: 10,
+                keys: 4,
+                last_sequence: 10,
+                last_event_time: Some("2026-01-01T00:00:00Z".into()),
+            },
         };
         let status = entity_status(
             None,

@@ -264,6 +264,6 @@ impl Adapter {
     }
 }
 
-async fn status(State(stats): State<Arc<Stats>>) -> axum::Json<status::Status> {
+async fn status(State(stats): State<Arc<Stats>>) -> axum::Json<status::AdapterReport> {
     axum::Json(stats.status())
 }

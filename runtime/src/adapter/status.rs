@@ -5,7 +5,6 @@ use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
 /// The adapter's figures, shared by the source, the submitter and the HTTP server.
 #[derive(Debug, Default)]
@@ -26,21 +25,8 @@ struct Last {
     error: Option<String>,
 }
 
-/// The JSON of `/v1/status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub last_sync_time: Option<String>,
-    pub records_read: u64,
-    pub submitted: u64,
-    pub created: u64,
-    pub updated: u64,
-    pub deleted: u64,
-    pub changed: u64,
-    pub unchanged: u64,
-    pub rejected: u64,
-    pub last_error: Option<String>,
-}
+/// The JSON of `/v1/status`, the wire type the operator reads too.
+pub use crds::report::AdapterReport;
 
 impl Stats {
     /// Figures registered as `dreampipe_adapter_*` metrics in `registry`.
@@ -112,11 +98,11 @@ impl Stats {
         self.last.lock().expect("stats lock").sync_time = Some(jiff::Timestamp::now().to_string());
     }
 
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> AdapterReport {
         let last = self.last.lock().expect("stats lock");
         let (created, updated, deleted) =
             (self.created.get(), self.updated.get(), self.deleted.get());
-        Status {
+        AdapterReport {
             last_sync_time: last.sync_time.clone(),
             records_read: self.records_read.get(),
             submitted: self.submitted.get(),

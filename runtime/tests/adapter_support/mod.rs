@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use runtime::adapter::status::{Stats, Status};
+use runtime::adapter::status::{AdapterReport, Stats};
 use runtime::adapter::{Adapter, Args};
 use runtime::auth::Tokens;
 use runtime::receiver::metrics::Metrics;
@@ -84,7 +84,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> AdapterReport {
         self.stats.status()
     }
 
@@ -141,7 +141,11 @@ pub async fn start_adapter_with_token(
 }
 
 /// Waits until `done` holds of the adapter's status, failing after 20 s.
-pub async fn wait_for(running: &Running, what: &str, done: impl Fn(&Status) -> bool) -> Status {
+pub async fn wait_for(
+    running: &Running,
+    what: &str,
+    done: impl Fn(&AdapterReport) -> bool,
+) -> AdapterReport {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let status = running.status();

@@ -1,0 +1,115 @@
+//! The `GET /v1/status` reports of the runtime's roles: written by the runtime, read by the
+//! operator into each resource's status. One definition for both sides, so a field renamed on
+//! one side cannot silently vanish from `kubectl get` on the other.
+
+use serde::{Deserialize, Serialize};
+
+use crate::projection::Phase;
+
+/// A receiver's report: its Entity's stream and the stream's figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiverReport {
+    pub entity: String,
+    pub stream: String,
+    #[serde(flatten)]
+    pub stats: StreamStats,
+}
+
+/// The figures of an Entity's stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStats {
+    /// Events stored.
+    pub events: u64,
+    /// Distinct keys (subjects) with events.
+    pub keys: u64,
+    /// Sequence of the newest event.
+    pub last_sequence: u64,
+    /// When the newest event was stored (RFC 3339); absent while the stream is empty.
+    #[serde(default)]
+    pub last_event_time: Option<String>,
+}
+
+/// A projector replica's report of its Projection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectorReport {
+    pub projection: String,
+    pub replica: String,
+    /// Partitions this replica holds the lease of.
+    #[serde(default)]
+    pub owned_partitions: Vec<u32>,
+    /// The stable view (or subject) readers use.
+    pub view: String,
+    /// The generation serving the view.
+    #[serde(default)]
+    pub active_generation: Option<String>,
+    /// A generation being built to replace it.
+    #[serde(default)]
+    pub building_generation: Option<String>,
+    /// The generation this replica's configuration asks for.
+    pub configured_generation: String,
+    #[serde(default)]
+    pub generations: Vec<GenerationReport>,
+}
+
+/// One generation's figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationReport {
+    pub generation: String,
+    /// `building`, `live` or `retired`.
+    pub state: String,
+    pub phase: Phase,
+    /// Events not yet applied, summed over partitions.
+    pub lag: u64,
+    /// Highest stream sequence applied in any partition.
+    pub last_applied_sequence: u64,
+    /// Events applied.
+    pub events: u64,
+    /// Percentage of the stream replayed (100 once caught up).
+    pub progress: u8,
+    pub dead_letters: u64,
+    #[serde(default)]
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// One partition of a generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionReport {
+    pub partition: u32,
+    pub sequence: u64,
+    #[serde(default)]
+    pub lag: Option<u64>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Why the partition stopped (`onError: Stop`), if it did.
+    #[serde(default)]
+    pub stopped: Option<String>,
+    /// The error the partition keeps failing with, while it cannot move.
+    #[serde(default)]
+    pub failing: Option<String>,
+}
+
+/// An adapter's report: its last sync and its counts since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterReport {
+    #[serde(default)]
+    pub last_sync_time: Option<String>,
+    pub records_read: u64,
+    pub submitted: u64,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub updated: u64,
+    #[serde(default)]
+    pub deleted: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
