@@ -96,10 +96,7 @@ impl Backoff {
     pub fn fail(&self, object: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let count = failures.entry(object.to_owned()).or_insert(0);
-        let delay = self
-            .base
-            .saturating_mul(2_u32.saturating_pow(*count))
-            .min(self.cap);
+        let delay = process::backoff_delay(self.base, self.cap, *count);
         *count = count.saturating_add(1);
         delay
     }

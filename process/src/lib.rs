@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -24,6 +25,52 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines, for a terminal.
     Text,
+}
+
+/// The delay before the next attempt after `failures` failures in a row: `base`, doubling per
+/// failure, never more than `cap`.
+pub fn backoff_delay(base: Duration, cap: Duration, failures: u32) -> Duration {
+    base.saturating_mul(2_u32.saturating_pow(failures)).min(cap)
+}
+
+/// Exponential backoff for a retry loop: [`Backoff::wait`] after each failure, and
+/// [`Backoff::reset`] after a success.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap,
+            failures: 0,
+        }
+    }
+
+    /// The delay the next [`Backoff::wait`] sleeps.
+    pub fn delay(&self) -> Duration {
+        backoff_delay(self.base, self.cap, self.failures)
+    }
+
+    /// Sleeps the next delay and counts a failure; `false` (at once) when `shutdown` is
+    /// cancelled first.
+    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.delay();
+        self.failures = self.failures.saturating_add(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Back to the first delay.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
 }
 
 /// An error and its sources on one line, `outer: inner: innermost`, for logs and statuses.
@@ -181,6 +228,28 @@ mod tests {
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let delays: Vec<u128> = (0..6)
+            .map(|n| {
+                backoff_delay(Duration::from_millis(100), Duration::from_secs(1), n).as_millis()
+            })
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[tokio::test]
+    async fn a_backoff_wait_grows_resets_and_stops_at_shutdown() {
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(10));
+        let shutdown = CancellationToken::new();
+        assert!(backoff.wait(&shutdown).await);
+        assert_eq!(backoff.delay(), Duration::from_millis(2));
+        backoff.reset();
+        assert_eq!(backoff.delay(), Duration::from_millis(1));
+        shutdown.cancel();
+        assert!(!backoff.wait(&shutdown).await, "a cancelled wait says so");
     }
 
     #[tokio::test]

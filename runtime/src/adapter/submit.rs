@@ -127,7 +127,7 @@ impl Submitter {
                 body.push(b'\n');
             }
             let body = Bytes::from(body);
-            let mut delay = Duration::from_millis(100);
+            let mut backoff = process::Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
             loop {
                 match self.attempt(body.clone()).await {
                     Ok(answer) => {
@@ -136,13 +136,12 @@ impl Submitter {
                     }
                     Err(error) if error.is_transient() => {
                         let message = crate::error_chain(&error);
-                        tracing::warn!(error = %message, retry_in = ?delay, "batch not accepted yet");
+                        let retry_in = backoff.delay();
+                        tracing::warn!(error = %message, ?retry_in, "batch not accepted yet");
                         self.stats.error(message);
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Err(SubmitError::ShutDown),
-                            _ = tokio::time::sleep(delay) => {}
+                        if !backoff.wait(shutdown).await {
+                            return Err(SubmitError::ShutDown);
                         }
-                        delay = (delay * 2).min(MAX_BACKOFF);
                     }
                     Err(error) => {
                         let message = crate::error_chain(&error);
