@@ -12,7 +12,7 @@ mod postgres;
 
 pub use locate::locate_binary;
 pub use nats::Nats;
-pub use postgres::{Durability, Postgres, SUPERUSER};
+pub use postgres::{Durability, Postgres, REACHABLE_ROOT, SUPERUSER};
 
 use std::path::Path;
 
@@ -28,6 +28,15 @@ pub enum ServerError {
     #[error("{action}")]
     Io {
         action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the postgres user cannot run {binary}; install PostgreSQL where every user can \
+         reach it (scripts/install-deps installs it from apt)"
+    )]
+    UnreachableBinary {
+        binary: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
