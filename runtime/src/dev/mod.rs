@@ -94,9 +94,21 @@ struct Backing {
     nats_url: String,
     writer_url: String,
     reader_url: String,
+    // The same two as psql takes them, for people.
+    writer_psql_url: String,
+    reader_psql_url: String,
     // Kept alive for the run; dropped (stopped) last.
     _nats: Option<servers::Nats>,
-    _postgres: Option<servers::Postgres>,
+    postgres: Option<servers::Postgres>,
+}
+
+impl Backing {
+    /// Where the started cluster lives when it is not inside the state folder.
+    fn moved_cluster(&self, state_dir: &Path) -> Option<&Path> {
+        let cluster = self.postgres.as_ref()?.cluster_dir();
+        let state_dir = std::path::absolute(state_dir).ok()?;
+        (!cluster.starts_with(state_dir)).then_some(cluster)
+    }
 }
 
 /// One running role.
@@ -201,10 +213,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
     writeln!(
         out,
         "  Postgres  {}  (analysts: {})",
-        redact(&backing.writer_url),
-        redact(&backing.reader_url)
+        redact(&backing.writer_psql_url),
+        backing.reader_psql_url
     )
     .map_err(DevError::Terminal)?;
+    if let Some(cluster) = backing.moved_cluster(&state_dir) {
+        // The postgres user could not enter the state folder (ADR 0040): say where data went.
+        writeln!(out, "  Postgres data in {}", cluster.display()).map_err(DevError::Terminal)?;
+    }
     for role in &roles {
         writeln!(
             out,
@@ -421,8 +437,10 @@ async fn backing(
         nats_url,
         writer_url: writer.to_url_lossy().to_string(),
         reader_url: reader.to_url_lossy().to_string(),
+        writer_psql_url: psql_url(&writer),
+        reader_psql_url: psql_url(&reader),
         _nats: nats,
-        _postgres: postgres,
+        postgres,
     })
 }
 
@@ -531,6 +549,23 @@ fn file_times(folder: &Path) -> BTreeMap<PathBuf, SystemTime> {
         .collect()
 }
 
+/// The connection as a URL psql accepts: sqlx adds parameters of its own (such as
+/// `statement-cache-capacity`) that libpq refuses, so only libpq's are kept.
+fn psql_url(options: &sqlx::postgres::PgConnectOptions) -> String {
+    const LIBPQ_PARAMETERS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
+    let mut url = options.to_url_lossy();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| LIBPQ_PARAMETERS.contains(&name.as_ref()))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    url.set_query(None);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept);
+    }
+    url.to_string()
+}
+
 /// A URL without its password.
 fn redact(url: &str) -> String {
     match url.split_once("://").and_then(|(scheme, rest)| {
@@ -569,6 +604,18 @@ mod tests {
             Ok(("a".to_owned(), "b:1".to_owned()))
         );
         assert!(parse_service("nohost").is_err());
+    }
+
+    #[test]
+    fn printed_postgres_urls_carry_only_parameters_psql_knows() {
+        let options: sqlx::postgres::PgConnectOptions =
+            "postgres://reader:pw@127.0.0.1:5433/dreampipe?sslmode=disable&application_name=x"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            psql_url(&options),
+            "postgres://reader:pw@127.0.0.1:5433/dreampipe?sslmode=disable"
+        );
     }
 
     #[test]
