@@ -40,6 +40,11 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the postgres user cannot reach the cluster in {data} (a folder above it is private): \
+         move the state folder where it can, or remove {data} to start afresh"
+    )]
+    UnreachableCluster { data: std::path::PathBuf },
     #[error("{server} did not start: {reason}\n--- last lines of its log ---\n{log}")]
     StartFailed {
         server: &'static str,

@@ -48,8 +48,9 @@ impl Postgres {
         std::fs::create_dir_all(dir)
             .map_err(ServerError::io(format!("create {}", dir.display())))?;
         user.give(dir)?;
-        let home = cluster_home(&user, dir, &postgres)?;
-        let data = home.join("data");
+        let data = cluster_data(&user, dir, &postgres)?;
+        // The socket goes beside the data, where the server can reach it too.
+        let home = data.parent().unwrap_or(dir).to_path_buf();
         if !data.join("PG_VERSION").exists() {
             let initdb = runnable(locate_binary("initdb", bin_dir.as_deref(), &fallbacks)?)?;
             init(&user, &initdb, dir, &data)?;
@@ -189,39 +190,23 @@ fn start_server(
 /// folder for program state, reachable by every user, one postgres-owned folder per cluster.
 pub const REACHABLE_ROOT: &str = "/var/lib/dreampipe/postgres";
 
-/// The folder that holds the cluster over `dir`: `dir` itself when the server can reach it,
+/// The data directory of the cluster over `dir`: `<dir>/data` when the server can reach it,
 /// else the one `<dir>/data` links to, made under [`REACHABLE_ROOT`] on first use.
-fn cluster_home(user: &ServerUser, dir: &Path, postgres: &Path) -> Result<PathBuf, ServerError> {
+fn cluster_data(user: &ServerUser, dir: &Path, postgres: &Path) -> Result<PathBuf, ServerError> {
     let link = dir.join("data");
     if let Ok(target) = std::fs::read_link(&link) {
-        let home = target
-            .parent()
-            .filter(|home| !home.as_os_str().is_empty())
-            .ok_or_else(|| ServerError::Io {
-                action: format!(
-                    "use {}: it links to {}, which is not inside a folder",
-                    link.display(),
-                    target.display()
-                ),
-                source: std::io::ErrorKind::InvalidInput.into(),
-            })?
-            .to_path_buf();
-        make_private_folder(user, &home)?;
-        return Ok(home);
+        // A relative link is relative to the folder it lies in.
+        let data = dir.join(target);
+        if let Some(home) = data.parent().filter(|home| !home.exists()) {
+            make_private_folder(user, home)?;
+        }
+        return Ok(data);
     }
     if user.can_enter(dir, postgres) {
-        return Ok(dir.to_path_buf());
+        return Ok(link);
     }
     if link.exists() {
-        return Err(ServerError::Io {
-            action: format!(
-                "use the cluster in {}: the postgres user cannot reach it (a folder above it is \
-                 private); move the state folder somewhere it can, or remove {} to start afresh",
-                link.display(),
-                link.display()
-            ),
-            source: std::io::ErrorKind::PermissionDenied.into(),
-        });
+        return Err(ServerError::UnreachableCluster { data: link });
     }
     let home = Path::new(REACHABLE_ROOT).join(relocated_name(dir));
     // No link points here, so its state folder was removed: its checkpoints would not match
@@ -238,7 +223,7 @@ fn cluster_home(user: &ServerUser, dir: &Path, postgres: &Path) -> Result<PathBu
         link.display(),
         home.display()
     )))?;
-    Ok(home)
+    Ok(home.join("data"))
 }
 
 /// A postgres-owned folder only the server can read, below world-traversable parents.

@@ -109,3 +109,21 @@ async fn a_removed_state_folder_starts_afresh_rather_than_finding_an_old_cluster
             .unwrap();
     assert_eq!(tables, 0, "the old cluster's tables are gone");
 }
+
+#[test]
+fn a_cluster_already_below_a_private_folder_is_refused_with_what_to_do() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: only a server run as another user (under root) meets this");
+        return;
+    }
+    let private = private_folder();
+    let dir = private.path().join("state/postgres");
+    // A real data folder, as a run before ADR 0040 (or a moved checkout) left it.
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let error = Postgres::start(&dir, Durability::Throwaway).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot reach the cluster in") && message.contains("to start afresh"),
+        "{message}"
+    );
+}
