@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testbed::child::{free_port, http, terminate};
+use testbed::child::{http, terminate};
 
 const ENTITY: &str = "apiVersion: dreampipe.io/v1alpha1
 kind: Entity
@@ -80,6 +80,18 @@ fn wait_until_ready(dev: &mut Child, workdir: &Path, port: u16) {
             log()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A port whose next `count - 1` ports are free too: dev takes consecutive ports from `--port`.
+fn free_ports(count: u16) -> u16 {
+    loop {
+        let base = testbed::child::free_port();
+        let all_free = (base..base.saturating_add(count))
+            .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if all_free && base.checked_add(count).is_some() {
+            return base;
+        }
     }
 }
 
@@ -169,7 +181,7 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
     std::fs::create_dir(&folder).unwrap();
     std::fs::write(folder.join("entity.yaml"), ENTITY).unwrap();
     std::fs::write(folder.join("projection.yaml"), projection("true")).unwrap();
-    let port = free_port();
+    let port = free_ports(3);
     let (query, receiver) = (port, port + 1);
 
     let mut first = dev(&folder, state.path(), port);
@@ -228,5 +240,36 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
             .join(".dreampipe/postgres/data/PG_VERSION")
             .exists(),
         "state lives in the relative folder"
+    );
+}
+
+#[test]
+fn dev_stops_with_the_reason_when_a_role_cannot_start() {
+    let state = PrivateState::new();
+    let folder = state.path().join("pipeline");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("entity.yaml"), ENTITY).unwrap();
+    let port = free_ports(2);
+    // The receiver's port is taken, so the receiver cannot listen.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port + 1)).unwrap();
+
+    let mut dev = dev(&folder, state.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = dev.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = dev.kill();
+            panic!("dev kept running with a receiver that could not listen");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(state.path().join("stderr.txt")).unwrap();
+    assert!(
+        log.contains("receiver customer stopped, so dev stops too")
+            && log.contains("Address already in use"),
+        "{log}"
     );
 }
