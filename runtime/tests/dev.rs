@@ -40,10 +40,22 @@ spec:
     )
 }
 
+/// A dev process killed when the test ends, also when it fails halfway.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Runs `dreampipe dev` from `workdir` with the state folder `.dreampipe` relative to it, as
 /// users run it; its stdout and stderr go to files in `workdir`.
-fn dev(folder: &Path, workdir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dreampipe"))
+fn dev(folder: &Path, workdir: &Path, port: u16) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
         .current_dir(workdir)
         .arg("dev")
         .arg(folder)
@@ -60,15 +72,16 @@ fn dev(folder: &Path, workdir: &Path, port: u16) -> Child {
         .stderr(std::fs::File::create(workdir.join("stderr.txt")).unwrap())
         .stdin(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
 /// Waits until `port` answers `/readyz` with 200; fails at once, with dev's log, if dev exits.
-fn wait_until_ready(dev: &mut Child, workdir: &Path, port: u16) {
+fn wait_until_ready(dev: &mut Running, workdir: &Path, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let log = || std::fs::read_to_string(workdir.join("stderr.txt")).unwrap_or_default();
     while !http(port, "GET", "/readyz", None).is_ok_and(|(status, _)| status == 200) {
-        if let Some(status) = dev.try_wait().unwrap() {
+        if let Some(status) = dev.0.try_wait().unwrap() {
             panic!(
                 "dev exited with {status} before {port} was ready:\n{}",
                 log()
@@ -223,7 +236,7 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
     .unwrap();
     assert_eq!(view_names(query, 1), ["Bo"]);
     assert!(
-        terminate(&mut first, Duration::from_secs(30)).success(),
+        terminate(&mut first.0, Duration::from_secs(30)).success(),
         "dev stops cleanly on SIGTERM"
     );
 
@@ -233,7 +246,7 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
     assert_eq!(view_names(query, 1), ["Bo"]);
     let (status, body) = http(query, "GET", "/v1/entities/customer/c1", None).unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(terminate(&mut second, Duration::from_secs(30)).success());
+    assert!(terminate(&mut second.0, Duration::from_secs(30)).success());
     assert!(
         state
             .path()
@@ -256,11 +269,10 @@ fn dev_stops_with_the_reason_when_a_role_cannot_start() {
     let mut dev = dev(&folder, state.path(), port);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = dev.try_wait().unwrap() {
+        if let Some(status) = dev.0.try_wait().unwrap() {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = dev.kill();
             panic!("dev kept running with a receiver that could not listen");
         }
         std::thread::sleep(Duration::from_millis(50));
