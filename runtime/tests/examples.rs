@@ -62,3 +62,36 @@ fn the_salesforce_example_tells_the_whole_story() {
         ["customer_changes", "customers", "customers_by_city"]
     );
 }
+
+/// The README and the chart's NOTES apply examples with `kubectl apply -n <release namespace>`:
+/// a namespace written into a document would send it elsewhere, away from the database Secret.
+#[test]
+fn no_example_document_names_a_namespace_of_its_own() {
+    use serde::Deserialize;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut documents = 0;
+    for folder in std::fs::read_dir(&examples).unwrap() {
+        let folder = folder.unwrap().path();
+        for file in std::fs::read_dir(&folder).into_iter().flatten() {
+            let file = file.unwrap().path();
+            if !matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_yaml::Value::deserialize(document).unwrap();
+                documents += 1;
+                assert!(
+                    value["metadata"].get("namespace").is_none(),
+                    "{} names namespace {:?}",
+                    file.display(),
+                    value["metadata"]["namespace"]
+                );
+            }
+        }
+    }
+    assert!(documents > 5, "only {documents} example documents found");
+}

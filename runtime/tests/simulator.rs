@@ -157,3 +157,46 @@ async fn malformed_queries_are_refused_like_salesforce_does() {
         assert_eq!(body[0]["errorCode"], code, "{uri}: {body}");
     }
 }
+
+/// The simulator's flags with nothing given but the token: its default history.
+#[derive(Debug, clap::Parser)]
+struct Defaults {
+    #[command(flatten)]
+    args: runtime::simulator::Args,
+}
+
+#[test]
+fn every_account_the_readme_reads_outlives_two_hours_of_the_default_history() {
+    use clap::Parser;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README is beside the runtime crate");
+    let mut keys: Vec<String> = readme
+        .split("/v1/entities/customer/")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect()
+        })
+        .filter(|key: &String| key.starts_with("001"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert!(
+        !keys.is_empty(),
+        "the README reads a CRM account by its key"
+    );
+
+    let defaults = Defaults::parse_from(["crm-simulator", "--token", "t"]).args;
+    let mut crm = Crm::new(defaults.accounts, defaults.seed, at(0));
+    let two_hours = 2 * 3600 / defaults.tick.as_secs().max(1);
+    for tick in 0..two_hours {
+        crm.tick(tick, defaults.changes_per_tick, at(tick as i64 + 1));
+    }
+    for key in &keys {
+        assert!(
+            crm.live().any(|account| &account.id == key),
+            "the README reads account {key}, which the default history deletes within two hours"
+        );
+    }
+}

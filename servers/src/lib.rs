@@ -12,7 +12,7 @@ mod postgres;
 
 pub use locate::locate_binary;
 pub use nats::Nats;
-pub use postgres::{Durability, Postgres, SUPERUSER};
+pub use postgres::{Durability, Postgres, REACHABLE_ROOT, SUPERUSER};
 
 use std::path::Path;
 
@@ -31,6 +31,20 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the postgres user cannot run {binary}; install PostgreSQL where every user can \
+         reach it (scripts/install-deps installs it from apt)"
+    )]
+    UnreachableBinary {
+        binary: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the postgres user cannot reach the cluster in {data} (a folder above it is private): \
+         move the state folder where it can, or remove {data} to start afresh"
+    )]
+    UnreachableCluster { data: std::path::PathBuf },
     #[error("{server} did not start: {reason}\n--- last lines of its log ---\n{log}")]
     StartFailed {
         server: &'static str,

@@ -28,24 +28,31 @@ pub enum Durability {
 pub struct Postgres {
     server: Child,
     port: u16,
+    home: PathBuf,
 }
 
 impl Postgres {
-    /// Starts a cluster over `dir`, creating it first if `dir` holds none.
+    /// Starts a cluster over `dir`, creating it first if `dir` holds none. When the server
+    /// runs as the `postgres` user and that user cannot reach `dir` (a private home or
+    /// temporary folder), the cluster lives under [`REACHABLE_ROOT`] and `<dir>/data` links to
+    /// it (ADR 0040).
     pub fn start(dir: &Path, durability: Durability) -> Result<Self, ServerError> {
         // The postmaster runs in its data directory, so a relative folder would point elsewhere.
         let dir = &std::path::absolute(dir)
             .map_err(ServerError::io(format!("resolve {}", dir.display())))?;
         let bin_dir = std::env::var_os("POSTGRES_BIN_DIR").map(PathBuf::from);
         let fallbacks = debian_postgres_dirs();
-        let postgres = locate_binary("postgres", bin_dir.as_deref(), &fallbacks)?;
+        let postgres = runnable(locate_binary("postgres", bin_dir.as_deref(), &fallbacks)?)?;
         let user = ServerUser::for_current_process()?;
+        user.check_can_run(&postgres)?;
         std::fs::create_dir_all(dir)
             .map_err(ServerError::io(format!("create {}", dir.display())))?;
         user.give(dir)?;
-        let data = dir.join("data");
+        let data = cluster_data(&user, dir, &postgres)?;
+        // The socket goes beside the data, where the server can reach it too.
+        let home = data.parent().unwrap_or(dir).to_path_buf();
         if !data.join("PG_VERSION").exists() {
-            let initdb = locate_binary("initdb", bin_dir.as_deref(), &fallbacks)?;
+            let initdb = runnable(locate_binary("initdb", bin_dir.as_deref(), &fallbacks)?)?;
             init(&user, &initdb, dir, &data)?;
         }
         // A free port can be taken by someone else between our probe and the server's bind;
@@ -53,12 +60,23 @@ impl Postgres {
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
-            match start_server(&user, &postgres, dir, &data, port, durability) {
-                Ok(server) => return Ok(Postgres { server, port }),
+            let folders = Folders {
+                logs: dir,
+                sockets: &home,
+                data: &data,
+            };
+            match start_server(&user, &postgres, &folders, port, durability) {
+                Ok(server) => return Ok(Postgres { server, port, home }),
                 Err(error) => last_error = Some(error),
             }
         }
         Err(last_error.expect("at least one attempt was made"))
+    }
+
+    /// The folder that holds the cluster's `data` and its socket: the folder it was started
+    /// over, or the reachable one under [`REACHABLE_ROOT`] it was moved to.
+    pub fn cluster_dir(&self) -> &Path {
+        &self.home
     }
 
     /// The port it listens on, on 127.0.0.1.
@@ -95,25 +113,36 @@ fn init(user: &ServerUser, initdb: &Path, dir: &Path, data: &Path) -> Result<(),
     })
 }
 
+/// Where a cluster's files go: its log (ours), its socket and its data (the server's).
+struct Folders<'a> {
+    logs: &'a Path,
+    sockets: &'a Path,
+    data: &'a Path,
+}
+
 fn start_server(
     user: &ServerUser,
     postgres: &Path,
-    dir: &Path,
-    data: &Path,
+    folders: &Folders<'_>,
     port: u16,
     durability: Durability,
 ) -> Result<Child, ServerError> {
-    let log = dir.join(format!("postgres-{port}.log"));
+    // The log is opened by us and handed over as stderr, so it may live where the server
+    // itself could not reach.
+    let log = folders.logs.join(format!("postgres-{port}.log"));
     let log_file =
         std::fs::File::create(&log).map_err(ServerError::io("create the Postgres log"))?;
     user.give(&log)?;
     let mut command = user.command(postgres);
     command
         .arg("-D")
-        .arg(data)
+        .arg(folders.data)
         .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
         .arg("-c")
-        .arg(format!("unix_socket_directories={}", dir.display()))
+        .arg(format!(
+            "unix_socket_directories={}",
+            folders.sockets.display()
+        ))
         .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"]);
     if durability == Durability::Throwaway {
         command.args([
@@ -155,6 +184,93 @@ fn start_server(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Where clusters live whose folder the `postgres` user cannot reach (ADR 0040): a system
+/// folder for program state, reachable by every user, one postgres-owned folder per cluster.
+pub const REACHABLE_ROOT: &str = "/var/lib/dreampipe/postgres";
+
+/// The data directory of the cluster over `dir`: `<dir>/data` when the server can reach it,
+/// else the one `<dir>/data` links to, made under [`REACHABLE_ROOT`] on first use.
+fn cluster_data(user: &ServerUser, dir: &Path, postgres: &Path) -> Result<PathBuf, ServerError> {
+    let link = dir.join("data");
+    if let Ok(target) = std::fs::read_link(&link) {
+        // A relative link is relative to the folder it lies in.
+        let data = dir.join(target);
+        if let Some(home) = data.parent().filter(|home| !home.exists()) {
+            make_private_folder(user, home)?;
+        }
+        return Ok(data);
+    }
+    if user.can_enter(dir, postgres) {
+        return Ok(link);
+    }
+    if link.exists() {
+        return Err(ServerError::UnreachableCluster { data: link });
+    }
+    let home = Path::new(REACHABLE_ROOT).join(relocated_name(dir));
+    // No link points here, so its state folder was removed: its checkpoints would not match
+    // the fresh streams beside it, so it must not be reused.
+    if home.exists() {
+        std::fs::remove_dir_all(&home).map_err(ServerError::io(format!(
+            "remove the stale cluster {}",
+            home.display()
+        )))?;
+    }
+    make_private_folder(user, &home)?;
+    std::os::unix::fs::symlink(home.join("data"), &link).map_err(ServerError::io(format!(
+        "link {} to the cluster in {}",
+        link.display(),
+        home.display()
+    )))?;
+    Ok(home.join("data"))
+}
+
+/// A postgres-owned folder only the server can read, below world-traversable parents.
+fn make_private_folder(user: &ServerUser, home: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(home)
+        .map_err(ServerError::io(format!("create {}", home.display())))?;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+        .map_err(ServerError::io(format!("make {} private", home.display())))?;
+    user.give(home)
+}
+
+/// A readable, stable name for the cluster of `dir`: its last folder names and a hash of the
+/// whole path (FNV-1a, stable across builds, unlike Rust's `DefaultHasher`).
+fn relocated_name(dir: &Path) -> String {
+    let hash = dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let words: String = dir
+        .components()
+        .rev()
+        .take(3)
+        .filter_map(|c| c.as_os_str().to_str())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("-")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let words = words.trim_matches('-');
+    let words = &words[words.len().saturating_sub(40)..];
+    format!("{words}-{hash:016x}")
+}
+
+/// The binary's real path: links in a private folder (`.tools/bin` of a private checkout)
+/// would stop the `postgres` user, the file they point at does not.
+fn runnable(binary: PathBuf) -> Result<PathBuf, ServerError> {
+    std::fs::canonicalize(&binary).map_err(ServerError::io(format!("resolve {}", binary.display())))
 }
 
 fn free_port() -> Result<u16, ServerError> {
@@ -223,6 +339,47 @@ impl ServerUser {
         command
     }
 
+    /// Fails with a clear error when the server's user cannot execute `binary`.
+    fn check_can_run(&self, binary: &Path) -> Result<(), ServerError> {
+        if let ServerUser::Current = self {
+            return Ok(());
+        }
+        self.probe(binary, Path::new("/"))
+            .map_err(|source| ServerError::UnreachableBinary {
+                binary: binary.to_path_buf(),
+                source,
+            })
+    }
+
+    /// Whether the server's user can enter `dir`: `binary` (one it can run) is started there
+    /// as that user, so every folder above, ACLs included, is checked by the kernel itself.
+    fn can_enter(&self, dir: &Path, binary: &Path) -> bool {
+        match self {
+            ServerUser::Current => true,
+            ServerUser::Switch { .. } => self.probe(binary, dir).is_ok(),
+        }
+    }
+
+    fn probe(&self, binary: &Path, dir: &Path) -> std::io::Result<()> {
+        // The child changes its user before its folder, so entering `dir` is checked as the
+        // server's user.
+        let status = self
+            .command(binary)
+            .arg("--version")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "`--version` exited with {status}"
+            )))
+        }
+    }
+
     fn give(&self, path: &Path) -> Result<(), ServerError> {
         if let ServerUser::Switch { uid, gid } = self {
             nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into())).map_err(
@@ -233,5 +390,45 @@ impl ServerUser {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relocated_names_are_readable_and_differ_by_path() {
+        let name = relocated_name(Path::new("/root/work/shop/.dreampipe/postgres"));
+        assert!(name.starts_with("shop--dreampipe-postgres-"), "{name}");
+        assert_eq!(
+            name,
+            relocated_name(Path::new("/root/work/shop/.dreampipe/postgres"))
+        );
+        assert_ne!(
+            name,
+            relocated_name(Path::new("/home/ada/shop/.dreampipe/postgres"))
+        );
+    }
+
+    #[test]
+    fn a_server_binary_linked_from_a_private_folder_runs_through_its_real_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let postgres = locate_binary("postgres", None, &debian_postgres_dirs()).unwrap();
+        let private = tempfile::Builder::new()
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .unwrap();
+        let link = private.path().join("postgres");
+        std::os::unix::fs::symlink(runnable(postgres).unwrap(), &link).unwrap();
+        let user = ServerUser::for_current_process().unwrap();
+        if matches!(user, ServerUser::Switch { .. }) {
+            let error = user.check_can_run(&link).unwrap_err();
+            assert!(
+                error.to_string().contains("cannot run"),
+                "{error}: the private link is refused with a reason"
+            );
+        }
+        user.check_can_run(&runnable(link).unwrap()).unwrap();
     }
 }

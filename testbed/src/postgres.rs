@@ -144,8 +144,22 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, TestbedErro
 #[derive(Debug)]
 struct Cluster {
     server: Postgres,
-    // Declared last so the directory is removed after the server is stopped.
+    // Declared after the server so both folders are removed once it has stopped.
+    _moved: Option<RemoveOnDrop>,
     _dir: TempDir,
+}
+
+/// A cluster folder outside the temporary one (moved there because the `postgres` user cannot
+/// reach a private `TMPDIR`, ADR 0040), removed with the cluster.
+#[derive(Debug)]
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(folder = %self.0.display(), %error, "could not remove the test cluster");
+        }
+    }
 }
 
 impl Cluster {
@@ -166,7 +180,13 @@ impl Cluster {
             tokio::task::spawn_blocking(move || Postgres::start(&path, Durability::Throwaway))
                 .await
                 .expect("starting Postgres does not panic")?;
-        let cluster = Arc::new(Cluster { server, _dir: dir });
+        let moved = (!server.cluster_dir().starts_with(dir.path()))
+            .then(|| RemoveOnDrop(server.cluster_dir().to_path_buf()));
+        let cluster = Arc::new(Cluster {
+            server,
+            _moved: moved,
+            _dir: dir,
+        });
         *SHARED.lock().expect("cluster lock") = Arc::downgrade(&cluster);
         Ok(cluster)
     }

@@ -79,6 +79,12 @@ pub enum DevError {
     Server(#[from] servers::ServerError),
     #[error("could not prepare the database")]
     Database(#[source] sqlx::Error),
+    #[error("the {role} stopped, so dev stops too")]
+    Role {
+        role: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("could not write to the terminal")]
     Terminal(#[source] std::io::Error),
     #[error("could not write the adapters' local configuration to {path}")]
@@ -94,9 +100,33 @@ struct Backing {
     nats_url: String,
     writer_url: String,
     reader_url: String,
+    // The same two as psql takes them, for people.
+    writer_psql_url: String,
+    reader_psql_url: String,
     // Kept alive for the run; dropped (stopped) last.
     _nats: Option<servers::Nats>,
-    _postgres: Option<servers::Postgres>,
+    postgres: Option<servers::Postgres>,
+}
+
+impl Backing {
+    /// Where the started cluster lives when it is not inside the state folder.
+    fn moved_cluster(&self, state_dir: &Path) -> Option<&Path> {
+        let cluster = self.postgres.as_ref()?.cluster_dir();
+        let state_dir = std::path::absolute(state_dir).ok()?;
+        (!cluster.starts_with(state_dir)).then_some(cluster)
+    }
+}
+
+/// What every role is started with: the token that stops it, and where it reports that it
+/// stopped by itself with an error (dev then stops, rather than print endpoints that are dead).
+struct Supervision {
+    shutdown: CancellationToken,
+    failed: tokio::sync::mpsc::UnboundedSender<RoleFailure>,
+}
+
+struct RoleFailure {
+    role: String,
+    error: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// One running role.
@@ -125,6 +155,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
     let resources = Resources::load(&config, &namespace)?;
     let backing = backing(nats_url, database_url, &state_dir).await?;
     let mut out = std::io::stdout();
+    let (failed, mut failures) = tokio::sync::mpsc::unbounded_channel();
+    let supervision = Supervision {
+        shutdown: shutdown.clone(),
+        failed,
+    };
 
     let mut roles = Vec::new();
     let mut next_port = port;
@@ -134,7 +169,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
         taken
     };
     let query_port = take_port();
-    roles.push(start_query(&backing, &namespace, query_port, &shutdown));
+    roles.push(start_query(&backing, &namespace, query_port, &supervision));
     for entity in &resources.entities {
         roles.push(start_receiver(
             &config,
@@ -142,7 +177,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
             &backing,
             &namespace,
             take_port(),
-            &shutdown,
+            &supervision,
         ));
     }
     let mut files = file_times(&folder);
@@ -158,7 +193,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
             &backing,
             &namespace,
             take_port(),
-            &shutdown,
+            &supervision,
         ));
     }
     for adapter in &resources.adapters {
@@ -184,7 +219,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
             "adapter",
             name,
             adapter_port,
-            &shutdown,
+            &supervision,
             |stop| crate::adapter::run(args, stop),
         ));
     }
@@ -201,10 +236,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
     writeln!(
         out,
         "  Postgres  {}  (analysts: {})",
-        redact(&backing.writer_url),
-        redact(&backing.reader_url)
+        redact(&backing.writer_psql_url),
+        backing.reader_psql_url
     )
     .map_err(DevError::Terminal)?;
+    if let Some(cluster) = backing.moved_cluster(&state_dir) {
+        // The postgres user could not enter the state folder (ADR 0040): say where data went.
+        writeln!(out, "  Postgres data in {}", cluster.display()).map_err(DevError::Terminal)?;
+    }
     for role in &roles {
         writeln!(
             out,
@@ -218,9 +257,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
     let mut status_tick = tokio::time::interval(Duration::from_secs(status_every.max(1)));
     status_tick.tick().await;
     let mut watch_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut failure = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(failed) = failures.recv() => {
+                failure = Some(failed);
+                break;
+            }
             _ = status_tick.tick(), if status_every > 0 => {
                 let table = status::table(&roles.iter().map(|r| (r.kind, r.name.as_str(), r.port)).collect::<Vec<_>>()).await;
                 write!(out, "{table}").and_then(|()| out.flush()).map_err(DevError::Terminal)?;
@@ -229,7 +273,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
                 let now = file_times(&folder);
                 if now != files {
                     files = now;
-                    restart_changed_projectors(&config, &namespace, &backing, &mut roles, &mut specs, &shutdown).await;
+                    restart_changed_projectors(&config, &namespace, &backing, &mut roles, &mut specs, &supervision).await;
                 }
             }
         }
@@ -238,7 +282,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
         role.stop.cancel();
         let _ = role.task.await;
     }
-    Ok(())
+    match failure {
+        Some(RoleFailure { role, error }) => Err(DevError::Role {
+            role,
+            source: error,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Restarts the projectors whose Projection changed: each starts the new generation, which
@@ -249,7 +299,7 @@ async fn restart_changed_projectors(
     backing: &Backing,
     roles: &mut [Role],
     specs: &mut BTreeMap<String, ProjectionSpec>,
-    shutdown: &CancellationToken,
+    supervision: &Supervision,
 ) {
     let resources = match Resources::load(config, namespace) {
         Ok(resources) => resources,
@@ -279,7 +329,7 @@ async fn restart_changed_projectors(
             backing,
             namespace,
             role.port,
-            shutdown,
+            supervision,
         );
     }
 }
@@ -292,19 +342,24 @@ fn spawn_role<F, E>(
     kind: &'static str,
     name: &str,
     port: u16,
-    shutdown: &CancellationToken,
+    supervision: &Supervision,
     run: impl FnOnce(CancellationToken) -> F,
 ) -> Role
 where
     F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: std::error::Error + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
-    let stop = shutdown.child_token();
+    let stop = supervision.shutdown.child_token();
     let future = run(stop.clone());
     let label = format!("{kind} {name}");
+    let failed = supervision.failed.clone();
     let task = tokio::spawn(async move {
         if let Err(error) = future.await {
             tracing::error!(role = %label, error = %crate::error_chain(&error), "role stopped with an error");
+            let _ = failed.send(RoleFailure {
+                role: label,
+                error: Box::new(error),
+            });
         }
     });
     Role {
@@ -316,12 +371,7 @@ where
     }
 }
 
-fn start_query(
-    backing: &Backing,
-    namespace: &str,
-    port: u16,
-    shutdown: &CancellationToken,
-) -> Role {
+fn start_query(backing: &Backing, namespace: &str, port: u16, supervision: &Supervision) -> Role {
     let args = crate::query::Args {
         namespace: namespace.to_owned(),
         nats_url: backing.nats_url.clone(),
@@ -329,7 +379,7 @@ fn start_query(
         listen: listen(port),
         auth: Default::default(),
     };
-    spawn_role("query", "entities and views", port, shutdown, |stop| {
+    spawn_role("query", "entities and views", port, supervision, |stop| {
         crate::query::run(args, stop)
     })
 }
@@ -340,7 +390,7 @@ fn start_receiver(
     backing: &Backing,
     namespace: &str,
     port: u16,
-    shutdown: &CancellationToken,
+    supervision: &Supervision,
 ) -> Role {
     let args = crate::receiver::Args {
         config: config.to_vec(),
@@ -350,7 +400,7 @@ fn start_receiver(
         listen: listen(port),
         auth: Default::default(),
     };
-    spawn_role("receiver", entity, port, shutdown, |stop| {
+    spawn_role("receiver", entity, port, supervision, |stop| {
         crate::receiver::run(args, stop)
     })
 }
@@ -361,7 +411,7 @@ fn start_projector(
     backing: &Backing,
     namespace: &str,
     port: u16,
-    shutdown: &CancellationToken,
+    supervision: &Supervision,
 ) -> Role {
     let args = crate::projector::command::ProjectorArgs {
         config: config.to_vec(),
@@ -374,7 +424,7 @@ fn start_projector(
         reader_role: Some(READER_ROLE.to_owned()),
         drop: false,
     };
-    spawn_role("projector", projection, port, shutdown, |stop| {
+    spawn_role("projector", projection, port, supervision, |stop| {
         crate::projector::command::run(args, stop)
     })
 }
@@ -421,8 +471,10 @@ async fn backing(
         nats_url,
         writer_url: writer.to_url_lossy().to_string(),
         reader_url: reader.to_url_lossy().to_string(),
+        writer_psql_url: psql_url(&writer),
+        reader_psql_url: psql_url(&reader),
         _nats: nats,
-        _postgres: postgres,
+        postgres,
     })
 }
 
@@ -531,6 +583,23 @@ fn file_times(folder: &Path) -> BTreeMap<PathBuf, SystemTime> {
         .collect()
 }
 
+/// The connection as a URL psql accepts: sqlx adds parameters of its own (such as
+/// `statement-cache-capacity`) that libpq refuses, so only libpq's are kept.
+fn psql_url(options: &sqlx::postgres::PgConnectOptions) -> String {
+    const LIBPQ_PARAMETERS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
+    let mut url = options.to_url_lossy();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| LIBPQ_PARAMETERS.contains(&name.as_ref()))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    url.set_query(None);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept);
+    }
+    url.to_string()
+}
+
 /// A URL without its password.
 fn redact(url: &str) -> String {
     match url.split_once("://").and_then(|(scheme, rest)| {
@@ -569,6 +638,18 @@ mod tests {
             Ok(("a".to_owned(), "b:1".to_owned()))
         );
         assert!(parse_service("nohost").is_err());
+    }
+
+    #[test]
+    fn printed_postgres_urls_carry_only_parameters_psql_knows() {
+        let options: sqlx::postgres::PgConnectOptions =
+            "postgres://reader:pw@127.0.0.1:5433/dreampipe?sslmode=disable&application_name=x"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            psql_url(&options),
+            "postgres://reader:pw@127.0.0.1:5433/dreampipe?sslmode=disable"
+        );
     }
 
     #[test]
