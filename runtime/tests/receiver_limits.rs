@@ -250,3 +250,43 @@ async fn deleting_a_key_never_written_is_unchanged_and_appends_nothing() {
     assert_eq!(batch.body["results"][0]["result"], "unchanged");
     assert_eq!(stream_messages(&nats).await, 0);
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_with_a_problem_and_the_connection_closed() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let nats = NatsServer::start().await.unwrap();
+    let router = open_receiver(&nats).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let timeouts = process::ReadTimeouts {
+        headers: Duration::from_millis(300),
+        body_idle: Duration::from_millis(300),
+    };
+    tokio::spawn(process::serve_with(
+        listener,
+        router,
+        stop.clone(),
+        timeouts,
+    ));
+
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            b"PUT /v1/entities/customer/c1 HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"id\":",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the receiver closes a connection whose body stalled")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("body-unreadable"), "{answer}");
+    assert_eq!(stream_messages(&nats).await, 0);
+    stop.cancel();
+}
