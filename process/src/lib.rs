@@ -197,18 +197,81 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     })
 }
 
+/// How long a client may take to send what it started: a connection that stalls is closed
+/// instead of holding a task and a socket forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadTimeouts {
+    /// From the first byte of a request to the end of its headers.
+    pub headers: Duration,
+    /// Between two chunks of a request body (a handler reading it sees an error).
+    pub body_idle: Duration,
+}
+
+impl Default for ReadTimeouts {
+    fn default() -> Self {
+        ReadTimeouts {
+            headers: Duration::from_secs(10),
+            body_idle: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Serves `router` until `shutdown` is cancelled, then lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, router, shutdown, ReadTimeouts::default()).await
+}
+
+/// [`serve`] with chosen read timeouts. HTTP/1.1 only, as the probes and clients speak.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    timeouts: ReadTimeouts,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "listening");
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeouts.headers);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let body_idle = timeouts.body_idle;
+        let service = hyper::service::service_fn(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let request = request.map(|body| {
+                    axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_idle, body))
+                });
+                tower::ServiceExt::oneshot(router.clone(), request)
+            },
+        );
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection closed with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -268,6 +331,62 @@ mod tests {
             get_path(probe_routes(health), "/readyz").await.0,
             StatusCode::OK
         );
+    }
+
+    /// Serves `router` with short read timeouts; returns its address and its stop token.
+    async fn impatient_server(router: Router) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let timeouts = ReadTimeouts {
+            headers: Duration::from_millis(300),
+            body_idle: Duration::from_millis(300),
+        };
+        tokio::spawn(serve_with(listener, router, shutdown.clone(), timeouts));
+        (address, shutdown)
+    }
+
+    /// Sends `start` and reads until the server closes; `None` if it is still open after 10 s.
+    async fn answer_after_stalling(address: std::net::SocketAddr, start: &[u8]) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(start).await.unwrap();
+        let mut answer = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await {
+            Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stalls_mid_headers_is_closed() {
+        let (address, shutdown) =
+            impatient_server(probe_routes(Health::new(Registry::default()))).await;
+        let answer = answer_after_stalling(address, b"GET /healthz HTTP/1.1\r\nHost: t\r\n").await;
+        assert!(answer.is_some(), "the connection is still open");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stalls_mid_body_is_answered_and_closed() {
+        let router = Router::new().route(
+            "/upload",
+            axum::routing::post(|body: Body| async move {
+                match axum::body::to_bytes(body, 1024).await {
+                    Ok(_) => StatusCode::OK,
+                    Err(_) => StatusCode::BAD_REQUEST,
+                }
+            }),
+        );
+        let (address, shutdown) = impatient_server(router).await;
+        let answer = answer_after_stalling(
+            address,
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten b",
+        )
+        .await
+        .expect("the connection is still open");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        shutdown.cancel();
     }
 
     #[tokio::test]

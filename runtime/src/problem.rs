@@ -64,3 +64,102 @@ pub fn respond(
     }
     response
 }
+
+/// axum's `Path`, whose rejection is a problem: a key such as `%FF` that is not UTF-8 once
+/// percent-decoded is a 400 saying so, not a plain-text answer.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::{ErrorKind, Path as AxumPath};
+        use axum::extract::rejection::PathRejection;
+        match AxumPath::<T>::from_request_parts(parts, state).await {
+            Ok(AxumPath(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                let detail = match error.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => {
+                        format!("the {key} in the path is not UTF-8 once percent-decoded")
+                    }
+                    _ => format!("the path is not valid: {}", error.body_text()),
+                };
+                Err(respond(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    detail,
+                    Vec::new(),
+                ))
+            }
+            Err(rejection) => Err(respond(
+                rejection.status(),
+                "bad_path",
+                rejection.body_text(),
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+/// axum's `Query`, whose rejection (a query string that does not decode) is a problem.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(respond(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("the query string is not valid: {}", rejection.body_text()),
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+/// The fallback of every API router: an unknown path is a 404 problem naming it.
+pub async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    respond(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {method} {}", echo(uri.path())),
+        Vec::new(),
+    )
+}
+
+/// The fallback for a known path and a method it does not serve; axum adds `Allow`.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", echo(uri.path())),
+        Vec::new(),
+    )
+}
+
+/// At most 200 characters of a request's path, for echoing in a problem.
+fn echo(path: &str) -> String {
+    match path.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &path[..cut]),
+        None => path.to_owned(),
+    }
+}

@@ -395,3 +395,86 @@ async fn a_view_replaced_by_a_new_generation_is_read_with_its_new_columns() {
     let (status, body) = get(&query, "/v1/views/customers?city=Lyon").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn routing_and_decoding_errors_are_problems() {
+    let nats = NatsServer::start().await.unwrap();
+    let query = query_service(&nats, None).await;
+    for (method, uri, status, detail) in [
+        (
+            Method::GET,
+            "/v1/entities/customer/a/b",
+            StatusCode::NOT_FOUND,
+            "no route for GET /v1/entities/customer/a/b",
+        ),
+        (
+            Method::GET,
+            "/v1/entities/customer/",
+            StatusCode::NOT_FOUND,
+            "no route",
+        ),
+        (
+            Method::POST,
+            "/v1/entities/customer/k1",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST is not allowed",
+        ),
+        (
+            Method::GET,
+            "/v1/entities/customer/%FF",
+            StatusCode::BAD_REQUEST,
+            "not UTF-8",
+        ),
+        (
+            Method::GET,
+            "/v1/entities/customer/c1?asOf=",
+            StatusCode::BAD_REQUEST,
+            "asOf must be",
+        ),
+        (
+            Method::GET,
+            "/v1/entities/customer/c1/history?limit=0",
+            StatusCode::BAD_REQUEST,
+            "limit must be a number from 1 to 1000",
+        ),
+        (
+            Method::GET,
+            "/v1/entities/customer/c1/history?limit=%FF",
+            StatusCode::BAD_REQUEST,
+            "limit must be a number from 1 to 1000",
+        ),
+    ] {
+        let answer = call(&query, method, uri, None, &[]).await;
+        assert_eq!(answer.status, status, "{uri}: {}", answer.body);
+        assert_eq!(
+            answer.headers["content-type"], "application/problem+json",
+            "{uri}"
+        );
+        let text = answer.body["detail"].as_str().unwrap();
+        assert!(text.contains(detail), "{uri}: {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_problems_and_bounds() {
+    let nats = NatsServer::start().await.unwrap();
+    let (_, document) = get(&query_service(&nats, None).await, "/openapi.json").await;
+    let history = &document["paths"]["/v1/entities/{entity}/{key}/history"]["get"];
+    for status in ["400", "401", "404", "503"] {
+        assert!(
+            history["responses"][status]["content"]["application/problem+json"].is_object(),
+            "{status} is declared as problem+json: {}",
+            history["responses"]
+        );
+    }
+    let limit = history["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(1000))
+    );
+}

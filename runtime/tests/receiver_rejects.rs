@@ -267,3 +267,55 @@ async fn a_patch_that_breaks_the_schema_is_a_422() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_key_that_is_not_utf8_is_a_400_problem() {
+    assert_refused(
+        Method::GET,
+        "/v1/entities/customer/%FF",
+        None,
+        &[AUTH],
+        StatusCode::BAD_REQUEST,
+        "not UTF-8 once percent-decoded",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_problems() {
+    for uri in ["/v1/entities/customer/a/b", "/v1/entities/customer/", "/v2"] {
+        assert_refused(
+            Method::PUT,
+            uri,
+            Some(r#"{"id":"a","name":"B"}"#),
+            &[AUTH],
+            StatusCode::NOT_FOUND,
+            "no route for PUT",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_method_a_path_does_not_serve_is_a_405_problem_with_allow() {
+    let (nats, router) = guarded().await;
+    let answer = call(
+        &router,
+        Method::POST,
+        "/v1/entities/customer/k1",
+        Some("{}"),
+        &[AUTH],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.headers["content-type"], "application/problem+json");
+    let allow = answer.headers["allow"].to_str().unwrap();
+    for method in ["GET", "PUT", "PATCH", "DELETE"] {
+        assert!(allow.contains(method), "Allow: {allow}");
+    }
+    assert_eq!(
+        answer.body["detail"],
+        "POST is not allowed on /v1/entities/customer/k1"
+    );
+    assert_eq!(stream_messages(&nats).await, 1);
+}

@@ -70,7 +70,7 @@ impl AsOf {
                 version => Ok(AsOf::Version(version)),
             };
         }
-        text.parse::<jiff::Timestamp>().map(AsOf::Time).map_err(|_| {
+        crate::store::envelope::parse_rfc3339(text).map(AsOf::Time).ok_or_else(|| {
             QueryError::BadRequest(format!(
                 "asOf must be a version number or an RFC 3339 time such as 2026-01-31T12:00:00Z, not {:?}",
                 truncate(text)
@@ -269,6 +269,11 @@ mod tests {
             AsOf::parse("2026-01-31T12:00:00Z").unwrap(),
             AsOf::Time(_)
         ));
+        assert_eq!(
+            AsOf::parse("9999-12-31T23:59:59-23:59").unwrap(),
+            AsOf::Time(jiff::Timestamp::MAX),
+            "a time past jiff's range is after every event"
+        );
         for bad in ["0", "yesterday", "-1", "2026-13-01T00:00:00Z", ""] {
             assert!(
                 matches!(AsOf::parse(bad), Err(QueryError::BadRequest(_))),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
@@ -12,6 +12,7 @@ use super::QueryError;
 use super::entities::{AsOf, Entities, History, State as KeyState, truncate};
 use super::views::{ViewPage, Views};
 use crate::auth::{Tokens, require_token};
+use crate::problem::{Path, Problem, Query};
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE: usize = 1000;
@@ -35,6 +36,8 @@ pub fn routes(readers: Arc<Readers>, tokens: Tokens) -> Router {
             require_token,
         ))
         .route("/openapi.json", get(openapi))
+        .fallback(crate::problem::no_route)
+        .method_not_allowed_fallback(crate::problem::method_not_allowed)
         .with_state(readers)
 }
 
@@ -46,12 +49,57 @@ pub fn routes(readers: Arc<Readers>, tokens: Tokens) -> Router {
         description = "Entity states and history from the event store; projected views from Postgres."
     ),
     paths(current, history, view, openapi),
-    components(schemas(KeyState, History, ViewPage, crate::problem::Problem))
+    components(schemas(KeyState, History, ViewPage, Problem, crate::problem::Violation))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
 
 type Params = Query<Vec<(String, String)>>;
+
+/// What the documents say of a key; the byte bound is what JSON Schema cannot say exactly.
+pub const KEY_DESCRIPTION: &str =
+    "Key of the object: 1 to 512 bytes of UTF-8 without control characters";
+/// Keys hold no control characters (Unicode category Cc), as `Key::new` checks.
+pub const KEY_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]+$";
+
+/// `asOf`: a version (1 to 2^64-1) or an RFC 3339 time.
+#[derive(Debug)]
+pub struct AsOfParam;
+
+impl utoipa::PartialSchema for AsOfParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        OneOfBuilder::new()
+            .item(<VersionParam as utoipa::PartialSchema>::schema())
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AsOfParam {}
+
+/// A version number: 1 to 2^64-1, as the service reads it.
+#[derive(Debug)]
+pub struct VersionParam;
+
+impl utoipa::PartialSchema for VersionParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(utoipa::Number::UInt(u64::MAX as usize)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for VersionParam {}
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
@@ -85,14 +133,16 @@ fn respond<T: serde::Serialize>(result: Result<T, QueryError>) -> Response {
     get,
     path = "/v1/entities/{entity}/{key}",
     params(
-        ("entity" = String, Path, description = "Entity name"),
-        ("key" = String, Path, description = "Key of the object"),
-        ("asOf" = Option<String>, Query, description = "A version number or an RFC 3339 time: the state at that point"),
+        ("entity" = String, Path, description = "Entity name (a DNS label)", pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", example = "customer"),
+        ("key" = String, Path, description = "Key of the object: 1 to 512 bytes of UTF-8 without control characters", min_length = 1, max_length = 512, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "c1"),
+        ("asOf" = inline(Option<AsOfParam>), Query, description = "A version number (1 or more) or an RFC 3339 time: the state at that point"),
     ),
     responses(
         (status = 200, description = "The state", body = KeyState),
-        (status = 400, description = "Bad key or asOf", body = crate::problem::Problem),
-        (status = 404, description = "Unknown entity, or no such key (at that point)", body = crate::problem::Problem),
+        (status = 400, description = "Bad key or asOf", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown entity, or no such key (at that point)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The event store is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn current(
@@ -115,15 +165,17 @@ async fn current(
     get,
     path = "/v1/entities/{entity}/{key}/history",
     params(
-        ("entity" = String, Path, description = "Entity name"),
-        ("key" = String, Path, description = "Key of the object"),
-        ("fromVersion" = Option<u64>, Query, description = "First version of the page (default 1)"),
-        ("limit" = Option<usize>, Query, description = "Events per page, 1 to 1000 (default 100)"),
+        ("entity" = String, Path, description = "Entity name (a DNS label)", pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", example = "customer"),
+        ("key" = String, Path, description = "Key of the object: 1 to 512 bytes of UTF-8 without control characters", min_length = 1, max_length = 512, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "c1"),
+        ("fromVersion" = inline(Option<VersionParam>), Query, description = "First version of the page (default 1)"),
+        ("limit" = Option<usize>, Query, description = "Events per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
     ),
     responses(
         (status = 200, description = "A page of events", body = History),
-        (status = 400, description = "Bad paging", body = crate::problem::Problem),
-        (status = 404, description = "Unknown entity or key", body = crate::problem::Problem),
+        (status = 400, description = "Bad key or paging", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown entity or key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The event store is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn history(
@@ -160,14 +212,16 @@ async fn history(
     get,
     path = "/v1/views/{view}",
     params(
-        ("view" = String, Path, description = "Stable view name"),
-        ("limit" = Option<usize>, Query, description = "Rows per page, 1 to 1000 (default 100)"),
-        ("pageToken" = Option<String>, Query, description = "From the previous page's nextPageToken"),
+        ("view" = String, Path, description = "Stable view name (a SQL identifier)", pattern = "^[a-z_][a-z0-9_]{0,62}$", example = "customers"),
+        ("limit" = Option<usize>, Query, description = "Rows per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
+        ("pageToken" = Option<String>, Query, description = "From the previous page's nextPageToken", pattern = "^[0-9]{1,18}$"),
     ),
     responses(
         (status = 200, description = "A page of rows", body = ViewPage),
-        (status = 400, description = "Unknown column, bad filter or paging", body = crate::problem::Problem),
-        (status = 404, description = "Unknown view", body = crate::problem::Problem),
+        (status = 400, description = "Unknown column, bad filter or paging", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown view", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The view database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn view(

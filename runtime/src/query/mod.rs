@@ -135,7 +135,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         views,
     });
     let health = Health::new(Registry::default());
-    let app = process::probe_routes(health.clone()).merge(http::routes(readers.clone(), tokens));
+    let app = process::probe_routes(health.clone())
+        .merge(http::routes(readers.clone(), tokens))
+        .method_not_allowed_fallback(crate::problem::method_not_allowed);
     let listener = process::bind(listen)
         .await
         .map_err(QueryServiceError::Serve)?;

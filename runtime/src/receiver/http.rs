@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -26,14 +26,19 @@ use serde_json::Value;
 use super::problem::ApiError;
 use super::submit::{Accepted, Operation, Receiver, Submission};
 use crate::auth::{Tokens, require_token};
-use crate::problem::Problem;
+use crate::problem::{Path, Problem};
 use crate::store::Key;
 
 /// Keys in flight at once within one batch; one key's items stay in order.
 const BATCH_CONCURRENCY: usize = 256;
 
-/// The API routes over `receiver`, guarded by `tokens`, and the unguarded `/v1/status`.
+/// The API routes over `receiver`, guarded by `tokens`, and the unguarded `/v1/status` and
+/// `/openapi.json`.
 pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
+    let document = Arc::new(super::openapi::document(
+        &receiver.model,
+        receiver.store.max_payload(),
+    ));
     Router::new()
         .route("/v1/entities/{entity}/batch", post(batch))
         .route(
@@ -45,6 +50,12 @@ pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
             require_token,
         ))
         .route("/v1/status", get(status))
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(document.as_ref().clone()) }),
+        )
+        .fallback(crate::problem::no_route)
+        .method_not_allowed_fallback(crate::problem::method_not_allowed)
         .with_state(receiver)
 }
 
@@ -227,12 +238,19 @@ fn target(
         Some(value) => Some(parse_version(&value)?),
         None => None,
     };
+    let occurred_at = match text("dreampipe-occurred-at") {
+        Some(value) => Some(checked_occurred_at(
+            "the DreamPipe-Occurred-At header",
+            &value,
+        )?),
+        None => None,
+    };
     Ok((
         key,
         Meta {
             if_match,
             source: text("dreampipe-source"),
-            occurred_at: text("dreampipe-occurred-at"),
+            occurred_at,
             correlation_id: text("x-correlation-id"),
         },
     ))
@@ -249,6 +267,14 @@ fn check_entity(receiver: &Receiver, entity: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An `occurredAt` in the envelope's form (RFC 3339, UTC), or a 400 naming where it came from.
+fn checked_occurred_at(field: &'static str, value: &str) -> Result<String, ApiError> {
+    super::model::occurred_at(value).ok_or_else(|| ApiError::OccurredAt {
+        field,
+        value: value.chars().take(80).collect(),
+    })
+}
+
 /// `If-Match` carries a version, bare (`3`) or as an entity tag (`"3"`).
 fn parse_version(value: &str) -> Result<u64, ApiError> {
     value.trim().trim_matches('"').parse().map_err(|_| {
@@ -260,7 +286,15 @@ async fn read_body(receiver: &Receiver, body: Body) -> Result<Bytes, ApiError> {
     let limit = receiver.model.limits().max_body_bytes;
     axum::body::to_bytes(body, limit as usize)
         .await
-        .map_err(|_| ApiError::BodyTooLarge { limit })
+        .map_err(|error| {
+            // A body over the limit, or one that stalled (process's body read timeout) or broke.
+            let error = error.into_inner();
+            if error.is::<http_body_util::LengthLimitError>() {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::BodyUnreadable(axum::Error::new(error))
+            }
+        })
 }
 
 async fn read_json(receiver: &Receiver, body: Body) -> Result<Value, ApiError> {
@@ -525,6 +559,18 @@ fn to_submission(
             ));
         }
     };
+    let occurred_at = match occurred_at {
+        Some(value) => Some(checked_occurred_at("occurredAt", &value)?),
+        None => None,
+    };
+    if correlation_id
+        .as_deref()
+        .is_some_and(|id| id.contains('\0'))
+    {
+        return Err(ApiError::BadRequest(
+            "correlationId holds a NUL character (U+0000)".to_owned(),
+        ));
+    }
     Ok(Submission {
         key,
         operation,

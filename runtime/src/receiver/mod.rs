@@ -5,6 +5,7 @@
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod problem;
 pub mod submit;
 
@@ -102,15 +103,17 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
     let metrics = Arc::new(Metrics::register(&mut registry));
     let health = Health::new(registry);
     let api: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let app = process::probe_routes(health.clone()).fallback({
-        let api = api.clone();
-        move |request: Request| async move {
-            match api.get() {
-                Some(router) => router.clone().oneshot(request).await.into_response(),
-                None => problem::ApiError::Starting.into_response(),
+    let app = process::probe_routes(health.clone())
+        .method_not_allowed_fallback(crate::problem::method_not_allowed)
+        .fallback({
+            let api = api.clone();
+            move |request: Request| async move {
+                match api.get() {
+                    Some(router) => router.clone().oneshot(request).await.into_response(),
+                    None => problem::ApiError::Starting.into_response(),
+                }
             }
-        }
-    });
+        });
     let listener = process::bind(listen).await.map_err(ReceiverError::Serve)?;
     let server = tokio::spawn(process::serve(listener, app, shutdown.clone()));
 

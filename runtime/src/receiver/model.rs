@@ -28,8 +28,12 @@ pub enum Rejection {
     KeyMismatch { in_state: String, requested: String },
     #[error("invalid key: {0}")]
     Key(#[from] KeyError),
+    #[error("the key at {pointer} is invalid: {error}")]
+    KeyInState { pointer: String, error: KeyError },
     #[error("the state is nested {depth} levels deep; at most {max} are allowed")]
     TooDeep { depth: usize, max: u32 },
+    #[error("the state holds a NUL character (U+0000) at {path:?}")]
+    Nul { path: String },
 }
 
 /// The Entity as the receiver uses it.
@@ -39,6 +43,7 @@ pub struct EntityModel {
     key_pointer: String,
     ignore: Vec<String>,
     validator: jsonschema::Validator,
+    schema: Value,
     limits: ReceiverLimits,
     replicas: u8,
 }
@@ -65,6 +70,7 @@ impl EntityModel {
             key_pointer: entity.spec.key.clone(),
             ignore: entity.spec.ignore.clone(),
             validator,
+            schema: entity.spec.schema.clone(),
             limits: entity.spec.receiver.limits.clone(),
             replicas: entity.spec.stream.replicas,
         })
@@ -76,6 +82,11 @@ impl EntityModel {
 
     pub fn limits(&self) -> &ReceiverLimits {
         &self.limits
+    }
+
+    /// The Entity's JSON Schema of a state.
+    pub fn schema(&self) -> &Value {
+        &self.schema
     }
 
     pub fn ignore(&self) -> &[String] {
@@ -102,7 +113,10 @@ impl EntityModel {
                 });
             }
         };
-        Ok(Key::new(raw)?)
+        Key::new(raw).map_err(|error| Rejection::KeyInState {
+            pointer: self.key_pointer.clone(),
+            error,
+        })
     }
 
     /// Checks a complete state: nesting, schema, and (when given) that it carries `requested`.
@@ -113,6 +127,9 @@ impl EntityModel {
                 depth,
                 max: self.limits.max_depth,
             });
+        }
+        if let Some(path) = nul_path(state) {
+            return Err(Rejection::Nul { path });
         }
         if !self.validator.is_valid(state) {
             return Err(self.violations(state));
@@ -142,6 +159,40 @@ impl EntityModel {
             violations,
         }
     }
+}
+
+/// The JSON pointer of the first string or field name holding NUL (U+0000), if any: every
+/// Postgres sink refuses it in text and JSONB, so it is refused before it reaches a stream.
+pub fn nul_path(value: &Value) -> Option<String> {
+    let mut stack = vec![(value, String::new())];
+    while let Some((value, path)) = stack.pop() {
+        match value {
+            Value::String(text) if text.contains('\0') => return Some(path),
+            Value::Array(items) => stack.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(index, item)| (item, format!("{path}/{index}"))),
+            ),
+            Value::Object(fields) => {
+                for (name, field) in fields {
+                    let pointer = format!("{path}/{}", name.replace('~', "~0").replace('/', "~1"));
+                    if name.contains('\0') {
+                        return Some(pointer);
+                    }
+                    stack.push((field, pointer));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// An `occurredAt` (header or batch field), stored as the producer wrote it once it is known
+/// to be an RFC 3339 time; `None` when it is not one.
+pub fn occurred_at(text: &str) -> Option<String> {
+    crate::store::envelope::parse_rfc3339(text).map(|_| text.to_owned())
 }
 
 /// Nesting depth of a JSON value: a scalar is 0, `{}` and `[]` are 1.
@@ -236,6 +287,49 @@ spec:
                 pointer: "/id".into()
             }
         );
+    }
+
+    #[test]
+    fn nul_anywhere_in_a_state_is_refused_naming_its_path() {
+        let model = model();
+        for (state, path) in [
+            (json!({"id": "1", "name": "a\u{0}b"}), "/name"),
+            (
+                json!({"id": "1", "name": "n", "tags": ["x", "\u{0}"]}),
+                "/tags/1",
+            ),
+            (json!({"id": "1", "name": "n", "a/b\u{0}": 1}), "/a~1b\u{0}"),
+        ] {
+            assert_eq!(
+                model.check(&state, None),
+                Err(Rejection::Nul { path: path.into() }),
+                "{state}"
+            );
+        }
+        assert_eq!(nul_path(&json!({"id": "1", "name": "n"})), None);
+    }
+
+    #[test]
+    fn occurred_at_must_be_an_rfc3339_time() {
+        for good in [
+            "2026-01-31T13:00:00+01:00",
+            "2026-01-31T12:00:00.250Z",
+            "9999-12-31T23:59:59-23:59",
+            "0001-01-01T00:00:00+23:59",
+        ] {
+            assert_eq!(occurred_at(good).as_deref(), Some(good));
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "2026-01-31",
+            "2026-01-31T12:00:00",
+            "2026-13-01T00:00:00Z",
+            "2026-01-31T12Z",
+            "2026-01-31T12:00:00Z[Europe/Paris]",
+        ] {
+            assert_eq!(occurred_at(bad), None, "{bad}");
+        }
     }
 
     #[test]

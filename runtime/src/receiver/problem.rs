@@ -19,6 +19,19 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: u32 },
+    #[error(
+        "the event for key {key} would be {size} bytes (its state and its changes); the event \
+         store accepts at most {limit} bytes per event"
+    )]
+    EventTooLarge {
+        key: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("the request body could not be read")]
+    BodyUnreadable(#[source] axum::Error),
+    #[error("{field} must be an RFC 3339 time such as 2026-01-31T12:00:00Z, not {value:?}")]
+    OccurredAt { field: &'static str, value: String },
     #[error("the batch has {count} items; at most {limit} are allowed")]
     BatchTooLarge { count: usize, limit: u32 },
     #[error("unsupported content type {0:?}: send application/json or application/x-ndjson")]
@@ -45,9 +58,10 @@ impl ApiError {
             }
             ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::BodyTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::BodyTooLarge { .. }
+            | ApiError::BatchTooLarge { .. }
+            | ApiError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyUnreadable(_) | ApiError::OccurredAt { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownEntity { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -62,15 +76,20 @@ impl ApiError {
         match self {
             ApiError::Rejected(Rejection::Schema { .. }) => "schema",
             ApiError::Rejected(Rejection::TooDeep { .. }) => "too_deep",
+            ApiError::Rejected(Rejection::Nul { .. }) => "nul_character",
             ApiError::Rejected(Rejection::Key(_)) => "bad_key",
             ApiError::Rejected(
                 Rejection::MissingKey { .. }
                 | Rejection::KeyType { .. }
                 | Rejection::KeyMismatch { .. },
             ) => "key_mismatch",
+            ApiError::Rejected(Rejection::KeyInState { .. }) => "bad_key_in_state",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::EventTooLarge { .. } => "event_too_large",
+            ApiError::BodyUnreadable(_) => "body_unreadable",
+            ApiError::OccurredAt { .. } => "bad_occurred_at",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::UnknownEntity { .. } => "unknown_entity",
@@ -95,6 +114,10 @@ impl ApiError {
     fn violations(&self) -> Vec<Violation> {
         match self {
             ApiError::Rejected(Rejection::Schema { violations, .. }) => violations.clone(),
+            ApiError::Rejected(Rejection::Nul { path }) => vec![Violation {
+                path: path.clone(),
+                message: "NUL (U+0000) is not allowed in a string or a field name".to_owned(),
+            }],
             _ => Vec::new(),
         }
     }

@@ -121,7 +121,17 @@ impl Receiver {
                 Decision::Append(event) => (event, latest.as_ref().map_or(0, |s| s.sequence)),
             };
             let started = Instant::now();
-            match self.store.append(&submission.key, &event, expected).await? {
+            let appended = match self.store.append(&submission.key, &event, expected).await {
+                Err(StoreError::EventTooLarge { size, limit, .. }) => {
+                    return Err(ApiError::EventTooLarge {
+                        key: submission.key.to_string(),
+                        size,
+                        limit,
+                    });
+                }
+                other => other?,
+            };
+            match appended {
                 Appended::Stored { sequence } => {
                     self.metrics
                         .append_seconds
@@ -161,14 +171,6 @@ impl Receiver {
     ) -> Result<Decision, ApiError> {
         let current_version = latest.map_or(0, |s| s.event.version);
         let current_state = latest.and_then(|s| s.event.state.as_ref());
-        if let Some(expected) = submission.if_match
-            && expected != current_version
-        {
-            return Err(ApiError::PreconditionFailed {
-                expected,
-                current: current_version,
-            });
-        }
         let next_state = match &submission.operation {
             Operation::Put(state) => {
                 self.model.check(state, Some(&submission.key))?;
@@ -186,16 +188,19 @@ impl Receiver {
                 self.model.check(&patched, Some(&submission.key))?;
                 Some(patched)
             }
-            Operation::Delete => {
-                if latest.is_none() {
-                    return Err(ApiError::NotFound(format!(
-                        "key {} does not exist",
-                        submission.key
-                    )));
-                }
-                None
-            }
+            // Deleting a key that is absent (never written, or deleted) is no new information.
+            Operation::Delete => None,
         };
+        // After the request's own checks (RFC 9110 §13.2.1): invalid content is refused as
+        // such, whatever version it names.
+        if let Some(expected) = submission.if_match
+            && expected != current_version
+        {
+            return Err(ApiError::PreconditionFailed {
+                expected,
+                current: current_version,
+            });
+        }
 
         let unchanged = match (current_state, &next_state) {
             (None, None) => true,
@@ -203,12 +208,12 @@ impl Receiver {
             _ => false,
         };
         if unchanged {
-            let stored = latest.expect("an unchanged key has a stored event");
+            // A key never written stands at version 0, before stream sequence 1.
             return Ok(Decision::Unchanged(Accepted {
                 result: Outcome::Unchanged,
                 key: submission.key.to_string(),
-                version: stored.event.version,
-                sequence: stored.sequence,
+                version: current_version,
+                sequence: latest.map_or(0, |s| s.sequence),
             }));
         }
 

@@ -80,6 +80,38 @@ impl Event {
     }
 }
 
+/// Reads an RFC 3339 time (`occurredAt`, `asOf`): a date, a time to the second, and `Z` or a
+/// numeric offset. An instant beyond what jiff represents (about years -9999 to 9999 in UTC,
+/// e.g. `9999-12-31T23:00:00-05:00`) saturates at the nearer end instead of being refused.
+pub fn parse_rfc3339(text: &str) -> Option<jiff::Timestamp> {
+    // jiff also reads ISO 8601 forms RFC 3339 lacks (`T12` without minutes, `[Europe/Paris]`).
+    let b = text.as_bytes();
+    let shaped = b.len() >= 20
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b't' | b' ')
+        && b[13] == b':'
+        && b[16] == b':'
+        && !text.contains('[');
+    if !shaped {
+        return None;
+    }
+    match text.parse::<jiff::Timestamp>() {
+        Ok(time) => Some(time),
+        Err(_) => {
+            let pieces = jiff::fmt::temporal::Pieces::parse(text).ok()?;
+            pieces.time()?;
+            pieces.offset()?;
+            Some(if pieces.date().year() > 0 {
+                jiff::Timestamp::MAX
+            } else {
+                jiff::Timestamp::MIN
+            })
+        }
+    }
+}
+
 /// One changed field. An absent `from` means the field did not exist; an absent `to` means it
 /// was removed. Arrays and scalars are replaced whole; objects are compared field by field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

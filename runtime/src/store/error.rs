@@ -64,6 +64,15 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "the event for {subject} is {size} bytes; the NATS server accepts at most {limit} bytes \
+         per event (its max_payload less the event's headers)"
+    )]
+    EventTooLarge {
+        subject: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("could not append to {subject}")]
     Append {
         subject: String,

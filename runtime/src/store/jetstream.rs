@@ -181,6 +181,11 @@ impl EventStore {
         })
     }
 
+    /// The NATS server's max_payload: no event and its headers may be longer.
+    pub fn max_payload(&self) -> usize {
+        self.js.client().max_payload()
+    }
+
     /// Stream and subject names.
     pub fn names(&self) -> &StreamNames {
         &self.names
@@ -395,15 +400,23 @@ impl EventStore {
         expected: u64,
     ) -> Result<Appended, StoreError> {
         let subject = self.names.subject(key);
+        let message_id = message_id(event);
+        let expected = expected.to_string();
+        let payload: Vec<u8> = serde_json::to_vec(event).expect("an event always serialises");
+        // Read at every append: after a reconnect the server (and its limit) may be another.
+        let max_payload = self.max_payload();
+        let limit = max_payload.saturating_sub(header_bytes(&message_id, &expected));
+        if payload.len() > limit {
+            return Err(StoreError::EventTooLarge {
+                subject,
+                size: payload.len(),
+                limit,
+            });
+        }
         let mut headers = HeaderMap::new();
-        headers.insert(NATS_MESSAGE_ID, message_id(event).as_str());
-        headers.insert(
-            NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expected.to_string().as_str(),
-        );
-        let payload = serde_json::to_vec(event)
-            .expect("an event always serialises")
-            .into();
+        headers.insert(NATS_MESSAGE_ID, message_id.as_str());
+        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.as_str());
+        let payload = payload.into();
         let append_error = |source| StoreError::Append {
             subject: subject.clone(),
             source,
@@ -464,6 +477,16 @@ fn parse_stored(
         Detail::Head => Event::from_slice_without_changes(payload).map_err(corrupt)?,
     };
     Ok(Stored { event, sequence })
+}
+
+/// Bytes the headers of an append take on the wire (`NATS/1.0`, each `Name: value`, the blank
+/// line): the server counts them against max_payload together with the payload.
+fn header_bytes(message_id: &str, expected: &str) -> usize {
+    let line = |name: &[u8], value: &str| name.len() + 2 + value.len() + 2;
+    "NATS/1.0\r\n".len()
+        + line(NATS_MESSAGE_ID.as_ref(), message_id)
+        + line(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE.as_ref(), expected)
+        + 2
 }
 
 /// `Nats-Msg-Id` of an event: `<entity>/<key>/<version>`, so a version is stored once.

@@ -52,9 +52,18 @@ pub fn names() -> StreamNames {
 
 /// A receiver instance over `nats`: its own connection, as a separate pod would have.
 pub async fn receiver(nats: &NatsServer, tokens: Tokens) -> (Router, Arc<Receiver>, Registry) {
-    let entity = entity();
+    receiver_of(nats, entity(), tokens).await
+}
+
+/// A receiver of `entity` (in namespace shop, like [`entity`]) over `nats`.
+pub async fn receiver_of(
+    nats: &NatsServer,
+    entity: crds::Entity,
+    tokens: Tokens,
+) -> (Router, Arc<Receiver>, Registry) {
+    let names = StreamNames::new("shop", crds_name(&entity), entity.spec.partitions);
     let client = nats.client().await.unwrap();
-    ensure_stream(&client, &names(), &entity.spec.stream)
+    ensure_stream(&client, &names, &entity.spec.stream)
         .await
         .unwrap();
     let mut registry = Registry::default();
@@ -69,6 +78,14 @@ pub async fn receiver(nats: &NatsServer, tokens: Tokens) -> (Router, Arc<Receive
         receiver,
         registry,
     )
+}
+
+fn crds_name(entity: &crds::Entity) -> &str {
+    entity
+        .metadata
+        .name
+        .as_deref()
+        .expect("test entities are named")
 }
 
 pub async fn open_receiver(nats: &NatsServer) -> Router {
