@@ -129,9 +129,16 @@ pub fn shutdown_on_signal() -> CancellationToken {
 }
 
 /// Liveness, readiness and metrics of a process.
+///
+/// Ready means two things at once: the process said it is ([`Health::set_ready`]: started,
+/// configured, serving) and every server it depends on is reachable now
+/// ([`Health::set_reachable`]: NATS, Postgres). A dependency that is down makes `/readyz`
+/// answer 503 naming it, so a load balancer stops sending requests that could only fail.
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    /// The dependencies that are unreachable now, by name.
+    unreachable: std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
     registry: Registry,
 }
 
@@ -140,6 +147,7 @@ impl Health {
     pub fn new(registry: Registry) -> Arc<Self> {
         Arc::new(Health {
             ready: AtomicBool::new(false),
+            unreachable: std::sync::Mutex::default(),
             registry,
         })
     }
@@ -149,9 +157,29 @@ impl Health {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Whether the process said it is ready.
+    /// Records whether the server the process calls `dependency` (e.g. "nats") answers now.
+    pub fn set_reachable(&self, dependency: &'static str, reachable: bool) {
+        let mut unreachable = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        if reachable {
+            unreachable.remove(dependency);
+        } else {
+            unreachable.insert(dependency);
+        }
+    }
+
+    /// Why the process is not ready, or `None` when it is.
+    pub fn not_ready_because(&self) -> Option<String> {
+        let unreachable = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        if !unreachable.is_empty() {
+            let names: Vec<&str> = unreachable.iter().copied().collect();
+            return Some(format!("unreachable: {}", names.join(", ")));
+        }
+        (!self.ready.load(Ordering::Acquire)).then(|| "starting".to_owned())
+    }
+
+    /// Whether the process said it is ready and every dependency is reachable.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.not_ready_because().is_none()
     }
 }
 
@@ -165,10 +193,13 @@ pub fn probe_routes(health: Arc<Health>) -> Router {
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    if health.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    match health.not_ready_because() {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+            .into_response(),
     }
 }
 
@@ -330,6 +361,32 @@ mod tests {
         assert_eq!(
             get_path(probe_routes(health), "/readyz").await.0,
             StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_answers_503_naming_the_servers_that_are_away() {
+        let health = Health::new(Registry::default());
+        health.set_ready(true);
+        health.set_reachable("nats", false);
+        health.set_reachable("postgres", false);
+        assert_eq!(
+            get_path(probe_routes(health.clone()), "/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: unreachable: nats, postgres".to_owned()
+            )
+        );
+        health.set_reachable("nats", true);
+        assert_eq!(
+            get_path(probe_routes(health.clone()), "/readyz").await.1,
+            "not ready: unreachable: postgres"
+        );
+        health.set_reachable("postgres", true);
+        assert_eq!(
+            get_path(probe_routes(health), "/readyz").await.0,
+            StatusCode::OK,
+            "ready again once every server is back"
         );
     }
 

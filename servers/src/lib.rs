@@ -11,7 +11,7 @@ mod nats;
 mod postgres;
 
 pub use locate::locate_binary;
-pub use nats::Nats;
+pub use nats::{Nats, NatsCluster};
 pub use postgres::{Durability, Postgres, REACHABLE_ROOT, SUPERUSER};
 
 use std::path::Path;

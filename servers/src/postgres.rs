@@ -29,6 +29,17 @@ pub struct Postgres {
     server: Child,
     port: u16,
     home: PathBuf,
+    /// What starting it again takes.
+    restart: Restart,
+}
+
+#[derive(Debug)]
+struct Restart {
+    user: ServerUser,
+    binary: PathBuf,
+    logs: PathBuf,
+    data: PathBuf,
+    durability: Durability,
 }
 
 impl Postgres {
@@ -66,7 +77,21 @@ impl Postgres {
                 data: &data,
             };
             match start_server(&user, &postgres, &folders, port, durability) {
-                Ok(server) => return Ok(Postgres { server, port, home }),
+                Ok(server) => {
+                    let restart = Restart {
+                        user,
+                        binary: postgres,
+                        logs: dir.clone(),
+                        data,
+                        durability,
+                    };
+                    return Ok(Postgres {
+                        server,
+                        port,
+                        home,
+                        restart,
+                    });
+                }
                 Err(error) => last_error = Some(error),
             }
         }
@@ -82,6 +107,38 @@ impl Postgres {
     /// The port it listens on, on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server the way `pg_ctl stop -m immediate` does (SIGQUIT: every backend exits
+    /// at once, nothing is checkpointed, the next start replays the WAL), stays away for
+    /// `away`, then starts again over the same data on the same port and waits until it
+    /// accepts connections.
+    pub fn restart_immediately(&mut self, away: Duration) -> Result<(), ServerError> {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(self.server.id() as i32);
+        let _ = kill(pid, Signal::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.server.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        std::thread::sleep(away);
+        let restart = &self.restart;
+        let folders = Folders {
+            logs: &restart.logs,
+            sockets: &self.home,
+            data: &restart.data,
+        };
+        self.server = start_server(
+            &restart.user,
+            &restart.binary,
+            &folders,
+            self.port,
+            restart.durability,
+        )?;
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ pub mod child;
 mod nats;
 mod postgres;
 
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use postgres::TestDatabase;
 pub use servers::{ServerError, locate_binary};
 

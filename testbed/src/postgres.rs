@@ -25,7 +25,11 @@ pub struct TestDatabase {
 #[derive(Debug)]
 enum Owner {
     Cluster(#[allow(dead_code)] Arc<Cluster>),
-    External { admin: Box<PgConnectOptions> },
+    /// A cluster of this database's own, which a test may restart.
+    Private(Box<Cluster>),
+    External {
+        admin: Box<PgConnectOptions>,
+    },
 }
 
 impl TestDatabase {
@@ -70,6 +74,45 @@ impl TestDatabase {
             name,
             owner,
         })
+    }
+
+    /// A database on a throwaway cluster of its own, for a test that restarts the server
+    /// ([`TestDatabase::restart_server_immediately`]) without disturbing any other test.
+    pub async fn on_private_server() -> Result<Self, TestbedError> {
+        let cluster = Cluster::start().await?;
+        let admin = cluster.admin_options();
+        let name = "private".to_owned();
+        let mut connection = connect(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut connection)
+            .await
+            .map_err(|source| TestbedError::Postgres {
+                action: format!("create database {name}"),
+                source,
+            })?;
+        let _ = connection.close().await;
+        Ok(TestDatabase {
+            options: admin.database(&name),
+            name,
+            owner: Owner::Private(Box::new(cluster)),
+        })
+    }
+
+    /// Restarts this database's private server as `pg_ctl restart -m immediate` would (every
+    /// connection cut, crash recovery on start, same port), after staying away for `away`.
+    /// Blocks until it accepts connections again.
+    ///
+    /// # Panics
+    /// When the database is not on a private server (see [`TestDatabase::on_private_server`]).
+    pub fn restart_server_immediately(
+        &mut self,
+        away: std::time::Duration,
+    ) -> Result<(), TestbedError> {
+        let Owner::Private(cluster) = &mut self.owner else {
+            panic!("only a database on a private server can have its server restarted");
+        };
+        cluster.server.restart_immediately(away)?;
+        Ok(())
     }
 
     /// Connection options of this database (as the superuser).
@@ -171,6 +214,13 @@ impl Cluster {
         if let Some(cluster) = SHARED.lock().expect("cluster lock").upgrade() {
             return Ok(cluster);
         }
+        let cluster = Arc::new(Cluster::start().await?);
+        *SHARED.lock().expect("cluster lock") = Arc::downgrade(&cluster);
+        Ok(cluster)
+    }
+
+    /// A new cluster in a temporary directory of its own.
+    async fn start() -> Result<Cluster, TestbedError> {
         let dir = tempfile::Builder::new()
             .prefix("dreampipe-postgres-")
             .tempdir()
@@ -182,13 +232,11 @@ impl Cluster {
                 .expect("starting Postgres does not panic")?;
         let moved = (!server.cluster_dir().starts_with(dir.path()))
             .then(|| RemoveOnDrop(server.cluster_dir().to_path_buf()));
-        let cluster = Arc::new(Cluster {
+        Ok(Cluster {
             server,
             _moved: moved,
             _dir: dir,
-        });
-        *SHARED.lock().expect("cluster lock") = Arc::downgrade(&cluster);
-        Ok(cluster)
+        })
     }
 
     fn admin_options(&self) -> PgConnectOptions {
