@@ -10,6 +10,7 @@ pub mod expr;
 pub mod problem;
 pub mod projector;
 pub mod query;
+pub mod reachability;
 pub mod receiver;
 pub mod simulator;
 pub mod store;

@@ -168,6 +168,23 @@ impl Nats {
         }
     }
 
+    /// Freezes the server with SIGSTOP: its connections stay open but it reads nothing, as a
+    /// node stalled by a long GC pause, a full disk or a saturated network would.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a paused server go on (SIGCONT); it handles what queued up meanwhile.
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        }
+    }
+
     /// Stops the server with SIGTERM and waits for it to exit (after 10 s, kills it).
     pub fn stop(&mut self) {
         use nix::sys::signal::{Signal, kill};
@@ -266,6 +283,11 @@ impl NatsCluster {
             .map(Nats::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The client URL of node `index` alone.
+    pub fn url_of(&self, index: usize) -> &str {
+        self.nodes[index].url()
     }
 
     /// The number of nodes.

@@ -99,10 +99,19 @@ impl NatsCluster {
             .map(|url| url.parse().expect("the cluster's own URLs parse"))
             .collect();
         async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
             .connect(addresses)
             .await
             .map_err(|source| TestbedError::NatsConnect { url: urls, source })
+    }
+
+    /// A new client connection to node `index` first (it learns the others from it), so
+    /// requests it sends are served where that node prefers: by itself, when it can.
+    pub async fn client_of(&self, index: usize) -> Result<async_nats::Client, TestbedError> {
+        let url = self.cluster.url_of(index).to_owned();
+        async_nats::ConnectOptions::new()
+            .connect(url.as_str())
+            .await
+            .map_err(|source| TestbedError::NatsConnect { url, source })
     }
 
     /// A JetStream context over a new client connection to the cluster.
@@ -135,6 +144,16 @@ impl NatsCluster {
     /// Kills node `index` with SIGKILL.
     pub fn kill(&mut self, index: usize) {
         self.cluster.node(index).kill();
+    }
+
+    /// Freezes node `index` (SIGSTOP); [`NatsCluster::resume`] lets it go on.
+    pub fn pause(&mut self, index: usize) {
+        self.cluster.node(index).pause();
+    }
+
+    /// Lets a paused node go on (SIGCONT).
+    pub fn resume(&mut self, index: usize) {
+        self.cluster.node(index).resume();
     }
 
     /// Stops node `index` with SIGTERM.

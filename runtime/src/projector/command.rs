@@ -172,6 +172,11 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let health = process::Health::new(registry);
+    let dependencies = crate::reachability::Dependencies {
+        nats: Some(client.clone()),
+        postgres: Some(pool.clone()),
+    };
+    dependencies.spawn(Arc::clone(&health), shutdown.clone());
     let projector = Projector::new(
         projection,
         entity,

@@ -142,30 +142,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         .await
         .map_err(QueryServiceError::Serve)?;
     let server = tokio::spawn(process::serve(listener, app, shutdown.clone()));
-    tokio::spawn(watch_readiness(client, readers, health, shutdown));
+    health.set_ready(true);
+    let dependencies = crate::reachability::Dependencies {
+        nats: Some(client),
+        postgres: readers.views.as_ref().map(|views| views.pool().clone()),
+    };
+    dependencies.spawn(health, shutdown);
     match server.await {
         Ok(result) => result.map_err(QueryServiceError::Serve),
         Err(join) => Err(QueryServiceError::Serve(std::io::Error::other(join))),
-    }
-}
-
-/// Ready while NATS is connected and (when configured) Postgres answers.
-async fn watch_readiness(
-    client: async_nats::Client,
-    readers: Arc<Readers>,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let nats = client.connection_state() == async_nats::connection::State::Connected;
-        let postgres = match &readers.views {
-            Some(views) => sqlx::query("select 1").execute(views.pool()).await.is_ok(),
-            None => true,
-        };
-        health.set_ready(nats && postgres);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-        }
     }
 }

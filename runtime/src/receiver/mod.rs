@@ -124,6 +124,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
     };
     let receiver = Receiver::open(&client, model, metrics).await?;
     let _ = api.set(http::routes(Arc::new(receiver), tokens));
+    let dependencies = crate::reachability::Dependencies {
+        nats: Some(client.clone()),
+        postgres: None,
+    };
+    dependencies.spawn(health.clone(), shutdown.clone());
     health.set_ready(true);
     tracing::info!("receiver ready");
 

@@ -37,6 +37,13 @@ pub enum StoreError {
         #[source]
         source: InfoError,
     },
+    #[error("could not read message {sequence} of stream {stream} from its leader")]
+    Anchor {
+        stream: String,
+        sequence: u64,
+        #[source]
+        source: async_nats::jetstream::stream::RawMessageError,
+    },
     #[error("could not read the latest event of {subject}")]
     Latest {
         subject: String,

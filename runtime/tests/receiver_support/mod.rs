@@ -61,8 +61,16 @@ pub async fn receiver_of(
     entity: crds::Entity,
     tokens: Tokens,
 ) -> (Router, Arc<Receiver>, Registry) {
+    receiver_over(nats.client().await.unwrap(), entity, tokens).await
+}
+
+/// A receiver of `entity` over its own NATS connection `client` (to one server or a cluster).
+pub async fn receiver_over(
+    client: async_nats::Client,
+    entity: crds::Entity,
+    tokens: Tokens,
+) -> (Router, Arc<Receiver>, Registry) {
     let names = StreamNames::new("shop", crds_name(&entity), entity.spec.partitions);
-    let client = nats.client().await.unwrap();
     ensure_stream(&client, &names, &entity.spec.stream)
         .await
         .unwrap();

@@ -1,0 +1,337 @@
+//! Servers taken away while data flows (DESIGN §11): a single NATS server killed -9 and
+//! restarted over its store under receivers, a projector and the query service; Postgres
+//! restarted immediately under a projector. Nothing acknowledged is lost, every role says it
+//! is not ready while its server is away, and each recovers by itself.
+
+mod projector_support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use projector_support::{Bed, customer, projection, rows, view_exists, wait_until};
+use runtime::store::{Event, StreamNames};
+use serde_json::{Value, json};
+use testbed::child::{free_port, http, terminate, wait_for_port, wait_until_ready};
+use testbed::{NatsServer, TestDatabase};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_dreampipe");
+
+const CONFIG: &str = r#"apiVersion: dreampipe.io/v1alpha1
+kind: Entity
+metadata: {name: customer}
+spec:
+  key: /id
+  partitions: 2
+  schema: {type: object, required: [id], properties: {id: {type: string}, name: {type: string}}}
+---
+apiVersion: dreampipe.io/v1alpha1
+kind: Projection
+metadata: {name: customers}
+spec:
+  entity: customer
+  sink:
+    postgres:
+      view: customers
+      columns: [{name: name, type: text}]
+"#;
+
+/// The Projection of [`CONFIG`], for the in-process fresh replay.
+const VIEW_SPEC: &str =
+    "  sink:\n    postgres:\n      view: customers\n      columns: [{name: name, type: text}]\n";
+
+/// Publishes 200 changes over 300 keys, a different spread each round.
+async fn publish(bed: &mut Bed, round: usize, rng: &mut fastrand::Rng) {
+    let changes: Vec<(String, Option<Value>)> = (0..200)
+        .map(|k| {
+            let key = format!("c{}", (k * 7 + round) % 300);
+            let state = customer(rng, &key);
+            (key, Some(state))
+        })
+        .collect();
+    bed.producer.publish(changes).await;
+}
+
+/// A role of the binary, started as its pod would be, with its log in `dir`.
+fn start(role: &str, dir: &std::path::Path, env: &[(&str, String)]) -> (Child, u16) {
+    let port = free_port();
+    let mut command = Command::new(BINARY);
+    command
+        .arg(role)
+        .env("DREAMPIPE_CONFIG", dir.join("config.yaml"))
+        .env("DREAMPIPE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DREAMPIPE_LOG_FORMAT", "json")
+        .env("POD_NAME", format!("{role}-0"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{role}-{port}.log"))).unwrap());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    wait_for_port(&mut child, port, Duration::from_secs(20));
+    (child, port)
+}
+
+fn readyz(port: u16) -> u16 {
+    http(port, "GET", "/readyz", None).map_or(0, |(status, _)| status)
+}
+
+/// Waits until `/readyz` of every port answers `status`; panics with `what` after `timeout`.
+fn wait_for_readiness(ports: &[(&str, u16)], status: u16, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answers: Vec<(&str, u16)> = ports
+            .iter()
+            .map(|(role, port)| (*role, readyz(*port)))
+            .collect();
+        if answers.iter().all(|(_, answer)| *answer == status) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: /readyz answers {answers:?}, not all {status}, after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What one writer saw.
+#[derive(Default)]
+struct Ledger {
+    acknowledged: Vec<(String, u64)>,
+    unavailable: usize,
+    wrong: Vec<String>,
+}
+
+/// PUTs new states of ten keys to the receiver on `port` until `stop`.
+fn write_until(port: u16, writer: usize, stop: &AtomicBool) -> Ledger {
+    let mut ledger = Ledger::default();
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        let key = format!("w{writer}-{}", round % 10);
+        let body = json!({"id": key, "name": format!("r{round}")}).to_string();
+        match http(
+            port,
+            "PUT",
+            &format!("/v1/entities/customer/{key}"),
+            Some(&body),
+        ) {
+            Ok((status @ 200..=299, answer)) => {
+                let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+                match answer["version"].as_u64() {
+                    Some(version) => ledger.acknowledged.push((key, version)),
+                    None => ledger
+                        .wrong
+                        .push(format!("{status} without a version: {answer}")),
+                }
+            }
+            Ok((503, _)) => ledger.unavailable += 1,
+            Ok((status, answer)) => ledger.wrong.push(format!("{status}: {answer}")),
+            Err(error) => ledger.wrong.push(format!("no answer: {error}")),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ledger
+}
+
+/// Every event of the Entity's stream, by key, in stream order.
+async fn events_by_key(nats: &NatsServer) -> BTreeMap<String, Vec<Event>> {
+    let js = nats.jetstream().await.unwrap();
+    let names = StreamNames::new("default", "customer", 2);
+    let stream = js.get_stream(names.stream()).await.unwrap();
+    let mut by_key: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    let mut sequence = 1;
+    while let Ok(message) = stream.get_raw_message(sequence).await {
+        let event: Event = serde_json::from_slice(&message.payload).unwrap();
+        by_key.entry(event.key.clone()).or_default().push(event);
+        sequence += 1;
+    }
+    by_key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_and_restarted_mid_ingest_loses_nothing_acknowledged() {
+    let mut nats = NatsServer::start().await.unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
+    let nats_env = ("NATS_URL", nats.url().to_owned());
+    let database_env = ("DATABASE_URL", database.url());
+
+    let (mut receivers, mut others) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        receivers.push(start(
+            "receiver",
+            dir.path(),
+            std::slice::from_ref(&nats_env),
+        ));
+    }
+    others.push(start(
+        "projector",
+        dir.path(),
+        &[nats_env.clone(), database_env.clone()],
+    ));
+    others.push(start(
+        "query",
+        dir.path(),
+        &[nats_env.clone(), database_env.clone()],
+    ));
+    let ports: Vec<(&str, u16)> = [("receiver", receivers[0].1), ("receiver", receivers[1].1)]
+        .into_iter()
+        .chain([("projector", others[0].1), ("query", others[1].1)])
+        .collect();
+    for (_, port) in &ports {
+        wait_until_ready(*port, Duration::from_secs(30));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let port = receivers[writer % 2].1;
+            let stop = stop.clone();
+            std::thread::spawn(move || write_until(port, writer, &stop))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    nats.kill();
+    let killed_at = Instant::now();
+    let ports_now = ports.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for_readiness(&ports_now, 503, Duration::from_secs(10), "NATS killed")
+    })
+    .await
+    .unwrap();
+    let unready_after = killed_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    nats.restart().unwrap();
+    let restarted_at = Instant::now();
+    let ports_now = ports.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for_readiness(&ports_now, 200, Duration::from_secs(30), "NATS restarted")
+    })
+    .await
+    .unwrap();
+    let ready_after = restarted_at.elapsed();
+    // Writes go through again before the writers stop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut ledger = Ledger::default();
+    for writer in writers {
+        let seen = writer.join().unwrap();
+        ledger.acknowledged.extend(seen.acknowledged);
+        ledger.unavailable += seen.unavailable;
+        ledger.wrong.extend(seen.wrong);
+    }
+    for (mut child, _) in receivers.into_iter().chain(others) {
+        terminate(&mut child, Duration::from_secs(15));
+    }
+
+    let stored = events_by_key(&nats).await;
+    let figures = format!(
+        "{} acknowledged, {} answered 503; not ready {unready_after:?} after the kill, \
+         ready again {ready_after:?} after the restart",
+        ledger.acknowledged.len(),
+        ledger.unavailable
+    );
+    assert!(
+        ledger.wrong.is_empty(),
+        "answers other than 2xx or 503 ({figures}): {:?}",
+        &ledger.wrong[..ledger.wrong.len().min(5)]
+    );
+    let missing: Vec<String> = ledger
+        .acknowledged
+        .iter()
+        .filter(|(key, version)| {
+            !stored
+                .get(key)
+                .is_some_and(|events| events.iter().any(|e| e.version == *version))
+        })
+        .map(|(key, version)| format!("{key} v{version}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but lost ({figures}): {missing:?}"
+    );
+    for (key, events) in &stored {
+        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        let expected: Vec<u64> = (1..=events.len() as u64).collect();
+        assert_eq!(versions, expected, "versions of {key} ({figures})");
+    }
+    assert!(
+        ledger.unavailable > 0 && ledger.acknowledged.len() > 100,
+        "the outage was not under load ({figures})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_immediately_mid_projection_leaves_the_view_a_fresh_replay() {
+    let mut bed = Bed::start(2).await;
+    let mut database = TestDatabase::on_private_server().await.unwrap();
+    let pool = database.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
+    let (mut projector, port) = start(
+        "projector",
+        dir.path(),
+        &[
+            ("NATS_URL", bed.nats.url().to_owned()),
+            ("DATABASE_URL", database.url()),
+        ],
+    );
+    wait_until_ready(port, Duration::from_secs(30));
+
+    let mut rng = fastrand::Rng::with_seed(14);
+    publish(&mut bed, 0, &mut rng).await;
+
+    // Cut Postgres away mid-projection for two seconds, watching the projector's readiness.
+    let (events_before, unready) = {
+        let watching = Arc::new(AtomicBool::new(true));
+        let seen_503 = {
+            let watching = watching.clone();
+            std::thread::spawn(move || {
+                let mut seen = false;
+                while watching.load(Ordering::Relaxed) {
+                    seen |= readyz(port) == 503;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                seen
+            })
+        };
+        publish(&mut bed, 1, &mut rng).await;
+        let before = bed.producer.states().len();
+        tokio::task::block_in_place(|| database.restart_server_immediately(Duration::from_secs(3)))
+            .unwrap();
+        watching.store(false, Ordering::Relaxed);
+        (before, seen_503.join().unwrap())
+    };
+    publish(&mut bed, 2, &mut rng).await;
+    publish(&mut bed, 3, &mut rng).await;
+
+    let view = projection("customers", VIEW_SPEC);
+    bed.caught_up(&pool, &view, Duration::from_secs(60)).await;
+    wait_until(Duration::from_secs(30), "the view to be live", || {
+        view_exists(&pool, "customers")
+    })
+    .await;
+    let served = rows(&pool, "customers").await;
+    let fresh = bed.fresh_replay(&view, "customers").await;
+    terminate(&mut projector, Duration::from_secs(15));
+    assert!(
+        unready,
+        "the projector's /readyz never answered 503 while Postgres was away"
+    );
+    assert_eq!(
+        served.len(),
+        fresh.len(),
+        "rows after the restart vs a fresh replay ({events_before} keys before the cut)"
+    );
+    assert_eq!(
+        served, fresh,
+        "the view after an immediate restart is not a fresh replay"
+    );
+}
