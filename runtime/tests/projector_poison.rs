@@ -519,7 +519,7 @@ async fn a_partition_that_keeps_failing_is_degraded_with_its_lag_growing_and_rec
 
 #[tokio::test]
 async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_dead_letters() {
-    use runtime::projector::database::{self, DeadLetter, Progress};
+    use runtime::projector::database::{self, Batch, DeadLetter, Progress};
     let database = testbed::TestDatabase::create().await.unwrap();
     let pool = database.pool().await.unwrap();
     // The two tables as the release before `message` and `failing` created them.
@@ -553,32 +553,27 @@ async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_de
         .unwrap()
         .unwrap();
     let message = br#"{"key":"nul1","state":{"name":"a\u0000b"}}"#;
-    let letter = DeadLetter {
-        sequence: 9,
-        key: Some("nul1".into()),
-        version: Some(1),
-        message: bytes::Bytes::from_static(message),
-        reason: "the database rejected the row".into(),
+    let letter = DeadLetter::new(
+        9,
+        Some("nul1".into()),
+        Some(1),
+        bytes::Bytes::from_static(message),
+        "the database rejected the row",
+    );
+    let batch = Batch {
+        partition: 0,
+        fence: &fence,
+        from: 0,
+        rows: &[],
+        dead_letters: &[letter],
+        progress: Progress {
+            sequence: 9,
+            events: 1,
+            lag: 0,
+        },
+        stopped: None,
     };
-    let progress = Progress {
-        sequence: 9,
-        events: 1,
-        lag: 0,
-    };
-    database::commit(
-        &pool,
-        &plan,
-        None,
-        0,
-        &fence,
-        0,
-        &[],
-        &[letter],
-        &progress,
-        None,
-    )
-    .await
-    .unwrap();
+    database::commit(&pool, &plan, None, &batch).await.unwrap();
     assert_eq!(
         database::checkpoint(&pool, &plan, 0)
             .await

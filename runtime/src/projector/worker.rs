@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::database::{self, Checkpoint, CommitError, DeadLetter, Fence, Progress};
+use super::database::{self, Batch, Checkpoint, CommitError, DeadLetter, Fence, Progress};
 use super::metrics::Metrics;
 use super::plan::{Output, Plan};
 use super::rows::{Poison, Projected, effect};
@@ -298,13 +298,13 @@ impl Worker {
             Ok(event) => event,
             Err(error) => {
                 let poison = Poison::NotAnEvent(error);
-                return Outcome::Poison(DeadLetter {
+                return Outcome::Poison(DeadLetter::new(
                     sequence,
-                    key: None,
-                    version: None,
-                    message: payload.clone(),
-                    reason: poison.reason(),
-                });
+                    None,
+                    None,
+                    payload.clone(),
+                    poison.reason(),
+                ));
             }
         };
         let result = match &plan.output {
@@ -324,13 +324,13 @@ impl Worker {
                 }),
         };
         result.unwrap_or_else(|poison| {
-            Outcome::Poison(DeadLetter {
+            Outcome::Poison(DeadLetter::new(
                 sequence,
-                key: Some(event.key.clone()),
-                version: Some(event.version),
-                message: payload.clone(),
-                reason: poison.reason(),
-            })
+                Some(event.key.clone()),
+                Some(event.version),
+                payload.clone(),
+                poison.reason(),
+            ))
         })
     }
 
@@ -408,13 +408,13 @@ impl Worker {
                 }
                 .reason();
                 let poison = Item {
-                    outcome: Outcome::Poison(DeadLetter {
-                        sequence: projected.sequence,
-                        key: Some(projected.key),
-                        version: Some(projected.version),
-                        message: item.payload.clone(),
+                    outcome: Outcome::Poison(DeadLetter::new(
+                        projected.sequence,
+                        Some(projected.key),
+                        Some(projected.version),
+                        item.payload.clone(),
                         reason,
-                    }),
+                    )),
                     ..item
                 };
                 match self.on_error {
@@ -592,19 +592,16 @@ impl Worker {
         if let Output::Nats { subject } = &plan.output {
             self.publish(subject, &outbound).await?;
         }
-        let result = database::commit(
-            &self.pool,
-            plan,
-            self.running.write.as_ref(),
-            self.partition,
-            &self.fence,
-            checkpoint.sequence,
-            &projected,
-            &dead,
-            progress,
+        let batch = Batch {
+            partition: self.partition,
+            fence: &self.fence,
+            from: checkpoint.sequence,
+            rows: &projected,
+            dead_letters: &dead,
+            progress: *progress,
             stopped,
-        )
-        .await;
+        };
+        let result = database::commit(&self.pool, plan, self.running.write.as_ref(), &batch).await;
         match result {
             Ok(()) => {
                 *checkpoint = Checkpoint {
