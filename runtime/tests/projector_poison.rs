@@ -7,8 +7,9 @@ mod projector_support;
 use std::time::Duration;
 
 use crds::projection::Phase;
+use crds::report::ProjectorReport;
 use projector_support::*;
-use runtime::projector::{Plan, StatusReport};
+use runtime::projector::Plan;
 use runtime::store::{Event, Key};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -56,7 +57,7 @@ fn keys_of_partition(prefix: &str, partition: u32, n: usize) -> Vec<String> {
         .collect()
 }
 
-async fn report(replica: &Replica) -> StatusReport {
+async fn report(replica: &Replica) -> ProjectorReport {
     replica.status.report().await.unwrap()
 }
 
@@ -377,7 +378,7 @@ async fn on_error_stop_at_a_refused_value_is_degraded_and_its_lag_keeps_growing(
         || async { report(&replica).await.generations[0].phase == Phase::Degraded },
     )
     .await;
-    let partition_lag = |report: &StatusReport| {
+    let partition_lag = |report: &ProjectorReport| {
         report.generations[0].partitions[stopped_partition as usize]
             .lag
             .unwrap_or_default()
