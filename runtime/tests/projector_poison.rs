@@ -7,8 +7,9 @@ mod projector_support;
 use std::time::Duration;
 
 use crds::projection::Phase;
+use crds::report::ProjectorReport;
 use projector_support::*;
-use runtime::projector::{Plan, StatusReport};
+use runtime::projector::Plan;
 use runtime::store::{Event, Key};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -56,7 +57,7 @@ fn keys_of_partition(prefix: &str, partition: u32, n: usize) -> Vec<String> {
         .collect()
 }
 
-async fn report(replica: &Replica) -> StatusReport {
+async fn report(replica: &Replica) -> ProjectorReport {
     replica.status.report().await.unwrap()
 }
 
@@ -377,7 +378,7 @@ async fn on_error_stop_at_a_refused_value_is_degraded_and_its_lag_keeps_growing(
         || async { report(&replica).await.generations[0].phase == Phase::Degraded },
     )
     .await;
-    let partition_lag = |report: &StatusReport| {
+    let partition_lag = |report: &ProjectorReport| {
         report.generations[0].partitions[stopped_partition as usize]
             .lag
             .unwrap_or_default()
@@ -519,7 +520,7 @@ async fn a_partition_that_keeps_failing_is_degraded_with_its_lag_growing_and_rec
 
 #[tokio::test]
 async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_dead_letters() {
-    use runtime::projector::database::{self, DeadLetter, Progress};
+    use runtime::projector::database::{self, Batch, DeadLetter, Progress};
     let database = testbed::TestDatabase::create().await.unwrap();
     let pool = database.pool().await.unwrap();
     // The two tables as the release before `message` and `failing` created them.
@@ -553,32 +554,27 @@ async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_de
         .unwrap()
         .unwrap();
     let message = br#"{"key":"nul1","state":{"name":"a\u0000b"}}"#;
-    let letter = DeadLetter {
-        sequence: 9,
-        key: Some("nul1".into()),
-        version: Some(1),
-        message: bytes::Bytes::from_static(message),
-        reason: "the database rejected the row".into(),
+    let letter = DeadLetter::new(
+        9,
+        Some("nul1".into()),
+        Some(1),
+        bytes::Bytes::from_static(message),
+        "the database rejected the row",
+    );
+    let batch = Batch {
+        partition: 0,
+        fence: &fence,
+        from: 0,
+        rows: &[],
+        dead_letters: &[letter],
+        progress: Progress {
+            sequence: 9,
+            events: 1,
+            lag: 0,
+        },
+        stopped: None,
     };
-    let progress = Progress {
-        sequence: 9,
-        events: 1,
-        lag: 0,
-    };
-    database::commit(
-        &pool,
-        &plan,
-        None,
-        0,
-        &fence,
-        0,
-        &[],
-        &[letter],
-        &progress,
-        None,
-    )
-    .await
-    .unwrap();
+    database::commit(&pool, &plan, None, &batch).await.unwrap();
     assert_eq!(
         database::checkpoint(&pool, &plan, 0)
             .await

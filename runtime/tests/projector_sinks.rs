@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use projector_support::*;
 use runtime::projector::Plan;
-use runtime::projector::database::{self, Fence, Progress};
+use runtime::projector::database::{self, Batch, Fence, Progress};
 use serde_json::json;
 
 fn key_state(key: &str, state: serde_json::Value) -> (String, Option<serde_json::Value>) {
@@ -421,12 +421,21 @@ async fn a_replica_that_lost_its_partition_cannot_overwrite_the_new_owners_progr
         .await
         .unwrap()
         .unwrap();
-    let progress = |sequence| Progress {
-        sequence,
-        events: 1,
-        lag: 0,
+    // A batch of partition 0 that moves its checkpoint from `from` to `to` and writes nothing.
+    let moving = |fence, from, to| Batch {
+        partition: 0,
+        fence,
+        from,
+        rows: &[],
+        dead_letters: &[],
+        progress: Progress {
+            sequence: to,
+            events: 1,
+            lag: 0,
+        },
+        stopped: None,
     };
-    database::commit(&pool, &plan, None, 0, &old, 0, &[], &[], &progress(5), None)
+    database::commit(&pool, &plan, None, &moving(&old, 0, 5))
         .await
         .unwrap();
 
@@ -444,31 +453,19 @@ async fn a_replica_that_lost_its_partition_cannot_overwrite_the_new_owners_progr
         .unwrap();
     assert_ne!(new, old);
 
-    let stale =
-        database::commit(&pool, &plan, None, 0, &old, 5, &[], &[], &progress(9), None).await;
+    let stale = database::commit(&pool, &plan, None, &moving(&old, 5, 9)).await;
     assert!(
         matches!(stale, Err(database::CommitError::Fenced)),
         "{stale:?}"
     );
-    database::commit(&pool, &plan, None, 0, &new, 5, &[], &[], &progress(7), None)
+    database::commit(&pool, &plan, None, &moving(&new, 5, 7))
         .await
         .unwrap();
-    let stale_sequence = database::commit(
-        &pool,
-        &plan,
-        None,
-        0,
-        &Fence {
-            owner: "new".into(),
-            epoch: new.epoch,
-        },
-        5,
-        &[],
-        &[],
-        &progress(8),
-        None,
-    )
-    .await;
+    let same_lease = Fence {
+        owner: "new".into(),
+        epoch: new.epoch,
+    };
+    let stale_sequence = database::commit(&pool, &plan, None, &moving(&same_lease, 5, 8)).await;
     assert!(
         matches!(stale_sequence, Err(database::CommitError::Fenced)),
         "a checkpoint moves only from where it is"

@@ -23,6 +23,6 @@ pub mod worker;
 
 pub use metrics::Metrics;
 pub use plan::{Definition, Plan};
-pub use status::{StatusReport, StatusSource};
+pub use status::StatusSource;
 pub use supervisor::{Options, Projector, ProjectorError};
 pub use worker::WorkerOptions;

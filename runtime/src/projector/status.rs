@@ -1,6 +1,7 @@
 //! The status endpoint (`GET /v1/status`): per generation, its phase, lag, last applied
 //! sequence, build progress and dead letters, read from Postgres so that every replica
-//! answers for the whole projection (the operator reads it into the Projection's status).
+//! answers for the whole projection (the operator reads it into the Projection's status). The
+//! wire type is `crds::report::ProjectorReport`, the one the operator reads.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,63 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use crds::projection::Phase;
-use serde::Serialize;
+use crds::report::{GenerationReport, PartitionReport, ProjectorReport};
 use sqlx::PgPool;
 
 use super::database::{self, GenerationRow, GenerationState, PartitionRow};
-
-/// The status of a projection as one replica sees it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusReport {
-    pub projection: String,
-    pub replica: String,
-    /// Partitions this replica holds the lease of.
-    pub owned_partitions: Vec<u32>,
-    /// The stable view (or subject) readers use.
-    pub view: String,
-    /// The generation serving the view.
-    pub active_generation: Option<String>,
-    /// A generation being built to replace it.
-    pub building_generation: Option<String>,
-    /// The generation this replica's configuration asks for.
-    pub configured_generation: String,
-    pub generations: Vec<GenerationStatus>,
-}
-
-/// One generation's figures.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GenerationStatus {
-    pub generation: String,
-    /// `building`, `live` or `retired`.
-    pub state: &'static str,
-    pub phase: Phase,
-    /// Events not yet applied, summed over partitions.
-    pub lag: u64,
-    /// Highest stream sequence applied in any partition.
-    pub last_applied_sequence: u64,
-    /// Events applied.
-    pub events: u64,
-    /// Percentage of the stream replayed (100 once caught up).
-    pub progress: u8,
-    pub dead_letters: u64,
-    pub partitions: Vec<PartitionStatus>,
-}
-
-/// One partition of a generation.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PartitionStatus {
-    pub partition: u32,
-    pub sequence: u64,
-    pub lag: Option<u64>,
-    pub owner: Option<String>,
-    /// Why the partition stopped (`onError: Stop`), if it did.
-    pub stopped: Option<String>,
-    /// The error the partition keeps failing with, while it cannot move.
-    pub failing: Option<String>,
-}
 
 /// What the status endpoint needs besides the database.
 #[derive(Clone, Debug)]
@@ -84,7 +32,7 @@ pub struct StatusSource {
 
 impl StatusSource {
     /// Reads the figures and builds the report.
-    pub async fn report(&self) -> Result<StatusReport, database::DatabaseError> {
+    pub async fn report(&self) -> Result<ProjectorReport, database::DatabaseError> {
         let generations = database::generations(&self.pool, &self.projection).await?;
         let partitions = database::partitions(&self.pool, &self.projection).await?;
         let dead_letters = database::dead_letter_counts(&self.pool, &self.projection).await?;
@@ -110,8 +58,8 @@ pub fn report(
     generations: &[GenerationRow],
     partitions: &[PartitionRow],
     dead_letters: &HashMap<String, u64>,
-) -> StatusReport {
-    let generations: Vec<GenerationStatus> = generations
+) -> ProjectorReport {
+    let generations: Vec<GenerationReport> = generations
         .iter()
         .filter(|g| g.state != GenerationState::Dropped)
         .map(|g| {
@@ -133,7 +81,7 @@ pub fn report(
             .find(|g| g.state == state)
             .map(|g| g.generation.clone())
     };
-    StatusReport {
+    ProjectorReport {
         projection: source.projection.clone(),
         replica: source.replica.clone(),
         owned_partitions,
@@ -150,7 +98,7 @@ pub fn generation_status(
     generation: &GenerationRow,
     partitions: &[&PartitionRow],
     dead_letters: u64,
-) -> GenerationStatus {
+) -> GenerationReport {
     let lag: u64 = partitions.iter().filter_map(|p| p.lag).sum();
     let events: u64 = partitions.iter().map(|p| p.events).sum();
     let unknown = partitions.iter().any(|p| p.lag.is_none());
@@ -166,13 +114,13 @@ pub fn generation_status(
             .unwrap_or(0)
             .min(99) as u8
     };
-    let state = generation.state.as_str();
+    let state = generation.state.as_str().to_owned();
     let phase = match generation.state {
         _ if stalled => Phase::Degraded,
         GenerationState::Live | GenerationState::Retired => Phase::Live,
         GenerationState::Building | GenerationState::Dropped => Phase::Building,
     };
-    GenerationStatus {
+    GenerationReport {
         generation: generation.generation.clone(),
         state,
         phase,
@@ -183,7 +131,7 @@ pub fn generation_status(
         dead_letters,
         partitions: partitions
             .iter()
-            .map(|p| PartitionStatus {
+            .map(|p| PartitionReport {
                 partition: p.partition,
                 sequence: p.sequence,
                 lag: p.lag,
@@ -254,6 +202,58 @@ mod tests {
             failing: None,
             owner: Some("r1".into()),
         }
+    }
+
+    // A lazy pool needs a runtime; it never connects.
+    #[tokio::test]
+    async fn the_report_keeps_the_wire_names_the_operator_reads() {
+        let source = StatusSource {
+            pool: sqlx::PgPool::connect_lazy("postgres://localhost/unused").unwrap(),
+            projection: "default/customers".into(),
+            replica: "r1".into(),
+            view: "customers".into(),
+            configured_generation: "g2".into(),
+            owned: Arc::default(),
+        };
+        let mut stopped = partition("g2", 1, 5, 5, None);
+        stopped.stopped = Some("sequence 6: a filter failed".into());
+        let report = report(
+            &source,
+            vec![0, 1],
+            &[
+                row("g1", GenerationState::Live),
+                row("g2", GenerationState::Building),
+            ],
+            &[partition("g1", 0, 9, 9, Some(0)), stopped],
+            &HashMap::from([("g2".to_owned(), 1)]),
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "projection": "default/customers",
+                "replica": "r1",
+                "ownedPartitions": [0, 1],
+                "view": "customers",
+                "activeGeneration": "g1",
+                "buildingGeneration": "g2",
+                "configuredGeneration": "g2",
+                "generations": [
+                    {
+                        "generation": "g1", "state": "live", "phase": "Live", "lag": 0,
+                        "lastAppliedSequence": 9, "events": 9, "progress": 100, "deadLetters": 0,
+                        "partitions": [{"partition": 0, "sequence": 9, "lag": 0, "owner": "r1",
+                                        "stopped": null, "failing": null}]
+                    },
+                    {
+                        "generation": "g2", "state": "building", "phase": "Degraded", "lag": 0,
+                        "lastAppliedSequence": 5, "events": 5, "progress": 99, "deadLetters": 1,
+                        "partitions": [{"partition": 1, "sequence": 5, "lag": null, "owner": "r1",
+                                        "stopped": "sequence 6: a filter failed", "failing": null}]
+                    }
+                ]
+            })
+        );
     }
 
     #[test]

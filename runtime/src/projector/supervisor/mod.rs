@@ -1,6 +1,11 @@
 //! One projector replica: registers its generation, shares the partitions with the other
 //! replicas through leases, runs a worker per (leased partition, running generation), swaps
 //! a caught-up generation in, and drops retired ones after a grace period.
+//!
+//! - `decide`: pure: partition assignment, lease changes, which generations and workers run.
+//! - here: the IO around it, once per heartbeat (`tick`).
+
+mod decide;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -9,16 +14,22 @@ use std::time::Duration;
 use async_nats::jetstream::{self, Context};
 use crds::projection::OnError;
 use crds::{Entity, Projection};
+use process::Backoff;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::database::{self, DatabaseError, Fence, GenerationState};
+use super::database::{self, DatabaseError, Fence, GenerationRow};
 use super::metrics::Metrics;
 use super::plan::{Output, Plan, PlanError};
 use super::status::StatusSource;
 use super::worker::{Exit, Running, Worker, WorkerOptions};
 use crate::expr::Evaluator;
+use decide::WorkerKey;
+
+/// The first delay before preparing the database again, and the longest.
+const PREPARE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const PREPARE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Why a projector could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +175,7 @@ impl Projector {
         let plan = &self.configured.plan;
         let projection = plan.projection.clone();
         tracing::info!(%projection, generation = %plan.generation, replica = %self.replica, "projector starting");
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(PREPARE_RETRY_FIRST, PREPARE_RETRY_MAX);
         loop {
             let prepared = async {
                 database::prepare(&self.pool).await?;
@@ -180,13 +191,13 @@ impl Projector {
                     tracing::warn!(error = %crate::error_chain(&error), "cannot prepare the database yet; retrying");
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(delay) => {}
+            if !backoff.wait(&shutdown).await {
+                return Ok(());
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
         let stream_name = plan.stream_names().stream();
+        // The receiver creates the stream; look again every heartbeat, no faster, no slower.
+        let mut poll = Backoff::new(self.options.heartbeat, self.options.heartbeat);
         loop {
             match self.jetstream.get_stream(&stream_name).await {
                 Ok(_) => break,
@@ -194,9 +205,8 @@ impl Projector {
                     tracing::info!(stream = %stream_name, %error, "waiting for the entity's stream");
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.options.heartbeat) => {}
+            if !poll.wait(&shutdown).await {
+                return Ok(());
             }
         }
         ready(true);
@@ -226,13 +236,18 @@ impl Projector {
 
     /// One round of housekeeping: leases, generations, workers, swap, retirement.
     async fn tick(&self, state: &mut Supervision) -> Result<(), ProjectorError> {
-        let plan = &self.configured.plan;
-        let projection = plan.projection.as_str();
-        let partitions = plan.definition.partitions;
-        let ttl = self.options.lease_ttl;
+        self.reap(state).await;
+        self.rebalance(state).await?;
+        let rows = database::generations(&self.pool, &self.configured.plan.projection).await?;
+        let running = self.running(state, &rows)?;
+        self.start_and_stop_workers(state, &running).await;
+        self.swap_and_drop(state, &rows).await
+    }
 
-        // Workers that ended on their own.
-        let finished: Vec<(String, u32)> = state
+    /// Collects the workers that ended on their own; a fenced one gives its partition up (it
+    /// is acquired again if it is still ours).
+    async fn reap(&self, state: &mut Supervision) {
+        let finished: Vec<WorkerKey> = state
             .workers
             .iter()
             .filter(|(_, w)| w.handle.as_ref().is_none_or(JoinHandle::is_finished))
@@ -243,127 +258,112 @@ impl Projector {
                 && let Some(handle) = task.handle.take()
             {
                 match handle.await {
-                    Ok(Exit::Fenced) => {
-                        // Give the partition up; it is acquired again if it is still ours.
-                        self.lose(state, key.1).await;
-                    }
+                    Ok(Exit::Fenced) => self.lose(state, key.1).await,
                     Ok(Exit::Cancelled | Exit::Stopped { .. }) => {}
                     Err(error) => tracing::error!(%error, "a partition worker panicked"),
                 }
             }
         }
+    }
 
-        // Who is alive, and which partitions are ours to hold.
+    /// Heartbeats, renews the leases held, and moves them towards this replica's share.
+    async fn rebalance(&self, state: &mut Supervision) -> Result<(), ProjectorError> {
+        let projection = self.configured.plan.projection.as_str();
+        let partitions = self.configured.plan.definition.partitions;
+        let ttl = self.options.lease_ttl;
         let replicas = database::heartbeat(&self.pool, projection, &self.replica, ttl).await?;
-        let desired: HashSet<u32> = match replicas.iter().position(|r| *r == self.replica) {
-            Some(me) => (0..partitions)
-                .filter(|p| *p as usize % replicas.len() == me)
-                .collect(),
-            None => HashSet::new(),
-        };
-
+        let assigned = decide::assigned_partitions(&replicas, &self.replica, partitions);
         let owned: Vec<(u32, i64)> = state.leases.iter().map(|(p, f)| (*p, f.epoch)).collect();
-        let held: HashSet<u32> =
+        let renewed: HashSet<u32> =
             database::renew(&self.pool, projection, &self.replica, &owned, ttl)
                 .await?
                 .into_iter()
                 .collect();
-        for (partition, _) in owned {
-            if !held.contains(&partition) {
-                tracing::warn!(partition, "partition lease lost");
-                self.lose(state, partition).await;
-            } else if !desired.contains(&partition) {
-                // Rebalance: hand it over once its workers have committed and stopped.
-                self.stop_partition(state, partition).await;
-                if let Some(fence) = state.leases.remove(&partition) {
-                    database::release(&self.pool, projection, partition, &fence).await?;
-                    tracing::info!(partition, "partition handed over");
-                }
+        let owned: BTreeSet<u32> = owned.into_iter().map(|(p, _)| p).collect();
+        let changes = decide::lease_changes(&owned, &renewed, &assigned);
+        for partition in changes.lost {
+            tracing::warn!(partition, "partition lease lost");
+            self.lose(state, partition).await;
+        }
+        for partition in changes.hand_over {
+            // Hand it over once its workers have committed and stopped.
+            self.stop_partition(state, partition).await;
+            if let Some(fence) = state.leases.remove(&partition) {
+                database::release(&self.pool, projection, partition, &fence).await?;
+                tracing::info!(partition, "partition handed over");
             }
         }
-        for partition in &desired {
-            if !state.leases.contains_key(partition)
-                && let Some(fence) =
-                    database::acquire(&self.pool, projection, *partition, &self.replica, ttl)
-                        .await?
+        for partition in changes.acquire {
+            if let Some(fence) =
+                database::acquire(&self.pool, projection, partition, &self.replica, ttl).await?
             {
                 tracing::info!(partition, epoch = fence.epoch, "partition lease acquired");
-                state.leases.insert(*partition, fence);
+                state.leases.insert(partition, fence);
             }
         }
         if let Ok(mut shared) = self.owned.lock() {
             *shared = state.leases.keys().copied().collect();
         }
         self.metrics.partitions_owned.set(state.leases.len() as i64);
+        Ok(())
+    }
 
-        // Which generations run: the live one and ours while it builds (a NATS sink only ever
-        // runs ours: republishing the old mapping beside the new would send both).
-        let rows = database::generations(&self.pool, projection).await?;
+    /// The compiled generations that run here, by name (compiled once, then kept).
+    fn running(
+        &self,
+        state: &mut Supervision,
+        rows: &[GenerationRow],
+    ) -> Result<HashMap<String, Arc<Running>>, ProjectorError> {
+        let plan = &self.configured.plan;
         let nats = matches!(plan.output, Output::Nats { .. });
-        let mut running: HashMap<String, Arc<Running>> = HashMap::new();
-        for row in &rows {
-            let ours = row.generation == plan.generation;
-            let runs = match row.state {
-                GenerationState::Building => ours,
-                GenerationState::Live => ours || !nats,
-                GenerationState::Retired | GenerationState::Dropped => false,
-            };
-            if !runs {
-                continue;
-            }
-            let compiled = if ours {
+        let mut running = HashMap::new();
+        for row in decide::running_generations(rows, &plan.generation, nats) {
+            let compiled = if row.generation == plan.generation {
                 Arc::clone(&self.configured)
+            } else if let Some(compiled) = state.plans.get(&row.generation) {
+                Arc::clone(compiled)
             } else {
-                match state.plans.get(&row.generation) {
-                    Some(compiled) => Arc::clone(compiled),
-                    None => {
-                        let compiled = Plan::compile(
-                            projection.to_owned(),
-                            row.definition.clone(),
-                            plan.on_error,
-                        )
-                        .map_err(|source| ProjectorError::Plan {
-                            projection: projection.to_owned(),
-                            source: Box::new(source),
-                        })?;
-                        let compiled = Arc::new(Running::new(compiled));
-                        state
-                            .plans
-                            .insert(row.generation.clone(), Arc::clone(&compiled));
-                        compiled
-                    }
-                }
+                let compiled = Arc::new(Running::new(self.compile(row, plan.on_error)?));
+                state
+                    .plans
+                    .insert(row.generation.clone(), Arc::clone(&compiled));
+                compiled
             };
             running.insert(row.generation.clone(), compiled);
         }
+        Ok(running)
+    }
 
-        // Stop workers of generations that no longer run; start the missing ones.
-        let retired: Vec<(String, u32)> = state
-            .workers
-            .keys()
-            .filter(|(g, _)| !running.contains_key(g))
-            .cloned()
-            .collect();
-        for key in retired {
+    /// Stops the workers of generations that no longer run; starts the missing ones.
+    async fn start_and_stop_workers(
+        &self,
+        state: &mut Supervision,
+        running: &HashMap<String, Arc<Running>>,
+    ) {
+        let held: BTreeSet<u32> = state.leases.keys().copied().collect();
+        let names: BTreeSet<&str> = running.keys().map(String::as_str).collect();
+        let changes = decide::worker_changes(state.workers.keys(), &held, &names);
+        for key in changes.stop {
             if let Some(task) = state.workers.remove(&key) {
                 task.stop().await;
             }
         }
-        for (partition, fence) in &state.leases {
-            for (generation, compiled) in &running {
-                let key = (generation.clone(), *partition);
-                if state.workers.contains_key(&key) {
-                    continue;
-                }
-                state
-                    .workers
-                    .insert(key, self.spawn(compiled, *partition, fence.clone()));
+        for key in changes.start {
+            if let (Some(compiled), Some(fence)) = (running.get(&key.0), state.leases.get(&key.1)) {
+                let task = self.spawn(compiled, key.1, fence.clone());
+                state.workers.insert(key, task);
             }
         }
+    }
 
-        // Swap our generation in once it has caught up; drop retired tables after the grace.
-        let ours = rows.iter().find(|r| r.generation == plan.generation);
-        if ours.is_some_and(|r| r.state == GenerationState::Building) {
+    /// Swaps our generation in once it has caught up; drops retired tables after the grace.
+    async fn swap_and_drop(
+        &self,
+        state: &mut Supervision,
+        rows: &[GenerationRow],
+    ) -> Result<(), ProjectorError> {
+        let plan = &self.configured.plan;
+        if decide::is_building(rows, &plan.generation) {
             database::swap_if_caught_up(
                 &self.pool,
                 plan,
@@ -372,22 +372,23 @@ impl Projector {
             )
             .await?;
         }
-        for row in &rows {
-            let expired = row
-                .retired_for
-                .is_some_and(|seconds| seconds >= self.options.retire_after.as_secs_f64());
-            if row.state == GenerationState::Retired && expired {
-                let retired =
-                    Plan::compile(projection.to_owned(), row.definition.clone(), OnError::Skip)
-                        .map_err(|source| ProjectorError::Plan {
-                            projection: projection.to_owned(),
-                            source: Box::new(source),
-                        })?;
-                database::drop_generation(&self.pool, &retired).await?;
-                state.plans.remove(&row.generation);
-            }
+        for row in decide::due_for_drop(rows, self.options.retire_after) {
+            let retired = self.compile(row, OnError::Skip)?;
+            database::drop_generation(&self.pool, &retired).await?;
+            state.plans.remove(&row.generation);
         }
         Ok(())
+    }
+
+    /// Compiles a recorded generation of this projection.
+    fn compile(&self, row: &GenerationRow, on_error: OnError) -> Result<Plan, ProjectorError> {
+        let projection = &self.configured.plan.projection;
+        Plan::compile(projection.clone(), row.definition.clone(), on_error).map_err(|source| {
+            ProjectorError::Plan {
+                projection: projection.clone(),
+                source: Box::new(source),
+            }
+        })
     }
 
     fn spawn(&self, running: &Arc<Running>, partition: u32, fence: Fence) -> WorkerTask {
@@ -412,7 +413,7 @@ impl Projector {
     }
 
     async fn stop_partition(&self, state: &mut Supervision, partition: u32) {
-        let keys: Vec<(String, u32)> = state
+        let keys: Vec<WorkerKey> = state
             .workers
             .keys()
             .filter(|(_, p)| *p == partition)
@@ -437,7 +438,7 @@ struct Supervision {
     leases: HashMap<u32, Fence>,
     /// A worker stopped by a poison event (`onError: Stop`) stays here, keeping its lag up to
     /// date, so it is not restarted until the process is.
-    workers: HashMap<(String, u32), WorkerTask>,
+    workers: HashMap<WorkerKey, WorkerTask>,
     /// Compiled plans of generations other than ours (the live one while ours builds).
     plans: HashMap<String, Arc<Running>>,
 }
