@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use crds::report::ReceiverReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -55,19 +56,10 @@ pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
         .with_state(receiver)
 }
 
-/// What the operator shows in `kubectl get entities`: the stream's figures.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Status {
-    entity: String,
-    stream: String,
-    #[serde(flatten)]
-    stats: crate::store::jetstream::StreamStats,
-}
-
 async fn status(State(receiver): State<Arc<Receiver>>) -> Response {
     match receiver.store.stats().await {
-        Ok(stats) => axum::Json(Status {
+        // What the operator shows in `kubectl get entities`: the stream's figures.
+        Ok(stats) => axum::Json(ReceiverReport {
             entity: receiver.model.names().entity().to_owned(),
             stream: receiver.model.names().stream(),
             stats,

@@ -149,7 +149,7 @@ async fn connect_and_ensure(
     names: &crate::store::StreamNames,
     shutdown: &CancellationToken,
 ) -> Result<Option<async_nats::Client>, ReceiverError> {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = process::Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         let attempt = async {
             let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
@@ -166,13 +166,11 @@ async fn connect_and_ensure(
             result = attempt => match result {
                 Ok(Ok(client)) => return Ok(Some(client)),
                 Ok(Err(fatal)) => return Err(fatal.into()),
-                Err(error) => tracing::warn!(%error, retry_in = ?delay, "cannot ensure the stream yet"),
+                Err(error) => tracing::warn!(%error, retry_in = ?backoff.delay(), "cannot ensure the stream yet"),
             },
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(shutdown).await {
+            return Ok(None);
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
