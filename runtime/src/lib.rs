@@ -4,6 +4,7 @@
 
 pub mod adapter;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod expr;
@@ -11,6 +12,7 @@ pub mod problem;
 pub mod projector;
 pub mod query;
 pub mod receiver;
+pub mod role;
 pub mod simulator;
 pub mod store;
 
