@@ -33,7 +33,7 @@ pub async fn require_token(
 }
 
 /// Where a service's accepted bearer tokens come from (flattened into its flags).
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct TokenArgs {
     /// File of accepted bearer tokens, one per line (a mounted Secret).
     #[arg(long, env = "DREAMPIPE_TOKENS_FILE")]

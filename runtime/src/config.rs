@@ -176,7 +176,50 @@ pub fn name_of(metadata: &ObjectMeta) -> &str {
     metadata.name.as_deref().unwrap_or_default()
 }
 
-fn parse_as<T: serde::de::DeserializeOwned + HasMeta>(
+/// Why a role cannot find the one resource it runs in its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    #[error("the configuration has no {kind}{}", .name.as_deref().map(|n| format!(" named {n:?}")).unwrap_or_default())]
+    Missing {
+        kind: &'static str,
+        name: Option<String>,
+    },
+    #[error("the configuration has several {plural} ({names}); choose one with --{flag}")]
+    Several {
+        plural: &'static str,
+        names: String,
+        flag: &'static str,
+    },
+}
+
+/// The one resource a role runs: the one called `name`, or, with no name given, the only one
+/// there is.
+pub fn pick<'a, R: ConfigResource>(
+    resources: &'a [R],
+    name: Option<&str>,
+) -> Result<&'a R, PickError> {
+    let candidates: Vec<&R> = resources
+        .iter()
+        .filter(|r| name.is_none_or(|name| name_of(r.meta()) == name))
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(one),
+        [] => Err(PickError::Missing {
+            kind: R::KIND,
+            name: name.map(str::to_owned),
+        }),
+        several => {
+            let names: Vec<&str> = several.iter().map(|r| name_of(r.meta())).collect();
+            Err(PickError::Several {
+                plural: R::PLURAL,
+                names: names.join(", "),
+                flag: R::FLAG,
+            })
+        }
+    }
+}
+
+fn parse_as<T: serde::de::DeserializeOwned + ConfigResource>(
     value: serde_yaml::Value,
     default_namespace: &str,
 ) -> Result<T, String> {
@@ -188,20 +231,36 @@ fn parse_as<T: serde::de::DeserializeOwned + HasMeta>(
     Ok(resource)
 }
 
-trait HasMeta {
+/// A kind of resource the configuration holds, and a role runs one of.
+pub trait ConfigResource {
+    const KIND: &'static str;
+    const PLURAL: &'static str;
+    /// The flag that names the one to run.
+    const FLAG: &'static str;
+    fn meta(&self) -> &ObjectMeta;
     fn meta_mut(&mut self) -> &mut ObjectMeta;
 }
 
-macro_rules! has_meta {
-    ($($kind:ty),*) => {$(
-        impl HasMeta for $kind {
+macro_rules! config_resource {
+    ($($kind:ty: $plural:literal, $flag:literal);* $(;)?) => {$(
+        impl ConfigResource for $kind {
+            const KIND: &'static str = stringify!($kind);
+            const PLURAL: &'static str = $plural;
+            const FLAG: &'static str = $flag;
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
             fn meta_mut(&mut self) -> &mut ObjectMeta {
                 &mut self.metadata
             }
         }
     )*};
 }
-has_meta!(Entity, Adapter, Projection);
+config_resource! {
+    Entity: "Entities", "entity";
+    Adapter: "Adapters", "adapter";
+    Projection: "Projections", "projection";
+}
 
 fn yaml_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !path.is_dir() {
@@ -247,6 +306,31 @@ mod tests {
             error.problems[1].contains("Projection/p: spec.entity: no Entity \"order\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_role_picks_its_resource_by_name_or_as_the_only_one() {
+        let two = format!("{ENTITY}---\n{}", ENTITY.replace("customer", "order"));
+        let resources = Resources::parse(&two, "entities.yaml", "shop").unwrap();
+        let named = pick(&resources.entities, Some("order")).unwrap();
+        assert_eq!(name_of(&named.metadata), "order");
+
+        let error = pick(&resources.entities, None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the configuration has several Entities (customer, order); choose one with --entity"
+        );
+        let error = pick(&resources.entities, Some("invoice")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the configuration has no Entity named \"invoice\""
+        );
+
+        let one = Resources::parse(ENTITY, "entity.yaml", "shop").unwrap();
+        let only = pick(&one.entities, None).unwrap();
+        assert_eq!(name_of(&only.metadata), "customer");
+        let error = pick(&one.projections, None).unwrap_err();
+        assert_eq!(error.to_string(), "the configuration has no Projection");
     }
 
     #[test]

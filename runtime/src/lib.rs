@@ -4,6 +4,7 @@
 
 pub mod adapter;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod expr;
@@ -12,6 +13,7 @@ pub mod projector;
 pub mod query;
 pub mod reachability;
 pub mod receiver;
+pub mod role;
 pub mod simulator;
 pub mod store;
 

@@ -20,33 +20,30 @@ use process::Health;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Resources, name_of, namespace_of};
+use crate::config::{ConfigError, PickError, Resources, name_of, namespace_of, pick};
+use crate::role::{ResourceArgs, ServiceArgs};
 use mapping::{Mapping, MappingError};
 use source::{AnySource, BoxError, Feed, Setup, SetupError};
 use status::Stats;
 use submit::{SubmitError, Submitter};
 
 /// Flags of `dreampipe adapter`.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct Args {
-    /// YAML files or folders holding the Adapter and its Entity (the operator mounts them here).
-    #[arg(long, env = "DREAMPIPE_CONFIG", value_delimiter = ',', required = true)]
-    pub config: Vec<PathBuf>,
+    /// The config (the Adapter and its Entity), namespace, NATS (the durable cursor's KV
+    /// bucket, and the `nats` source's default) and the address of /healthz, /readyz,
+    /// /metrics, /v1/status and the webhook.
+    #[command(flatten)]
+    pub resource: ResourceArgs,
     /// Which Adapter to run, when the configuration holds several.
     #[arg(long, env = "DREAMPIPE_ADAPTER")]
     pub adapter: Option<String>,
-    /// Namespace of resources that do not name one.
-    #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
-    pub namespace: String,
     /// Base URL of the Entity's receiver, e.g. `http://customer-receiver:8080`.
     #[arg(long, env = "DREAMPIPE_RECEIVER_URL")]
     pub receiver_url: String,
     /// File holding the bearer token the receiver accepts (a mounted Secret).
     #[arg(long, env = "DREAMPIPE_RECEIVER_TOKEN_FILE")]
     pub receiver_token_file: Option<PathBuf>,
-    /// NATS server URL: the durable cursor's KV bucket, and the `nats` source's default.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// Folder of mounted Secrets: a reference `{name, key}` is the file `<dir>/<name>/<key>`.
     #[arg(
         long,
@@ -54,9 +51,6 @@ pub struct Args {
         default_value = "/var/run/secrets/dreampipe"
     )]
     pub secrets_dir: PathBuf,
-    /// Address of /healthz, /readyz, /metrics, /v1/status and the webhook.
-    #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
 }
 
 /// Why the adapter could not run.
@@ -64,10 +58,8 @@ pub struct Args {
 pub enum AdapterError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the configuration has no Adapter{}", .0.as_deref().map(|n| format!(" named {n:?}")).unwrap_or_default())]
-    NoAdapter(Option<String>),
-    #[error("the configuration has several Adapters ({0}); choose one with --adapter")]
-    SeveralAdapters(String),
+    #[error(transparent)]
+    Pick(#[from] PickError),
     #[error("the configuration has no Entity {entity:?} in namespace {namespace:?}")]
     NoEntity { entity: String, namespace: String },
     #[error("the Adapter's mapping cannot be used")]
@@ -124,28 +116,23 @@ impl Adapter {
     /// the Adapter, its Entity, the mapping against the Entity's key, durations and secrets.
     pub fn prepare(args: Args) -> Result<Self, AdapterError> {
         let Args {
-            config,
+            resource:
+                ResourceArgs {
+                    config,
+                    service:
+                        ServiceArgs {
+                            namespace,
+                            nats_url,
+                            listen,
+                        },
+                },
             adapter,
-            namespace,
             receiver_url,
             receiver_token_file,
-            nats_url,
             secrets_dir,
-            listen,
         } = args;
         let resources = Resources::load(&config, &namespace)?;
-        let resource: &AdapterResource = match (adapter, resources.adapters.as_slice()) {
-            (Some(wanted), adapters) => adapters
-                .iter()
-                .find(|a| name_of(&a.metadata) == wanted)
-                .ok_or(AdapterError::NoAdapter(Some(wanted)))?,
-            (None, [one]) => one,
-            (None, []) => return Err(AdapterError::NoAdapter(None)),
-            (None, many) => {
-                let names: Vec<&str> = many.iter().map(|a| name_of(&a.metadata)).collect();
-                return Err(AdapterError::SeveralAdapters(names.join(", ")));
-            }
-        };
+        let resource: &AdapterResource = pick(&resources.adapters, adapter.as_deref())?;
         let namespace = namespace_of(&resource.metadata);
         let entity = resources
             .entity(namespace, &resource.spec.entity)

@@ -3,6 +3,7 @@
 //! of its own and reuses on the next run. Prints the endpoints and a status table, starts a
 //! Projection's new generation when its file changes, and stops everything on Ctrl-C.
 
+pub mod settings;
 mod status;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crds::ProjectionSpec;
 
+use crate::auth::TokenArgs;
 use crate::config::{ConfigError, Resources, name_of};
+use crate::role::{ResourceArgs, Role, ServiceArgs};
+use settings::{AdapterPlace, ProjectorPlace};
 
 /// The analysts' role `dev` creates, and its password.
 pub const READER_ROLE: &str = "dreampipe_reader";
@@ -125,13 +129,14 @@ struct Supervision {
 }
 
 struct RoleFailure {
+    /// The role and the name of what it ran.
     role: String,
     error: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// One running role.
-struct Role {
-    kind: &'static str,
+struct Running {
+    role: Role,
     name: String,
     port: u16,
     stop: CancellationToken,
@@ -173,7 +178,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
     for entity in &resources.entities {
         roles.push(start_receiver(
             &config,
-            name_of(&entity.metadata),
+            entity,
             &backing,
             &namespace,
             take_port(),
@@ -189,7 +194,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
     for projection in &resources.projections {
         roles.push(start_projector(
             &config,
-            name_of(&projection.metadata),
+            projection,
             &backing,
             &namespace,
             take_port(),
@@ -200,23 +205,25 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
         let name = name_of(&adapter.metadata);
         let receiver_port = roles
             .iter()
-            .find(|r| r.kind == "receiver" && r.name == adapter.spec.entity)
+            .find(|r| r.role == Role::Receiver && r.name == adapter.spec.entity)
             .map(|r| r.port)
             .expect("config validation resolved the adapter's entity");
         let local_config = local_adapter_config(&resources, adapter, &services, &state_dir)?;
         let adapter_port = take_port();
-        let args = crate::adapter::Args {
-            config: vec![local_config],
-            adapter: Some(name.to_owned()),
-            namespace: namespace.clone(),
-            receiver_url: format!("http://127.0.0.1:{receiver_port}"),
-            receiver_token_file: None,
-            nats_url: backing.nats_url.clone(),
-            secrets_dir: secrets_dir.clone(),
-            listen: listen(adapter_port),
-        };
+        let args = settings::adapter(
+            adapter,
+            ResourceArgs {
+                config: vec![local_config],
+                service: service(&namespace, &backing, adapter_port),
+            },
+            AdapterPlace {
+                receiver_url: format!("http://127.0.0.1:{receiver_port}"),
+                receiver_token_file: None,
+                secrets_dir: secrets_dir.clone(),
+            },
+        );
         roles.push(spawn_role(
-            "adapter",
+            Role::Adapter,
             name,
             adapter_port,
             &supervision,
@@ -248,7 +255,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
         writeln!(
             out,
             "  {:<10} {:<24} http://127.0.0.1:{}",
-            role.kind, role.name, role.port
+            role.role, role.name, role.port
         )
         .map_err(DevError::Terminal)?;
     }
@@ -266,7 +273,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
                 break;
             }
             _ = status_tick.tick(), if status_every > 0 => {
-                let table = status::table(&roles.iter().map(|r| (r.kind, r.name.as_str(), r.port)).collect::<Vec<_>>()).await;
+                let table = status::table(&roles.iter().map(|r| (r.role, r.name.as_str(), r.port)).collect::<Vec<_>>()).await;
                 write!(out, "{table}").and_then(|()| out.flush()).map_err(DevError::Terminal)?;
             }
             _ = watch_tick.tick() => {
@@ -297,7 +304,7 @@ async fn restart_changed_projectors(
     config: &[PathBuf],
     namespace: &str,
     backing: &Backing,
-    roles: &mut [Role],
+    roles: &mut [Running],
     specs: &mut BTreeMap<String, ProjectionSpec>,
     supervision: &Supervision,
 ) {
@@ -308,7 +315,7 @@ async fn restart_changed_projectors(
             return;
         }
     };
-    for role in roles.iter_mut().filter(|r| r.kind == "projector") {
+    for role in roles.iter_mut().filter(|r| r.role == Role::Projector) {
         let Some(projection) = resources
             .projections
             .iter()
@@ -325,7 +332,7 @@ async fn restart_changed_projectors(
         let _ = (&mut role.task).await;
         *role = start_projector(
             config,
-            &role.name.clone(),
+            projection,
             backing,
             namespace,
             role.port,
@@ -338,20 +345,29 @@ fn listen(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// The flags every role shares, for one listening on `port`.
+fn service(namespace: &str, backing: &Backing, port: u16) -> ServiceArgs {
+    ServiceArgs {
+        namespace: namespace.to_owned(),
+        nats_url: backing.nats_url.clone(),
+        listen: listen(port),
+    }
+}
+
 fn spawn_role<F, E>(
-    kind: &'static str,
+    role: Role,
     name: &str,
     port: u16,
     supervision: &Supervision,
     run: impl FnOnce(CancellationToken) -> F,
-) -> Role
+) -> Running
 where
     F: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
     let stop = supervision.shutdown.child_token();
     let future = run(stop.clone());
-    let label = format!("{kind} {name}");
+    let label = format!("{role} {name}");
     let failed = supervision.failed.clone();
     let task = tokio::spawn(async move {
         if let Err(error) = future.await {
@@ -362,8 +378,8 @@ where
             });
         }
     });
-    Role {
-        kind,
+    Running {
+        role,
         name: name.to_owned(),
         port,
         stop,
@@ -371,60 +387,64 @@ where
     }
 }
 
-fn start_query(backing: &Backing, namespace: &str, port: u16, supervision: &Supervision) -> Role {
-    let args = crate::query::Args {
-        namespace: namespace.to_owned(),
-        nats_url: backing.nats_url.clone(),
-        database_url: Some(backing.reader_url.clone()),
-        listen: listen(port),
-        auth: Default::default(),
-    };
-    spawn_role("query", "entities and views", port, supervision, |stop| {
-        crate::query::run(args, stop)
-    })
-}
-
-fn start_receiver(
-    config: &[PathBuf],
-    entity: &str,
+fn start_query(
     backing: &Backing,
     namespace: &str,
     port: u16,
     supervision: &Supervision,
-) -> Role {
-    let args = crate::receiver::Args {
+) -> Running {
+    let args = settings::query(
+        service(namespace, backing, port),
+        Some(backing.reader_url.clone()),
+    );
+    spawn_role(
+        Role::Query,
+        "entities and views",
+        port,
+        supervision,
+        |stop| crate::query::run(args, stop),
+    )
+}
+
+fn start_receiver(
+    config: &[PathBuf],
+    entity: &crds::Entity,
+    backing: &Backing,
+    namespace: &str,
+    port: u16,
+    supervision: &Supervision,
+) -> Running {
+    let name = name_of(&entity.metadata);
+    let resource = ResourceArgs {
         config: config.to_vec(),
-        entity: Some(entity.to_owned()),
-        namespace: namespace.to_owned(),
-        nats_url: backing.nats_url.clone(),
-        listen: listen(port),
-        auth: Default::default(),
+        service: service(namespace, backing, port),
     };
-    spawn_role("receiver", entity, port, supervision, |stop| {
+    let args = settings::receiver(entity, resource, TokenArgs::default());
+    spawn_role(Role::Receiver, name, port, supervision, |stop| {
         crate::receiver::run(args, stop)
     })
 }
 
 fn start_projector(
     config: &[PathBuf],
-    projection: &str,
+    projection: &crds::Projection,
     backing: &Backing,
     namespace: &str,
     port: u16,
     supervision: &Supervision,
-) -> Role {
-    let args = crate::projector::command::ProjectorArgs {
+) -> Running {
+    let name = name_of(&projection.metadata);
+    let resource = ResourceArgs {
         config: config.to_vec(),
-        projection: Some(projection.to_owned()),
-        namespace: namespace.to_owned(),
-        nats_url: backing.nats_url.clone(),
-        database_url: backing.writer_url.clone(),
-        listen: listen(port),
-        replica_id: Some(format!("dev-{projection}")),
-        reader_role: Some(READER_ROLE.to_owned()),
-        drop: false,
+        service: service(namespace, backing, port),
     };
-    spawn_role("projector", projection, port, supervision, |stop| {
+    let place = ProjectorPlace {
+        database_url: backing.writer_url.clone(),
+        replica_id: Some(format!("dev-{name}")),
+        reader_role: Some(READER_ROLE.to_owned()),
+    };
+    let args = settings::projector(projection, resource, place);
+    spawn_role(Role::Projector, name, port, supervision, |stop| {
         crate::projector::command::run(args, stop)
     })
 }

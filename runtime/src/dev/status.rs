@@ -9,6 +9,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use crate::role::Role;
+
 /// GETs `path` on a local port; `None` when the role does not answer (yet).
 async fn get(port: u16, path: &str) -> Option<(u16, Value)> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
@@ -23,7 +25,7 @@ async fn get(port: u16, path: &str) -> Option<(u16, Value)> {
 }
 
 /// One line per role: ready, and the figures its status reports.
-pub async fn table(roles: &[(&str, &str, u16)]) -> String {
+pub async fn table(roles: &[(Role, &str, u16)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -41,13 +43,13 @@ pub async fn table(roles: &[(&str, &str, u16)]) -> String {
             .map(|(_, body)| body)
             .unwrap_or(Value::Null);
         let figures = match *kind {
-            "receiver" => format!(
+            Role::Receiver => format!(
                 "events {}, keys {}, last event {}",
                 status["events"],
                 status["keys"],
                 status["lastEventTime"].as_str().unwrap_or("-")
             ),
-            "projector" => {
+            Role::Projector => {
                 let live = status["generations"]
                     .as_array()
                     .and_then(|gs| {
@@ -66,7 +68,7 @@ pub async fn table(roles: &[(&str, &str, u16)]) -> String {
                     live["deadLetters"],
                 )
             }
-            "adapter" => format!(
+            Role::Adapter => format!(
                 "read {}, submitted {}, changed {}, unchanged {}, rejected {}",
                 status["recordsRead"],
                 status["submitted"],
@@ -74,7 +76,7 @@ pub async fn table(roles: &[(&str, &str, u16)]) -> String {
                 status["unchanged"],
                 status["rejected"]
             ),
-            _ => String::new(),
+            Role::Query => String::new(),
         };
         let _ = writeln!(out, "{kind:<10} {name:<24} {ready:<6} {figures}");
     }

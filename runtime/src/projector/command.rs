@@ -1,8 +1,6 @@
 //! `dreampipe projector`: the flags, and wiring the projector to its config, NATS, Postgres
 //! and the HTTP endpoints.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
@@ -10,29 +8,22 @@ use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::{Metrics, Options, Projector, ProjectorError, database, plan, status};
-use crate::config::{ConfigError, Resources, name_of, namespace_of};
+use crate::config::{ConfigError, PickError, Resources, namespace_of, pick};
+use crate::role::{ResourceArgs, ServiceArgs};
 
 /// Keeps one Projection's view (or subject) up to date.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct ProjectorArgs {
-    /// YAML files or folders holding the Projection and its Entity.
-    #[arg(long, env = "DREAMPIPE_CONFIG", value_delimiter = ',', required = true)]
-    pub config: Vec<PathBuf>,
+    /// The config (the Projection and its Entity), namespace, NATS and the address of
+    /// /healthz, /readyz, /metrics and /v1/status.
+    #[command(flatten)]
+    pub resource: ResourceArgs,
     /// Name of the Projection to run, when the config holds several.
     #[arg(long, env = "DREAMPIPE_PROJECTION")]
     pub projection: Option<String>,
-    /// Namespace of resources that do not name one.
-    #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// Postgres URL of the database holding the views and the projector's bookkeeping.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Address of /healthz, /readyz, /metrics and /v1/status.
-    #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
     /// This replica's identity in partition leases (the pod name on Kubernetes; also read
     /// from DREAMPIPE_REPLICA_ID); defaults to hostname and process id.
     #[arg(long, env = "POD_NAME")]
@@ -52,13 +43,8 @@ pub struct ProjectorArgs {
 pub enum CommandError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the config holds no Projection{} in namespace {namespace:?}", .name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default())]
-    NoProjection {
-        namespace: String,
-        name: Option<String>,
-    },
-    #[error("the config holds several Projections ({names}): name one with --projection")]
-    SeveralProjections { names: String },
+    #[error(transparent)]
+    Pick(#[from] PickError),
     #[error("the config holds no Entity {entity:?} for the Projection")]
     NoEntity { entity: String },
     #[error("the reader role {0:?} is not a valid role name ([a-z_][a-z0-9_]{{0,62}})")]
@@ -80,12 +66,18 @@ pub enum CommandError {
 /// Runs the projector until `shutdown`.
 pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(), CommandError> {
     let ProjectorArgs {
-        config,
+        resource:
+            ResourceArgs {
+                config,
+                service:
+                    ServiceArgs {
+                        namespace,
+                        nats_url,
+                        listen,
+                    },
+            },
         projection,
-        namespace,
-        nats_url,
         database_url,
-        listen,
         replica_id,
         reader_role,
         drop,
@@ -96,31 +88,7 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         return Err(CommandError::ReaderRole(role.clone()));
     }
     let resources = Resources::load(&config, &namespace)?;
-    let candidates: Vec<_> = resources
-        .projections
-        .iter()
-        .filter(|p| namespace_of(&p.metadata) == namespace)
-        .filter(|p| {
-            projection
-                .as_deref()
-                .is_none_or(|name| name_of(&p.metadata) == name)
-        })
-        .collect();
-    let projection = match candidates.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(CommandError::NoProjection {
-                namespace,
-                name: projection,
-            });
-        }
-        several => {
-            let names: Vec<&str> = several.iter().map(|p| name_of(&p.metadata)).collect();
-            return Err(CommandError::SeveralProjections {
-                names: names.join(", "),
-            });
-        }
-    };
+    let projection = pick(&resources.projections, projection.as_deref())?;
     let entity = resources
         .entity(namespace_of(&projection.metadata), &projection.spec.entity)
         .ok_or_else(|| CommandError::NoEntity {

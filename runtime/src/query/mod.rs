@@ -5,7 +5,6 @@ pub mod entities;
 pub mod http;
 pub mod views;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -15,26 +14,22 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokensError;
+use crate::role::ServiceArgs;
 use crate::store::jetstream::StoreError;
 use entities::Entities;
 use http::Readers;
 use views::Views;
 
 /// Flags of `dreampipe query`.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct Args {
-    /// Namespace whose Entities are served.
-    #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// The namespace whose Entities are served, NATS, and the address of the API and of
+    /// /healthz, /readyz and /metrics.
+    #[command(flatten)]
+    pub service: ServiceArgs,
     /// Postgres URL of the views, best as the read-only role; views are not served without it.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Address of the API and of /healthz, /readyz and /metrics.
-    #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
     #[command(flatten)]
     pub auth: crate::auth::TokenArgs,
 }
@@ -99,10 +94,13 @@ pub enum QueryServiceError {
 /// Runs the query service until `shutdown` is cancelled.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QueryServiceError> {
     let Args {
-        namespace,
-        nats_url,
+        service:
+            ServiceArgs {
+                namespace,
+                nats_url,
+                listen,
+            },
         database_url,
-        listen,
         auth,
     } = args;
     let tokens = auth.load()?;

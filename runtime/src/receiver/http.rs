@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
+use crds::report::ReceiverReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,9 +28,6 @@ use super::submit::{Accepted, Operation, Receiver, Submission};
 use crate::auth::{Tokens, require_token};
 use crate::problem::{Path, Problem};
 use crate::store::Key;
-
-/// Keys in flight at once within one batch; one key's items stay in order.
-const BATCH_CONCURRENCY: usize = 256;
 
 /// The API routes over `receiver`, guarded by `tokens`, and the unguarded `/v1/status` and
 /// `/openapi.json`.
@@ -59,19 +56,10 @@ pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
         .with_state(receiver)
 }
 
-/// What the operator shows in `kubectl get entities`: the stream's figures.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Status {
-    entity: String,
-    stream: String,
-    #[serde(flatten)]
-    stats: crate::store::jetstream::StreamStats,
-}
-
 async fn status(State(receiver): State<Arc<Receiver>>) -> Response {
     match receiver.store.stats().await {
-        Ok(stats) => axum::Json(Status {
+        // What the operator shows in `kubectl get entities`: the stream's figures.
+        Ok(stats) => axum::Json(ReceiverReport {
             entity: receiver.model.names().entity().to_owned(),
             stream: receiver.model.names().stream(),
             stats,
@@ -411,6 +399,8 @@ async fn parse_batch(
     Ok(items)
 }
 
+/// Answers a batch: each item parsed into a submission (or refused), then submitted with the
+/// rest of the batch.
 async fn run_batch(
     receiver: &Receiver,
     items: Vec<Result<BatchItem, ApiError>>,
@@ -420,83 +410,34 @@ async fn run_batch(
         .get("dreampipe-source")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let count = items.len();
-    let mut results: Vec<Option<ItemResult>> = (0..count).map(|_| None).collect();
-
-    // Group the valid items by key, keeping each key's items in submission order.
-    let mut groups: Vec<Vec<(usize, Submission)>> = Vec::new();
-    let mut group_of: HashMap<Key, usize> = HashMap::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match item.and_then(|item| to_submission(receiver, item, source.clone())) {
-            Ok(submission) => {
-                let group = *group_of.entry(submission.key.clone()).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[group].push((index, submission));
-            }
-            Err(error) => results[index] = Some(rejected_item(receiver, index, None, &error)),
-        }
-    }
-
-    // One read for every key of the batch; each key's items then follow on from it.
-    let keys: Vec<Key> = groups.iter().map(|group| group[0].1.key.clone()).collect();
-    let mut prefetched = match receiver.store.latest_many(&keys).await {
-        Ok(found) => Some(found),
-        Err(error) => {
-            tracing::warn!(error = %crate::error_chain(&error), "batch read failed; reading key by key");
-            None
-        }
-    };
-    let groups: Vec<_> = groups
+    let submissions: Vec<Result<Submission, ApiError>> = items
         .into_iter()
-        .map(|group| {
-            let known = prefetched
-                .as_mut()
-                .map(|found| found.remove(&group[0].1.key));
-            (group, known)
-        })
+        .map(|item| item.and_then(|item| to_submission(receiver, item, source.clone())))
         .collect();
-    let mut finished = futures::stream::iter(groups)
-        .map(|(group, known)| async move {
-            let mut done = Vec::with_capacity(group.len());
-            let mut known = known;
-            for (index, submission) in group {
-                let key = submission.key.to_string();
-                let outcome = match receiver.submit_after(submission, known.take()).await {
-                    Ok((accepted, latest)) => {
-                        known = Some(latest);
-                        Ok(accepted)
-                    }
-                    Err(error) => Err(error),
-                };
-                done.push((index, key, outcome));
-            }
-            done
-        })
-        .buffer_unordered(BATCH_CONCURRENCY);
-    while let Some(done) = finished.next().await {
-        for (index, key, outcome) in done {
-            results[index] = Some(match outcome {
-                Ok(accepted) => {
-                    receiver.metrics.count_accepted(accepted.result.as_str());
-                    ItemResult {
-                        index,
-                        key: Some(accepted.key),
-                        result: accepted.result.as_str(),
-                        version: Some(accepted.version),
-                        sequence: Some(accepted.sequence),
-                        problem: None,
-                    }
-                }
-                Err(error) => rejected_item(receiver, index, Some(key), &error),
-            });
-        }
-    }
-
-    let results: Vec<ItemResult> = results
+    // A refused submission names its key; an item that never became one has none.
+    let keys: Vec<Option<String>> = submissions
+        .iter()
+        .map(|s| s.as_ref().ok().map(|s| s.key.to_string()))
+        .collect();
+    let outcomes = receiver.submit_batch(submissions).await;
+    let results: Vec<ItemResult> = outcomes
         .into_iter()
-        .map(|r| r.expect("every item has a result"))
+        .zip(keys)
+        .enumerate()
+        .map(|(index, (outcome, key))| match outcome {
+            Ok(accepted) => {
+                receiver.metrics.count_accepted(accepted.result.as_str());
+                ItemResult {
+                    index,
+                    key: Some(accepted.key),
+                    result: accepted.result.as_str(),
+                    version: Some(accepted.version),
+                    sequence: Some(accepted.sequence),
+                    problem: None,
+                }
+            }
+            Err(error) => rejected_item(receiver, index, key, &error),
+        })
         .collect();
     let mut counts = HashMap::new();
     for result in &results {

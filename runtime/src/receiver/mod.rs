@@ -9,8 +9,6 @@ pub mod openapi;
 pub mod problem;
 pub mod submit;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,30 +21,23 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::auth::TokensError;
-use crate::config::{ConfigError, Resources, name_of};
+use crate::config::{ConfigError, PickError, Resources, pick};
+use crate::role::{ResourceArgs, ServiceArgs};
 use crate::store::jetstream::{StoreError, ensure_stream};
 use metrics::Metrics;
 use model::{EntityModel, SchemaError};
 use submit::Receiver;
 
 /// Flags of `dreampipe receiver`.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct Args {
-    /// YAML files or folders holding the Entity (the operator mounts its ConfigMap here).
-    #[arg(long, env = "DREAMPIPE_CONFIG", value_delimiter = ',', required = true)]
-    pub config: Vec<PathBuf>,
+    /// The config (the Entity), namespace, NATS and the address of the API and of /healthz,
+    /// /readyz, /metrics and /v1/status.
+    #[command(flatten)]
+    pub resource: ResourceArgs,
     /// Which Entity to serve, when the configuration holds several.
     #[arg(long, env = "DREAMPIPE_ENTITY")]
     pub entity: Option<String>,
-    /// Namespace of resources that do not name one.
-    #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Address of the API and of /healthz, /readyz and /metrics.
-    #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
     #[command(flatten)]
     pub auth: crate::auth::TokenArgs,
 }
@@ -56,10 +47,8 @@ pub struct Args {
 pub enum ReceiverError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the configuration has no Entity{}", .0.as_deref().map(|n| format!(" named {n:?}")).unwrap_or_default())]
-    NoEntity(Option<String>),
-    #[error("the configuration has several Entities ({0}); choose one with --entity")]
-    SeveralEntities(String),
+    #[error(transparent)]
+    Pick(#[from] PickError),
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error(transparent)]
@@ -73,26 +62,21 @@ pub enum ReceiverError {
 /// Runs the receiver until `shutdown` is cancelled.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), ReceiverError> {
     let Args {
-        config,
+        resource:
+            ResourceArgs {
+                config,
+                service:
+                    ServiceArgs {
+                        namespace,
+                        nats_url,
+                        listen,
+                    },
+            },
         entity,
-        namespace,
-        nats_url,
-        listen,
         auth,
     } = args;
     let resources = Resources::load(&config, &namespace)?;
-    let entity = match (entity, resources.entities.as_slice()) {
-        (Some(wanted), entities) => entities
-            .iter()
-            .find(|e| name_of(&e.metadata) == wanted)
-            .ok_or(ReceiverError::NoEntity(Some(wanted)))?,
-        (None, [one]) => one,
-        (None, []) => return Err(ReceiverError::NoEntity(None)),
-        (None, many) => {
-            let names: Vec<&str> = many.iter().map(|e| name_of(&e.metadata)).collect();
-            return Err(ReceiverError::SeveralEntities(names.join(", ")));
-        }
-    };
+    let entity = pick(&resources.entities, entity.as_deref())?;
     let model = EntityModel::new(entity)?;
     let tokens = auth.load()?;
     if tokens.is_open() {
@@ -154,7 +138,7 @@ async fn connect_and_ensure(
     names: &crate::store::StreamNames,
     shutdown: &CancellationToken,
 ) -> Result<Option<async_nats::Client>, ReceiverError> {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = process::Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         let attempt = async {
             let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
@@ -171,13 +155,11 @@ async fn connect_and_ensure(
             result = attempt => match result {
                 Ok(Ok(client)) => return Ok(Some(client)),
                 Ok(Err(fatal)) => return Err(fatal.into()),
-                Err(error) => tracing::warn!(%error, retry_in = ?delay, "cannot ensure the stream yet"),
+                Err(error) => tracing::warn!(%error, retry_in = ?backoff.delay(), "cannot ensure the stream yet"),
             },
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(shutdown).await {
+            return Ok(None);
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }

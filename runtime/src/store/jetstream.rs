@@ -117,19 +117,9 @@ pub const METADATA_NAMESPACE: &str = "dreampipe.io/namespace";
 /// Stream metadata key holding the Entity's partition count.
 pub const METADATA_PARTITIONS: &str = "dreampipe.io/partitions";
 
-/// What a stream holds, for status reports.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StreamStats {
-    /// Events stored.
-    pub events: u64,
-    /// Distinct keys (subjects) with events.
-    pub keys: u64,
-    /// Sequence of the newest event.
-    pub last_sequence: u64,
-    /// When the newest event was stored (RFC 3339); absent while the stream is empty.
-    pub last_event_time: Option<String>,
-}
+/// What a stream holds, for status reports: the figures of the receiver's `/v1/status`, which
+/// the operator reads with the same type.
+pub use crds::report::StreamStats;
 
 fn version_at_least(version: &str, wanted: (u64, u64)) -> bool {
     let mut parts = version

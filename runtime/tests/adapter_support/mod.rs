@@ -14,6 +14,7 @@ use runtime::auth::Tokens;
 use runtime::receiver::metrics::Metrics;
 use runtime::receiver::model::EntityModel;
 use runtime::receiver::submit::Receiver;
+use runtime::role::{ResourceArgs, ServiceArgs};
 use runtime::store::jetstream::ensure_stream;
 use runtime::store::{Event, Key, StreamNames};
 use testbed::NatsServer;
@@ -119,14 +120,18 @@ pub async fn start_adapter_with_token(
         .parse()
         .unwrap();
     let adapter = Adapter::prepare(Args {
-        config: vec![dir.join("entity.yaml"), dir.join("adapter.yaml")],
+        resource: ResourceArgs {
+            config: vec![dir.join("entity.yaml"), dir.join("adapter.yaml")],
+            service: ServiceArgs {
+                namespace: "shop".to_owned(),
+                nats_url: nats_url.to_owned(),
+                listen,
+            },
+        },
         adapter: None,
-        namespace: "shop".to_owned(),
         receiver_url: receiver_url.to_owned(),
         receiver_token_file: token_file.map(Path::to_path_buf),
-        nats_url: nats_url.to_owned(),
         secrets_dir: dir.join("secrets"),
-        listen,
     })
     .unwrap();
     let stats = adapter.stats();
