@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use operator::context::Context;
-use operator::leader::{self, Elector, LeaseConfig};
+use operator::leader::{self, LeaseConfig};
 use operator::probe::HttpProbe;
 use operator::settings::RuntimeSettings;
 use operator::streams::JetStreamAdmin;
@@ -104,12 +104,14 @@ struct RunArgs {
         default_value = "dreampipe-operator"
     )]
     lease_name: String,
-    /// How long a leader's term lasts without renewal; a standby takes over after it.
+    /// How long a leader's term lasts without renewal (whole seconds); a standby takes over
+    /// after it.
     #[arg(long, env = "DREAMPIPE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
-    /// How often the leader renews and a standby looks again.
-    #[arg(long, env = "DREAMPIPE_LEASE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
-    lease_retry: Duration,
+    /// How long before its term ends the leader renews (whole seconds, shorter than the term):
+    /// also the clock skew between nodes the election tolerates.
+    #[arg(long, env = "DREAMPIPE_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    lease_grace: Duration,
 }
 
 #[tokio::main]
@@ -152,7 +154,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_namespace,
         lease_name,
         lease_duration,
-        lease_retry,
+        lease_grace,
     } = args;
     let shutdown = process::shutdown_on_signal();
     let mut registry = Registry::default();
@@ -177,15 +179,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = pod_name
         .clone()
         .unwrap_or_else(|| format!("dreampipe-operator-{}", std::process::id()));
-    let elector = leader_election.then(|| {
-        Elector::new(
+    let election = leader_election.then(|| {
+        (
             client.clone(),
             LeaseConfig {
                 namespace: lease_namespace,
                 name: lease_name,
                 identity,
                 duration: lease_duration,
-                retry: lease_retry,
+                grace: lease_grace,
             },
         )
     });
@@ -219,13 +221,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await;
     };
-    let reconciling = match elector {
+    let reconciling = match election {
         // The standby serves its probes and is ready: it is a healthy replica, waiting.
-        Some(elector) => {
+        Some((client, config)) => {
             let stop = shutdown.clone();
             tokio::spawn(async move {
                 let result =
-                    leader::while_leading(elector, &metrics, stop.clone(), controllers).await;
+                    leader::while_leading(client, config, &metrics, stop.clone(), controllers)
+                        .await;
                 // A replica that lost the lease exits, and comes back as a standby.
                 stop.cancel();
                 result.map_err(anyhow::Error::from)

@@ -163,6 +163,8 @@ async fn controller_calls() -> Vec<Call> {
 async fn every_call() -> Vec<Call> {
     let mut calls = common::scenarios::all_calls().await;
     calls.extend(controller_calls().await);
+    calls.extend(common::lease::first_replica().await.calls());
+    calls.extend(common::lease::takeover().await.calls());
     calls
 }
 
@@ -187,7 +189,7 @@ fn split_roles<'a>(documents: &'a [Value], kind: &str, calls: &[Call]) -> Vec<&'
     assert_eq!(leader.len(), 1, "one leader Role");
     assert_eq!(leader[0]["metadata"]["namespace"], "dreampipe");
     let lease_calls: Vec<Call> = calls.iter().filter(|c| is_lease_call(c)).cloned().collect();
-    for verb in ["get", "create", "update"] {
+    for verb in ["get", "create", "patch"] {
         assert!(
             lease_calls
                 .iter()

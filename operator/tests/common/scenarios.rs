@@ -6,7 +6,6 @@ use std::sync::Arc;
 use crds::{Adapter, Entity, Projection};
 use kube::runtime::controller::Action;
 use operator::controller;
-use operator::leader::{Elector, LeaseConfig};
 use operator::names::CONFIG_HASH_ANNOTATION;
 use serde_json::{Value, json};
 
@@ -638,59 +637,6 @@ pub async fn entity_pods_failing() -> Outcome {
     play_entity(shop().entity, script, Arc::new(FakeProbe::default())).await
 }
 
-/// The leader Lease's namespace and collection in the election scenarios.
-pub const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/dreampipe/leases";
-
-/// The election of the operator in namespace `dreampipe` as replica `identity`.
-pub fn lease_config(identity: &str) -> LeaseConfig {
-    LeaseConfig {
-        namespace: "dreampipe".to_owned(),
-        name: "dreampipe-operator".to_owned(),
-        identity: identity.to_owned(),
-        duration: std::time::Duration::from_secs(1),
-        retry: std::time::Duration::from_millis(100),
-    }
-}
-
-/// A Lease as the API server stores it.
-pub fn lease(holder: &str, renewed: &str, resource_version: &str, transitions: i32) -> Value {
-    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-           "metadata": {"name": "dreampipe-operator", "namespace": "dreampipe",
-                        "resourceVersion": resource_version},
-           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 1,
-                    "acquireTime": renewed, "renewTime": renewed,
-                    "leaseTransitions": transitions}})
-}
-
-/// The first replica: no Lease yet, so it creates one holding it; the next round renews it.
-pub async fn lease_created_then_renewed() -> Outcome {
-    let path = format!("{LEASES}/dreampipe-operator");
-    let mine = lease(
-        "dreampipe-operator-0",
-        "2026-01-01T00:00:00.000000Z",
-        "1",
-        0,
-    );
-    let scenario = Scenario::start(vec![
-        Expect::not_found(path.clone()),
-        Expect::create(LEASES),
-        Expect::get(path.clone(), mine),
-        Expect::new("PUT", path, |call| (200, call.body.clone())),
-    ]);
-    let mut elector = Elector::new(
-        scenario.client.clone(),
-        lease_config("dreampipe-operator-0"),
-    );
-    assert!(elector.round().await.expect("created"), "the creator leads");
-    assert!(elector.round().await.expect("renewed"), "the holder renews");
-    Outcome {
-        calls: scenario.finish().await,
-        action: Action::await_change(),
-        asked: Vec::new(),
-        deleted_streams: Vec::new(),
-    }
-}
-
 /// Every scenario's calls, for the RBAC check.
 pub async fn all_calls() -> Vec<Call> {
     let mut calls = Vec::new();
@@ -713,7 +659,6 @@ pub async fn all_calls() -> Vec<Call> {
         entity_pods_failing().await,
         adapter_polling().await,
         adapter_webhook().await,
-        lease_created_then_renewed().await,
     ] {
         calls.extend(outcome.calls);
     }
