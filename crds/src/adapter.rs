@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Condition, SecretKeyRef, TokenAuth, conditions_schema};
+use crate::common::{Condition, PodOverlay, SecretKeyRef, TokenAuth, conditions_schema};
 use crate::validate::{Invalid, Problems, is_nats_subject};
 
 /// A source of records for one Entity.
@@ -58,6 +58,10 @@ pub struct AdapterSpec {
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 10000))]
     pub batch_size: u32,
+    /// Pod settings of the adapter pods: resources, placement, spread, labels and annotations,
+    /// image pull secrets, ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverlay>,
 }
 
 fn default_interval() -> String {
@@ -323,6 +327,9 @@ pub fn validate_adapter(adapter: &Adapter) -> Result<(), Invalid> {
     problems.check_duration("spec.interval", &spec.interval);
     if spec.batch_size == 0 {
         problems.add("spec.batchSize", "must be at least 1");
+    }
+    if let Some(pod) = &spec.pod {
+        pod.check(&mut problems, "spec.pod");
     }
     problems.finish("Adapter", adapter.metadata.name.as_deref())
 }

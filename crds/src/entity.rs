@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{Condition, TokenAuth, conditions_schema, free_form_object};
+use crate::common::{Condition, PodOverlay, TokenAuth, conditions_schema, free_form_object};
 use crate::validate::{Invalid, Problems};
 
 /// A kind of business object whose every change is kept as an event.
@@ -63,6 +63,11 @@ pub struct EntitySpec {
     /// The Event Receiver Deployment.
     #[serde(default)]
     pub receiver: ReceiverSpec,
+
+    /// Pod settings of the Event Receiver pods: resources, placement, spread, labels and
+    /// annotations, image pull secrets, ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverlay>,
 
     /// What happens to the event stream when the Entity is deleted: `Retain` keeps it
     /// (the default), `Delete` removes it. The event store is never dropped silently.
@@ -133,7 +138,8 @@ pub struct ReceiverSpec {
     /// Bearer tokens accepted by the receiver; the receiver is open when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<TokenAuth>,
-    /// CPU and memory requests and limits of each receiver pod.
+    /// Deprecated: set `spec.pod.resources`, which every kind has. Still honoured when
+    /// `spec.pod.resources` is omitted; setting both is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Bounds on what one request may carry.
@@ -232,6 +238,18 @@ pub struct EntityStatus {
     pub stream: Option<String>,
 }
 
+impl EntitySpec {
+    /// The receiver pods' settings: `spec.pod`, with the deprecated `spec.receiver.resources`
+    /// standing in for `spec.pod.resources` when that is omitted (ADR 50).
+    pub fn receiver_pod(&self) -> PodOverlay {
+        let mut pod = self.pod.clone().unwrap_or_default();
+        if pod.resources.is_none() {
+            pod.resources = self.receiver.resources.clone();
+        }
+        pod
+    }
+}
+
 /// The JetStream stream holding an Entity's events, `dp_<namespace>_<entity>` (DESIGN §3): the
 /// one name the receiver creates, readers open and the operator deletes.
 pub fn stream_name(namespace: &str, entity: &str) -> String {
@@ -302,6 +320,15 @@ pub fn validate_entity(entity: &Entity) -> Result<(), Invalid> {
     problems.check_duration("spec.stream.duplicateWindow", &spec.stream.duplicate_window);
     if spec.receiver.replicas < 0 {
         problems.add("spec.receiver.replicas", "must not be negative");
+    }
+    if let Some(pod) = &spec.pod {
+        pod.check(&mut problems, "spec.pod");
+        if pod.resources.is_some() && spec.receiver.resources.is_some() {
+            problems.add(
+                "spec.receiver.resources",
+                "is deprecated and spec.pod.resources is set too: keep only spec.pod.resources",
+            );
+        }
     }
     problems.finish("Entity", entity.metadata.name.as_deref())
 }

@@ -16,7 +16,7 @@ pub mod report;
 pub mod validate;
 
 pub use adapter::{Adapter, AdapterSpec, AdapterStatus};
-pub use common::{Condition, ConditionStatus, SecretKeyRef};
+pub use common::{Condition, ConditionStatus, PodOverlay, SecretKeyRef};
 pub use entity::{Entity, EntitySpec, EntityStatus, stream_name};
 pub use projection::{Projection, ProjectionSpec, ProjectionStatus};
 pub use validate::{Invalid, Problem};

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Condition, conditions_schema};
+use crate::common::{Condition, PodOverlay, conditions_schema};
 use crate::validate::{Invalid, Problems, is_nats_subject};
 
 /// A read model kept up to date from one Entity's events.
@@ -60,6 +60,18 @@ pub struct ProjectionSpec {
     /// the projection's bookkeeping before the Projection goes.
     #[serde(default)]
     pub deletion_policy: ProjectionDeletionPolicy,
+
+    /// A free-form token; changing it (to a date, a ticket number) asks for a fresh generation
+    /// replayed from the start of the stream, exactly as a filter change does, e.g. after bad
+    /// data upstream was fixed. The serving generation keeps the view until the new one is
+    /// Live. Omitted or empty, no rebuild is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub rebuild: Option<String>,
+    /// Pod settings of the projector pods: resources, placement, spread, labels and annotations,
+    /// image pull secrets, ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverlay>,
 }
 
 fn default_replicas() -> i32 {
@@ -397,6 +409,9 @@ pub fn validate_projection(projection: &Projection) -> Result<(), Invalid> {
     }
     if spec.replicas < 0 {
         problems.add("spec.replicas", "must not be negative");
+    }
+    if let Some(pod) = &spec.pod {
+        pod.check(&mut problems, "spec.pod");
     }
     problems.finish("Projection", projection.metadata.name.as_deref())
 }

@@ -146,6 +146,44 @@ pub fn is_dns_label(name: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
+/// Whether `name` is a DNS-1123 subdomain (ServiceAccounts, Secrets, PriorityClasses).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            let bytes = part.as_bytes();
+            !bytes.is_empty()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        })
+}
+
+/// Whether `value` is a label value: empty, or at most 63 of `[A-Za-z0-9._-]` starting and
+/// ending with a letter or digit.
+pub fn is_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.is_empty()
+        || (bytes.len() <= 63
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric())
+}
+
+/// Whether `key` is a label or annotation key: `[prefix/]name`, the prefix a DNS subdomain and
+/// the name a non-empty label value.
+pub fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
 /// Whether `ident` is a SQL identifier DreamPipe accepts: `[a-z_][a-z0-9_]{0,62}`.
 pub fn is_sql_identifier(ident: &str) -> bool {
     let bytes = ident.as_bytes();
@@ -197,6 +235,36 @@ mod tests {
         ] {
             assert!(!is_sql_identifier(bad), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn label_keys_and_values_follow_kubernetes_rules() {
+        for ok in [
+            "team",
+            "example.com/team",
+            "a.b-c_d",
+            "kubernetes.io/hostname",
+        ] {
+            assert!(is_qualified_name(ok), "{ok} should be accepted");
+        }
+        for bad in [
+            "",
+            "/team",
+            "Example.com/team",
+            "a/b/c",
+            "-team",
+            "team-",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_qualified_name(bad), "{bad} should be rejected");
+        }
+        assert!(is_label_value(""));
+        assert!(is_label_value("Blue_1.2"));
+        assert!(!is_label_value("a b"));
+        assert!(!is_label_value(&"a".repeat(64)));
+        assert!(is_dns_subdomain("high.priority-1"));
+        assert!(!is_dns_subdomain("High"));
+        assert!(!is_dns_subdomain("a..b"));
     }
 
     #[test]

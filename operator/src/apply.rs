@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -27,39 +28,49 @@ where
         .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))
 }
 
-/// Applies a resource's children in dependency order (config before the pods that mount it),
-/// and deletes the Service a spec no longer needs (an Adapter that stopped being a webhook);
-/// returns the stored Deployment, whose status the reconcile reports.
+/// Applies a resource's children in dependency order (config before the pods that mount it,
+/// the pods before the budget that guards them), and deletes the optional children a spec no
+/// longer needs (the Service of an Adapter that stopped being a webhook, the budget of a
+/// Deployment scaled down to one pod); returns the stored Deployment, whose status the
+/// reconcile reports.
 pub async fn apply_children(
     client: &Client,
     namespace: &str,
     children: &Children,
 ) -> Result<Deployment, Error> {
+    // Every child of a resource has the same name.
+    let name = children
+        .config_map
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default();
     apply(
         &Api::<ConfigMap>::namespaced(client.clone(), namespace),
         &children.config_map,
     )
     .await?;
     let services = Api::<Service>::namespaced(client.clone(), namespace);
-    match &children.service {
-        Some(service) => {
-            apply(&services, service).await?;
-        }
-        None => {
-            let name = children
-                .config_map
-                .metadata
-                .name
-                .as_deref()
-                .unwrap_or_default();
-            delete(&services, name).await?;
-        }
-    }
-    apply(
+    apply_or_delete(&services, name, children.service.as_ref()).await?;
+    let deployment = apply(
         &Api::<Deployment>::namespaced(client.clone(), namespace),
         &children.deployment,
     )
-    .await
+    .await?;
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+    apply_or_delete(&budgets, name, children.disruption_budget.as_ref()).await?;
+    Ok(deployment)
+}
+
+/// Applies `wanted`, or deletes `name` when the spec no longer asks for it.
+async fn apply_or_delete<K>(api: &Api<K>, name: &str, wanted: Option<&K>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    match wanted {
+        Some(object) => apply(api, object).await.map(drop),
+        None => delete(api, name).await.map(drop),
+    }
 }
 
 /// Deletes `name` if it exists; returns whether it did.

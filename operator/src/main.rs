@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use operator::context::Context;
+use operator::leader::{self, LeaseConfig};
 use operator::probe::HttpProbe;
 use operator::settings::RuntimeSettings;
 use operator::streams::JetStreamAdmin;
 use process::{Health, LogFormat};
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 
 /// The DreamPipe Kubernetes operator.
 #[derive(Debug, Parser)]
@@ -32,6 +34,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once, in main; boxing it buys nothing"
+)]
 enum Command {
     /// Run the operator until SIGTERM.
     Run(RunArgs),
@@ -75,9 +81,37 @@ struct RunArgs {
         default_value = "writer-url"
     )]
     database_secret_key: String,
-    /// This operator's pod, named as the reporter of its Events.
+    /// This operator's pod, named as the reporter of its Events and as its identity in the
+    /// leader Lease.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// Whether replicas elect a leader on a Lease, so only one reconciles (ADR 51). Off, every
+    /// replica reconciles: run one.
+    #[arg(
+        long,
+        env = "DREAMPIPE_LEADER_ELECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    leader_election: bool,
+    /// Namespace of the leader Lease: the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "DREAMPIPE_LEASE_NAME",
+        default_value = "dreampipe-operator"
+    )]
+    lease_name: String,
+    /// How long a leader's term lasts without renewal (whole seconds); a standby takes over
+    /// after it.
+    #[arg(long, env = "DREAMPIPE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// How long before its term ends the leader renews (whole seconds, shorter than the term):
+    /// also the clock skew between nodes the election tolerates.
+    #[arg(long, env = "DREAMPIPE_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    lease_grace: Duration,
 }
 
 #[tokio::main]
@@ -116,6 +150,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         database_secret,
         database_secret_key,
         pod_name,
+        leader_election,
+        lease_namespace,
+        lease_name,
+        lease_duration,
+        lease_grace,
     } = args;
     let shutdown = process::shutdown_on_signal();
     let mut registry = Registry::default();
@@ -137,12 +176,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             key: database_secret_key,
         },
     };
+    let identity = pod_name
+        .clone()
+        .unwrap_or_else(|| format!("dreampipe-operator-{}", std::process::id()));
+    let election = leader_election.then(|| {
+        (
+            client.clone(),
+            LeaseConfig {
+                namespace: lease_namespace,
+                name: lease_name,
+                identity,
+                duration: lease_duration,
+                grace: lease_grace,
+            },
+        )
+    });
     let ctx = Arc::new(Context::new(
         client,
         settings,
         Arc::new(HttpProbe::new(Duration::from_secs(3))),
         Arc::new(JetStreamAdmin::new(nats)),
-        metrics,
+        metrics.clone(),
         pod_name,
     ));
     let scopes: Vec<Option<String>> = if namespaces.iter().all(|n| n.is_empty()) {
@@ -159,23 +213,42 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ?scopes,
         "operator started"
     );
-    let controllers = futures::future::join_all(
-        scopes
-            .into_iter()
-            .map(|scope| operator::controller::run(ctx.clone(), scope, shutdown.clone())),
-    );
-    let controllers = tokio::spawn(controllers);
+    let controllers = move |stop: CancellationToken| async move {
+        futures::future::join_all(
+            scopes
+                .into_iter()
+                .map(|scope| operator::controller::run(ctx.clone(), scope, stop.clone())),
+        )
+        .await;
+    };
+    let reconciling = match election {
+        // The standby serves its probes and is ready: it is a healthy replica, waiting.
+        Some((client, config)) => {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let result =
+                    leader::while_leading(client, config, &metrics, stop.clone(), controllers)
+                        .await;
+                // A replica that lost the lease exits, and comes back as a standby.
+                stop.cancel();
+                result.map_err(anyhow::Error::from)
+            })
+        }
+        None => {
+            metrics.set_leader(true);
+            let work = tokio::spawn(controllers(shutdown.clone()));
+            tokio::spawn(async move { work.await.map_err(anyhow::Error::from) })
+        }
+    };
     // Bound last: once the probe port answers, the signal handlers are long installed.
     let listener = process::bind(probe_addr).await?;
     health.set_ready(true);
     process::serve(listener, process::probe_routes(health), shutdown).await?;
     // Reconciles in flight finish; a watch still backing off from an unreachable API server
     // would hold the controllers open, and abandoning it is safe (reconciles are idempotent).
-    if tokio::time::timeout(Duration::from_secs(5), controllers)
-        .await
-        .is_err()
-    {
-        tracing::warn!("controllers did not stop within 5s; exiting anyway");
+    match tokio::time::timeout(Duration::from_secs(10), reconciling).await {
+        Err(_) => tracing::warn!("controllers did not stop within 10s; exiting anyway"),
+        Ok(joined) => joined??,
     }
     tracing::info!("operator stopped");
     Ok(())

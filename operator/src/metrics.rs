@@ -6,7 +6,8 @@
 //! - `rejected_specs_total{kind, reason}`: specs reported invalid (the reconcile succeeded);
 //! - `objects{kind, ready}`: objects in the controllers' caches by their Ready condition,
 //!   counted at scrape time, so deleted objects leave the count with the cache;
-//! - `last_successful_reconcile_timestamp_seconds{kind}`.
+//! - `last_successful_reconcile_timestamp_seconds{kind}`;
+//! - `leader`: 1 while this replica holds the leader Lease and reconciles, 0 on standby.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,6 +63,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabels, Counter>,
     last_success: Family<KindLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     objects: Arc<ObjectCounts>,
+    leader: Gauge,
 }
 
 impl Metrics {
@@ -78,6 +80,7 @@ impl Metrics {
             rejected: Family::default(),
             last_success: Family::default(),
             objects: Arc::new(ObjectCounts::default()),
+            leader: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("dreampipe_operator");
         r.register(
@@ -106,6 +109,11 @@ impl Metrics {
             "When a reconcile of the kind last succeeded (Unix time)",
             Unit::Seconds,
             metrics.last_success.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds the leader Lease and reconciles, 0 while it stands by",
+            metrics.leader.clone(),
         );
         r.register_collector(Box::new(metrics.objects.clone()));
         Arc::new(metrics)
@@ -149,6 +157,16 @@ impl Metrics {
             }
             Outcome::Waiting => {}
         }
+    }
+
+    /// Whether this replica leads (reconciles) or stands by.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Whether this replica leads, as exported.
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == 1
     }
 
     /// Records a spec reported invalid.

@@ -22,6 +22,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether the role may run more than one pod (so gets a spread and a disruption budget):
+    /// an adapter keeps one cursor, so it never does.
+    pub fn is_replicated(self) -> bool {
+        matches!(self, Role::Receiver | Role::Projector)
+    }
+
     /// The subcommand, and the `app.kubernetes.io/component` label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,6 +118,17 @@ mod tests {
             "app.kubernetes.io/component=projector,app.kubernetes.io/instance=customers,\
              app.kubernetes.io/name=dreampipe"
         );
+    }
+
+    #[test]
+    fn every_label_dreampipe_sets_is_one_a_resource_may_not_override() {
+        for key in labels("customers", Role::Projector).keys() {
+            assert!(
+                crds::common::DREAMPIPE_LABELS.contains(&key.as_str()),
+                "{key} is missing from crds::common::DREAMPIPE_LABELS"
+            );
+        }
+        assert!(CONFIG_HASH_ANNOTATION.starts_with(crds::common::DREAMPIPE_ANNOTATION_PREFIX));
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use operator::build::{self, CONFIG_DIR, Children};
 use operator::names::CONFIG_HASH_ANNOTATION;
 use operator::settings::RuntimeSettings;
@@ -309,6 +311,33 @@ fn a_filter_change_rolls_the_projector_but_scaling_does_not() {
 }
 
 #[test]
+fn a_rebuild_token_reaches_the_projector_and_rolls_it_as_a_filter_change_does() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let before = projector();
+    let mut asked = shop.projection.clone();
+    asked.spec.rebuild = Some("after-the-crm-fix".to_owned());
+    let asked = common::projector(&asked, &shop.entity, &settings);
+    assert_ne!(
+        config_hash(&asked.deployment),
+        config_hash(&before.deployment)
+    );
+    assert_eq!(
+        asked.deployment.metadata.name, before.deployment.metadata.name,
+        "the old generation keeps serving from the same Deployment's pods until the new is Live"
+    );
+    let data = asked.config_map.data.unwrap();
+    let configured: crds::Projection = serde_yaml::from_str(&data["projection.yaml"]).unwrap();
+    assert_eq!(
+        configured.spec.rebuild.as_deref(),
+        Some("after-the-crm-fix")
+    );
+    let unasked: crds::Projection =
+        serde_yaml::from_str(&before.config_map.data.unwrap()["projection.yaml"]).unwrap();
+    assert_eq!(unasked.spec.rebuild, None);
+}
+
+#[test]
 fn scaling_the_receiver_does_not_roll_projectors() {
     let shop = common::shop();
     let mut entity = shop.entity.clone();
@@ -371,6 +400,259 @@ fn only_webhook_adapters_get_a_service() {
     assert_eq!(
         webhook.service.unwrap().metadata.name.as_deref(),
         Some("pushes-adapter")
+    );
+}
+
+#[test]
+fn replicated_roles_get_a_budget_of_one_unavailable_pod_and_single_pods_none() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    for children in [receiver(), projector()] {
+        let budget = children.disruption_budget.expect("two replicas: a budget");
+        assert_eq!(budget.metadata.name, children.deployment.metadata.name);
+        assert_eq!(
+            budget.metadata.owner_references,
+            children.deployment.metadata.owner_references
+        );
+        let spec = budget.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+        assert_eq!(
+            spec.selector.unwrap().match_labels,
+            children.deployment.spec.selector.match_labels
+        );
+    }
+    let mut single = shop.entity.clone();
+    single.spec.receiver.replicas = 1;
+    assert!(
+        common::receiver(&single, &settings)
+            .disruption_budget
+            .is_none()
+    );
+    let mut single = shop.projection.clone();
+    single.spec.replicas = 1;
+    assert!(
+        common::projector(&single, &shop.entity, &settings)
+            .disruption_budget
+            .is_none()
+    );
+    let adapter = common::adapter(&shop.adapter, &shop.entity, &settings);
+    assert!(adapter.disruption_budget.is_none());
+}
+
+#[test]
+fn replicated_roles_spread_across_nodes_by_default_whatever_their_replicas() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let mut single = shop.projection.clone();
+    single.spec.replicas = 1;
+    let single = common::projector(&single, &shop.entity, &settings).deployment;
+    for deployment in [receiver().deployment, projector().deployment, single] {
+        let spread = pod_spec(&deployment)
+            .topology_spread_constraints
+            .clone()
+            .expect("a default spread");
+        assert_eq!(spread.len(), 1);
+        let spread = &spread[0];
+        assert_eq!(spread.topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway");
+        assert_eq!(spread.max_skew, 1);
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            deployment.spec.selector.match_labels
+        );
+    }
+    let adapter = common::adapter(&shop.adapter, &shop.entity, &settings).deployment;
+    assert!(pod_spec(&adapter).topology_spread_constraints.is_none());
+}
+
+/// `object` with `spec.pod` set from YAML, as a user would write it.
+fn with_pod<T: serde::Serialize + serde::de::DeserializeOwned>(object: &T, pod: &str) -> T {
+    let mut value = serde_json::to_value(object).unwrap();
+    value["spec"]["pod"] = serde_yaml::from_str(pod).unwrap();
+    serde_json::from_value(value).expect("spec.pod parses")
+}
+
+const POD: &str = r#"
+resources:
+  requests: {cpu: 250m, memory: 256Mi}
+  limits: {memory: 1Gi}
+nodeSelector: {pool: pipelines}
+tolerations:
+  - {key: dedicated, operator: Equal, value: pipelines, effect: NoSchedule}
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64]}]
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule,
+     labelSelector: {matchLabels: {app.kubernetes.io/instance: x}}}
+priorityClassName: pipelines-high
+podAnnotations: {prometheus.io/scrape: "true"}
+podLabels: {team: data}
+imagePullSecrets: [{name: registry}]
+serviceAccountName: pipelines
+"#;
+
+fn assert_overlaid(deployment: &Deployment, without: &Deployment) {
+    let pod = pod_spec(deployment);
+    let resources = container(deployment).resources.as_ref().unwrap();
+    assert_eq!(
+        resources.requests.as_ref().unwrap()["cpu"],
+        Quantity("250m".to_owned())
+    );
+    assert_eq!(
+        resources.limits.as_ref().unwrap()["memory"],
+        Quantity("1Gi".to_owned())
+    );
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "pipelines");
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    assert!(pod.affinity.as_ref().unwrap().node_affinity.is_some());
+    let spread = pod.topology_spread_constraints.as_ref().unwrap();
+    assert_eq!(
+        spread.len(),
+        1,
+        "the resource's spread replaces the default"
+    );
+    assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(pod.priority_class_name.as_deref(), Some("pipelines-high"));
+    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
+    assert_eq!(pod.service_account_name.as_deref(), Some("pipelines"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let meta = deployment.spec.template.metadata.as_ref().unwrap();
+    let annotations = meta.annotations.as_ref().unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(
+        config_hash(deployment),
+        config_hash(without),
+        "pod settings are not configuration: they roll pods through the template only"
+    );
+    let labels = meta.labels.as_ref().unwrap();
+    assert_eq!(labels["team"], "data");
+    let selector = deployment.spec.selector.match_labels.as_ref().unwrap();
+    for (key, value) in selector {
+        assert_eq!(&labels[key], value, "the selector still matches the pods");
+    }
+    assert_eq!(
+        deployment.spec.selector, without.spec.selector,
+        "pod labels never reach the selector"
+    );
+}
+
+#[test]
+fn pod_settings_reach_the_pods_of_every_kind() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let entity = with_pod(&shop.entity, POD);
+    assert_overlaid(
+        &common::receiver(&entity, &settings).deployment,
+        &receiver().deployment,
+    );
+    let projection = with_pod(&shop.projection, POD);
+    let projector_children = common::projector(&projection, &shop.entity, &settings);
+    assert_overlaid(&projector_children.deployment, &projector().deployment);
+    let config = &projector_children.config_map.data.unwrap()["projection.yaml"];
+    assert!(!config.contains("pod"), "{config}");
+    let adapter = with_pod(&shop.adapter, POD);
+    assert_overlaid(
+        &common::adapter(&adapter, &shop.entity, &settings).deployment,
+        &common::adapter(&shop.adapter, &shop.entity, &settings).deployment,
+    );
+}
+
+#[test]
+fn a_receivers_pod_settings_never_roll_its_projectors() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let placed = with_pod(&shop.entity, POD);
+    let again = common::projector(&shop.projection, &placed, &settings);
+    assert_eq!(
+        config_hash(&again.deployment),
+        config_hash(&projector().deployment)
+    );
+}
+
+#[test]
+fn an_empty_spread_list_turns_the_default_spread_off() {
+    let shop = common::shop();
+    let entity = with_pod(&shop.entity, "topologySpreadConstraints: []");
+    let deployment = common::receiver(&entity, &RuntimeSettings::example()).deployment;
+    assert!(pod_spec(&deployment).topology_spread_constraints.is_none());
+}
+
+#[test]
+fn the_deprecated_receiver_resources_still_apply_unless_spec_pod_sets_them() {
+    let shop = common::shop();
+    let mut entity = shop.entity.clone();
+    entity.spec.receiver.resources = Some(serde_yaml::from_str("requests: {cpu: 300m}").unwrap());
+    let deployment = common::receiver(&entity, &RuntimeSettings::example()).deployment;
+    let requests = container(&deployment)
+        .resources
+        .clone()
+        .unwrap()
+        .requests
+        .unwrap();
+    assert_eq!(requests["cpu"], Quantity("300m".to_owned()));
+
+    let both = with_pod(&entity, "resources: {requests: {cpu: 1}}");
+    let owner = build::Owner::of(&both).unwrap();
+    let rejection = operator::validate::entity(&both, &owner).unwrap_err();
+    assert!(
+        rejection.message.contains("spec.receiver.resources"),
+        "{}",
+        rejection.message
+    );
+}
+
+#[test]
+fn labels_dreampipe_selects_by_cannot_be_set_and_the_path_is_named() {
+    let shop = common::shop();
+    let pod = r#"podLabels: {app.kubernetes.io/instance: other, team: data}
+podAnnotations: {dreampipe.io/config-hash: "0"}"#;
+    let entity = with_pod(&shop.entity, pod);
+    let owner = build::Owner::of(&entity).unwrap();
+    let rejection = operator::validate::entity(&entity, &owner).unwrap_err();
+    assert_eq!(rejection.reason, "InvalidSpec");
+    assert!(
+        rejection
+            .message
+            .contains(r#"spec.pod.podLabels["app.kubernetes.io/instance"]"#),
+        "{}",
+        rejection.message
+    );
+    assert!(
+        rejection
+            .message
+            .contains(r#"spec.pod.podAnnotations["dreampipe.io/config-hash"]"#),
+        "{}",
+        rejection.message
+    );
+    assert!(!rejection.message.contains("team"), "{}", rejection.message);
+
+    let projection = with_pod(
+        &shop.projection,
+        "podLabels: {app.kubernetes.io/component: x}",
+    );
+    let owner = build::Owner::of(&projection).unwrap();
+    let rejection = operator::validate::projection(&projection, &owner).unwrap_err();
+    assert!(
+        rejection.message.contains("spec.pod.podLabels"),
+        "{}",
+        rejection.message
+    );
+    let adapter = with_pod(&shop.adapter, r#"podLabels: {"bad key!": x}"#);
+    let owner = build::Owner::of(&adapter).unwrap();
+    let rejection = operator::validate::adapter(&adapter, &owner).unwrap_err();
+    assert!(
+        rejection
+            .message
+            .contains(r#"spec.pod.podLabels["bad key!"]"#),
+        "{}",
+        rejection.message
     );
 }
 

@@ -163,7 +163,46 @@ async fn controller_calls() -> Vec<Call> {
 async fn every_call() -> Vec<Call> {
     let mut calls = common::scenarios::all_calls().await;
     calls.extend(controller_calls().await);
+    calls.extend(common::lease::first_replica().await.calls());
+    calls.extend(common::lease::takeover().await.calls());
     calls
+}
+
+/// The leader Lease's calls and the reconciles' calls, checked against different roles.
+fn is_lease_call(call: &Call) -> bool {
+    call.path.starts_with("/apis/coordination.k8s.io/")
+}
+
+fn is_leader_role(role: &Value) -> bool {
+    role["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n.ends_with("-operator-leader"))
+}
+
+/// The reconciles' roles (ClusterRole or Roles), the leader Role apart: it must be a Role in the
+/// release namespace granting exactly the election's calls.
+fn split_roles<'a>(documents: &'a [Value], kind: &str, calls: &[Call]) -> Vec<&'a Value> {
+    let leader: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "Role" && is_leader_role(d))
+        .collect();
+    assert_eq!(leader.len(), 1, "one leader Role");
+    assert_eq!(leader[0]["metadata"]["namespace"], "dreampipe");
+    let lease_calls: Vec<Call> = calls.iter().filter(|c| is_lease_call(c)).cloned().collect();
+    for verb in ["get", "create", "patch"] {
+        assert!(
+            lease_calls
+                .iter()
+                .flat_map(needs)
+                .any(|(g, r, v)| g == "coordination.k8s.io" && r == "leases" && v == verb),
+            "no {verb} of leases recorded"
+        );
+    }
+    check(leader[0], &lease_calls);
+    documents
+        .iter()
+        .filter(|d| d["kind"] == kind && !is_leader_role(d))
+        .collect()
 }
 
 fn check(role: &Value, calls: &[Call]) {
@@ -205,14 +244,30 @@ async fn the_cluster_role_allows_every_call_and_nothing_more() {
             );
         }
     }
+    // And the reconciles' own: disruption budgets applied and deleted.
+    for verb in ["patch", "create", "delete"] {
+        assert!(
+            calls
+                .iter()
+                .flat_map(needs)
+                .any(|(g, r, v)| g == "policy" && r == "poddisruptionbudgets" && v == verb),
+            "no {verb} of poddisruptionbudgets recorded"
+        );
+    }
     let documents = render(&[]);
-    let roles: Vec<&Value> = documents
+    let reconciles: Vec<Call> = calls
         .iter()
-        .filter(|d| d["kind"] == "ClusterRole")
+        .filter(|c| !is_lease_call(c))
+        .cloned()
         .collect();
+    let roles = split_roles(&documents, "ClusterRole", &calls);
     assert_eq!(roles.len(), 1);
-    check(roles[0], &calls);
-    assert!(documents.iter().all(|d| d["kind"] != "Role"));
+    check(roles[0], &reconciles);
+    assert!(
+        documents
+            .iter()
+            .all(|d| d["kind"] != "Role" || is_leader_role(d))
+    );
 }
 
 #[tokio::test]
@@ -224,14 +279,19 @@ async fn namespaced_installs_get_the_same_rules_as_roles_in_each_namespace() {
             .iter()
             .all(|d| d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding")
     );
-    let roles: Vec<&Value> = documents.iter().filter(|d| d["kind"] == "Role").collect();
+    let reconciles: Vec<Call> = calls
+        .iter()
+        .filter(|c| !is_lease_call(c))
+        .cloned()
+        .collect();
+    let roles = split_roles(&documents, "Role", &calls);
     let namespaces: BTreeSet<&str> = roles
         .iter()
         .map(|r| r["metadata"]["namespace"].as_str().unwrap())
         .collect();
     assert_eq!(namespaces, BTreeSet::from(["crm", "shop"]));
     for role in roles {
-        check(role, &calls);
+        check(role, &reconciles);
     }
 }
 
@@ -279,4 +339,173 @@ fn the_operator_deployment_runs_with_restricted_security_and_its_service_account
             }
         }
     }
+}
+
+/// The workload named `name` (Deployment or StatefulSet) among rendered documents.
+fn workload<'a>(documents: &'a [Value], name: &str) -> &'a Value {
+    documents
+        .iter()
+        .find(|d| {
+            (d["kind"] == "Deployment" || d["kind"] == "StatefulSet")
+                && d["metadata"]["name"] == name
+        })
+        .unwrap_or_else(|| panic!("no workload {name}"))
+}
+
+fn image(documents: &[Value], name: &str) -> String {
+    workload(documents, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn env_value(container: &Value, name: &str) -> Option<String> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+fn app_version() -> String {
+    let chart = std::fs::read_to_string(repo().join("charts/dreampipe/Chart.yaml")).unwrap();
+    let chart: Value = serde_yaml::from_str(&chart).unwrap();
+    chart["appVersion"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn dreampipe_images_default_to_the_app_version_and_a_digest_pins_them() {
+    let version = app_version();
+    let documents = render(&[]);
+    assert_eq!(
+        image(&documents, "dp-operator"),
+        format!("dreampipe-operator:{version}")
+    );
+    assert_eq!(
+        image(&documents, "dp-query"),
+        format!("dreampipe:{version}")
+    );
+    let operator =
+        &workload(&documents, "dp-operator")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        env_value(operator, "DREAMPIPE_RUNTIME_IMAGE"),
+        Some(format!("dreampipe:{version}"))
+    );
+
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let documents = render(&[
+        "--set",
+        "operator.image.tag=dev",
+        "--set",
+        &format!("operator.image.digest={digest}"),
+        "--set",
+        "image.runtime.repository=registry.example.com/dreampipe",
+    ]);
+    assert_eq!(
+        image(&documents, "dp-operator"),
+        format!("dreampipe-operator:dev@{digest}")
+    );
+    assert_eq!(
+        image(&documents, "dp-query"),
+        format!("registry.example.com/dreampipe:{version}")
+    );
+}
+
+#[test]
+fn nats_and_postgres_images_are_the_versions_the_tests_run() {
+    let install = std::fs::read_to_string(repo().join("scripts/install-deps")).unwrap();
+    let nats_version = install
+        .lines()
+        .find_map(|l| l.strip_prefix("nats_version="))
+        .expect("scripts/install-deps pins nats_version")
+        .trim_matches('"');
+    let documents = render(&[]);
+    assert_eq!(
+        image(&documents, "dp-nats"),
+        format!("nats:{nats_version}-alpine")
+    );
+    let postgres = testbed::locate_binary("postgres", None, &[]).expect("postgres");
+    let output = Command::new(postgres).arg("--version").output().unwrap();
+    let version = String::from_utf8(output.stdout).unwrap();
+    let major = version
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .and_then(|v| v.split('.').next())
+        .expect("postgres --version names a version")
+        .to_owned();
+    assert_eq!(
+        image(&documents, "dp-postgres"),
+        format!("postgres:{major}-alpine")
+    );
+}
+
+#[test]
+fn every_workload_takes_pull_secrets_placement_and_resources_from_values() {
+    let documents = render(&[
+        "--set",
+        "imagePullSecrets[0].name=registry",
+        "--set",
+        "operator.imagePullSecrets[0].name=operator-registry",
+        "--set",
+        "operator.nodeSelector.pool=system",
+        "--set",
+        "query.tolerations[0].key=dedicated",
+        "--set",
+        "nats.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
+        "--set",
+        "nats.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].key=disk",
+        "--set",
+        "nats.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].operator=Exists",
+        "--set",
+        "postgres.resources.limits.memory=2Gi",
+    ]);
+    for name in ["dp-operator", "dp-query", "dp-nats", "dp-postgres"] {
+        let pod = &workload(&documents, name)["spec"]["template"]["spec"];
+        let secrets: Vec<&str> = pod["imagePullSecrets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no imagePullSecrets"))
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(secrets[0], "registry", "{name}");
+    }
+    let pod = |name| &workload(&documents, name)["spec"]["template"]["spec"];
+    assert_eq!(
+        pod("dp-operator")["imagePullSecrets"][1]["name"],
+        "operator-registry"
+    );
+    assert_eq!(pod("dp-operator")["nodeSelector"]["pool"], "system");
+    assert_eq!(pod("dp-query")["tolerations"][0]["key"], "dedicated");
+    assert!(pod("dp-nats")["affinity"]["nodeAffinity"].is_object());
+    assert_eq!(
+        pod("dp-postgres")["containers"][0]["resources"]["limits"]["memory"],
+        "2Gi"
+    );
+    assert!(
+        pod("dp-query")["nodeSelector"].is_null(),
+        "set only where asked"
+    );
+}
+
+#[test]
+fn the_operator_runs_two_replicas_that_elect_a_leader_in_their_namespace() {
+    let documents = render(&[]);
+    let operator = workload(&documents, "dp-operator");
+    assert_eq!(operator["spec"]["replicas"], 2);
+    assert_eq!(operator["spec"]["strategy"]["type"], "RollingUpdate");
+    let container = &operator["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        env_value(container, "DREAMPIPE_LEADER_ELECTION").as_deref(),
+        Some("true")
+    );
+    let namespace = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAMESPACE")
+        .expect("POD_NAMESPACE");
+    assert_eq!(
+        namespace["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
 }

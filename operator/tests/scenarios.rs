@@ -55,6 +55,49 @@ async fn a_new_entity_gets_its_receiver_and_a_status_from_it() {
 }
 
 #[tokio::test]
+async fn replicated_receivers_get_a_disruption_budget_owned_by_their_entity() {
+    let outcome = scenarios::entity_created().await;
+    let steps: Vec<&str> = outcome.calls.iter().map(|c| c.path.as_str()).collect();
+    let deployment = steps
+        .iter()
+        .position(|p| p.ends_with("/deployments/customer-receiver"))
+        .unwrap();
+    let budget = steps
+        .iter()
+        .position(|p| p.ends_with("/poddisruptionbudgets/customer-receiver"))
+        .expect("a PodDisruptionBudget applied");
+    assert!(budget > deployment, "the pods first, then their budget");
+    let call = &outcome.calls[budget];
+    assert_eq!(call.content_type, "application/apply-patch+yaml");
+    let pdb = &call.body;
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let selector = &outcome.body("PATCH", &format!("{APPS}/deployments/customer-receiver"))["spec"]
+        ["selector"]["matchLabels"];
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    let owner = &pdb["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Entity"), Some("customer"))
+    );
+    assert_eq!(owner["controller"], true);
+}
+
+#[tokio::test]
+async fn scaling_a_receiver_down_to_one_deletes_its_disruption_budget() {
+    let outcome = scenarios::entity_scaled_to_one().await;
+    let budget: Vec<&str> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.path.ends_with("/poddisruptionbudgets/customer-receiver"))
+        .map(|c| c.method.as_str())
+        .collect();
+    assert_eq!(budget, ["DELETE"]);
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customer-receiver"));
+    assert_eq!(deployment["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
 async fn an_updated_entity_is_re_applied_and_announced() {
     let outcome = scenarios::entity_updated().await;
     let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customer-receiver"));
@@ -176,6 +219,27 @@ async fn a_filter_edit_rolls_the_projector_and_the_swap_is_announced() {
     assert!(events[1]["note"].as_str().unwrap().contains("g2"));
     let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
     assert_eq!(status["activeGeneration"], "g2");
+}
+
+#[tokio::test]
+async fn a_rebuild_token_rolls_the_projector_while_the_old_generation_keeps_serving() {
+    let outcome = scenarios::projection_rebuild_asked().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    let created = scenarios::projection_created().await;
+    let before = created.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    assert_ne!(config_hash(deployment), config_hash(before));
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["activeGeneration"], "g1");
+    assert_eq!(status["buildingGeneration"], "g2");
+    assert_eq!(status["view"], "customers");
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(events.len(), 1, "no swap yet");
+    assert_eq!(events[0]["reason"], "Updated");
 }
 
 #[tokio::test]

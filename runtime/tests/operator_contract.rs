@@ -52,6 +52,13 @@ fn render_chart(sets: &[String]) -> Vec<Value> {
             NAMESPACE,
         ])
         .current_dir(repo());
+    // scripts/kind-up loads images tagged `dev`; the chart's default tag is its appVersion.
+    command.args([
+        "--set",
+        "image.runtime.tag=dev",
+        "--set",
+        "operator.image.tag=dev",
+    ]);
     for set in sets {
         command.args(["--set", set]);
     }

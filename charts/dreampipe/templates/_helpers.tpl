@@ -31,3 +31,43 @@ runAsNonRoot: true
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/*
+An image reference from {repository, tag, digest}: the tag defaults to the second argument (the
+chart's appVersion for DreamPipe's images); a digest pins it. Call with (list .Values.x.image default).
+*/}}
+{{- define "dreampipe.image" -}}
+{{- $image := index . 0 -}}
+{{- $ref := printf "%s:%s" $image.repository (default (index . 1) $image.tag) -}}
+{{- if $image.digest -}}
+{{ $ref }}@{{ $image.digest }}
+{{- else -}}
+{{ $ref }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Where a component's pods run and what they pull with: imagePullSecrets (the chart-wide ones,
+then the component's), nodeSelector, tolerations, affinity. Call with (list $ .Values.component).
+*/}}
+{{- define "dreampipe.placement" -}}
+{{- $root := index . 0 -}}
+{{- $values := index . 1 -}}
+{{- $secrets := concat ($root.Values.imagePullSecrets | default list) ($values.imagePullSecrets | default list) -}}
+{{- with $secrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

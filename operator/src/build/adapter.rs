@@ -16,9 +16,13 @@ use crate::validate::ValidAdapter;
 /// File name of the Adapter in the mounted configuration.
 pub const ADAPTER_FILE: &str = "adapter.yaml";
 
-/// The adapter's mounted configuration: the Adapter and the Entity it feeds.
+/// The adapter's mounted configuration: the Adapter (less its pod settings, the Deployment's
+/// business) and the Entity it feeds.
 pub fn adapter_config(adapter: &Adapter, entity: &Entity, owner: &Owner) -> ConfigFiles {
-    let spec = serde_json::to_value(&adapter.spec).expect("an AdapterSpec serialises");
+    let mut spec = serde_json::to_value(&adapter.spec).expect("an AdapterSpec serialises");
+    if let Some(object) = spec.as_object_mut() {
+        object.remove("pod");
+    }
     ConfigFiles::from([
         (
             ADAPTER_FILE.to_owned(),
@@ -77,11 +81,12 @@ pub fn build(valid: &ValidAdapter<'_>, settings: &RuntimeSettings) -> Children {
         replicas: 1,
         env: environment,
         secrets,
-        resources: None,
+        overlay: adapter.spec.pod.clone().unwrap_or_default(),
     };
     Children {
         config_map: config_map(owner, Role::Adapter, &files),
         deployment: runtime_deployment(owner, settings, pod, &files),
         service: serves_traffic(adapter).then(|| service(owner, Role::Adapter)),
+        disruption_budget: None,
     }
 }

@@ -3,8 +3,8 @@
 use crds::Entity;
 
 use super::{
-    Children, ConfigFiles, RuntimePod, common_env, config_map, env, resource_document,
-    runtime_deployment, secret_file, service,
+    Children, ConfigFiles, RuntimePod, common_env, config_map, disruption_budget, env,
+    resource_document, runtime_deployment, secret_file, service,
 };
 use crate::names::Role;
 use crate::settings::RuntimeSettings;
@@ -13,9 +13,13 @@ use crate::validate::ValidEntity;
 /// File name of the Entity in the mounted configuration.
 pub const ENTITY_FILE: &str = "entity.yaml";
 
-/// The receiver's mounted configuration: the Entity's own YAML.
+/// The receiver's mounted configuration: the Entity's own YAML, less its pod settings (they
+/// are the Deployment's business, not the receiver's).
 pub fn receiver_config(entity: &Entity, name: &str, namespace: &str) -> ConfigFiles {
-    let spec = serde_json::to_value(&entity.spec).expect("an EntitySpec serialises");
+    let mut spec = serde_json::to_value(&entity.spec).expect("an EntitySpec serialises");
+    if let Some(object) = spec.as_object_mut() {
+        object.remove("pod");
+    }
     ConfigFiles::from([(
         ENTITY_FILE.to_owned(),
         resource_document("Entity", name, namespace, spec),
@@ -43,11 +47,12 @@ pub fn build(valid: &ValidEntity<'_>, settings: &RuntimeSettings) -> Children {
         replicas: receiver.replicas,
         env: environment,
         secrets,
-        resources: receiver.resources.clone(),
+        overlay: entity.spec.receiver_pod(),
     };
     Children {
         config_map: config_map(owner, Role::Receiver, &files),
         deployment: runtime_deployment(owner, settings, pod, &files),
         service: Some(service(owner, Role::Receiver)),
+        disruption_budget: disruption_budget(owner, Role::Receiver, receiver.replicas),
     }
 }

@@ -12,12 +12,16 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
+
+use crds::PodOverlay;
 
 use crate::names::{self, CONFIG_HASH_ANNOTATION, RUNTIME_PORT, Role};
 use crate::settings::RuntimeSettings;
@@ -36,6 +40,8 @@ pub struct Children {
     pub deployment: Deployment,
     /// Present for roles that serve traffic or status.
     pub service: Option<Service>,
+    /// Present while the Deployment runs more than one pod; deleted when it drops to one.
+    pub disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// Who a child belongs to: the resource's identity and its controller owner reference.
@@ -110,6 +116,44 @@ pub fn service(owner: &Owner, role: Role) -> Service {
         }),
         ..Service::default()
     }
+}
+
+/// The node label a replicated role's pods spread across by default.
+pub const SPREAD_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
+
+/// A PodDisruptionBudget letting a voluntary disruption (a node drain) take one of the role's
+/// pods at a time, when it runs more than one; `None` for a single pod, whose budget would
+/// either block every drain or protect nothing.
+pub fn disruption_budget(owner: &Owner, role: Role, replicas: i32) -> Option<PodDisruptionBudget> {
+    (replicas > 1).then(|| PodDisruptionBudget {
+        metadata: metadata(owner, role),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(names::selector_labels(&owner.name, role)),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+/// The spread a role's pods get unless their resource names its own: as even as the nodes
+/// allow, never unschedulable for it (`ScheduleAnyway`), counted within one rollout's
+/// ReplicaSet (`pod-template-hash`) so old pods leaving do not skew the new ones.
+pub fn default_spread(owner: &Owner, role: Role) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: SPREAD_TOPOLOGY_KEY.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(names::selector_labels(&owner.name, role)),
+            match_expressions: None,
+        }),
+        match_label_keys: Some(vec!["pod-template-hash".to_owned()]),
+        ..TopologySpreadConstraint::default()
+    }]
 }
 
 /// Environment variable with a literal value.
@@ -221,7 +265,8 @@ pub struct RuntimePod {
     pub replicas: i32,
     pub env: Vec<EnvVar>,
     pub secrets: Vec<String>,
-    pub resources: Option<ResourceRequirements>,
+    /// The resource's pod settings, laid over what every runtime pod has.
+    pub overlay: PodOverlay,
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -239,7 +284,9 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 /// A Deployment of the runtime image running one role, with restricted pod security, probes,
-/// the config directory, referenced Secrets, and the config hash on the pod template.
+/// the config directory, referenced Secrets, the config hash on the pod template, and the
+/// resource's pod settings over it all (validation keeps them off DreamPipe's own labels and
+/// annotations, and DreamPipe's are written last regardless).
 pub fn runtime_deployment(
     owner: &Owner,
     settings: &RuntimeSettings,
@@ -247,6 +294,18 @@ pub fn runtime_deployment(
     files: &ConfigFiles,
 ) -> Deployment {
     let role = pod.role;
+    let PodOverlay {
+        resources,
+        node_selector,
+        tolerations,
+        affinity,
+        topology_spread_constraints,
+        priority_class_name,
+        pod_annotations,
+        pod_labels,
+        image_pull_secrets,
+        service_account_name,
+    } = pod.overlay;
     let (mut volumes, mut mounts) = secret_volumes(pod.secrets.iter().map(String::as_str));
     volumes.push(Volume {
         name: "config".to_owned(),
@@ -292,7 +351,7 @@ pub fn runtime_deployment(
         }]),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
-        resources: Some(pod.resources.unwrap_or_else(default_resources)),
+        resources: Some(resources.unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -322,15 +381,27 @@ pub fn runtime_deployment(
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(names::labels(&owner.name, role)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash(files),
-                    )])),
+                    labels: Some(overlaid(pod_labels, names::labels(&owner.name, role))),
+                    annotations: Some(overlaid(
+                        pod_annotations,
+                        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash(files))]),
+                    )),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    node_selector: (!node_selector.is_empty()).then_some(node_selector),
+                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
+                    affinity,
+                    // The default applies at any replica count: scaling must not roll the pods.
+                    topology_spread_constraints: match topology_spread_constraints {
+                        Some(chosen) => (!chosen.is_empty()).then_some(chosen),
+                        None => role.is_replicated().then(|| default_spread(owner, role)),
+                    },
+                    priority_class_name,
+                    image_pull_secrets: (!image_pull_secrets.is_empty())
+                        .then_some(image_pull_secrets),
+                    service_account_name,
                     volumes: Some(volumes),
                     // The runtime never calls the Kubernetes API: no token in its pods.
                     automount_service_account_token: Some(false),
@@ -354,6 +425,15 @@ pub fn runtime_deployment(
         },
         ..Deployment::default()
     }
+}
+
+/// `extra` with `ours` written over it: DreamPipe's keys always win.
+fn overlaid(
+    mut extra: BTreeMap<String, String>,
+    ours: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    extra.extend(ours);
+    extra
 }
 
 /// Why a resource cannot be built into children.
@@ -390,12 +470,14 @@ impl Owner {
     }
 }
 
-/// An Entity as its dependants (projectors, adapters) see it: the receiver's settings and the
-/// deletion policy are left out, so scaling the receiver never rolls a projector.
+/// An Entity as its dependants (projectors, adapters) see it: the receiver's settings, its pod
+/// settings and the deletion policy are left out, so scaling or placing the receiver never
+/// rolls a projector.
 pub fn entity_document_for_dependants(entity: &crds::Entity, namespace: &str) -> String {
     let mut spec = serde_json::to_value(&entity.spec).expect("an EntitySpec serialises");
     if let Some(object) = spec.as_object_mut() {
         object.remove("receiver");
+        object.remove("pod");
         object.remove("deletionPolicy");
     }
     resource_document(

@@ -7,7 +7,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{
-    Children, ConfigFiles, Owner, RuntimePod, common_env, config_map,
+    Children, ConfigFiles, Owner, RuntimePod, common_env, config_map, disruption_budget,
     entity_document_for_dependants, env, env_from_field, env_from_secret, resource_document,
     runtime_deployment, service,
 };
@@ -20,13 +20,14 @@ use crate::validate::ValidProjection;
 pub const PROJECTION_FILE: &str = "projection.yaml";
 
 /// The projector's mounted configuration: the Projection and the Entity it reads. Only what
-/// changes the projector's output is in it, so `replicas` (a Deployment field) and
-/// `deletionPolicy` (the operator's business) never roll pods.
+/// changes the projector's output is in it, so `replicas` and `pod` (Deployment fields) and
+/// `deletionPolicy` (the operator's business) never roll pods through the config hash.
 pub fn projector_config(projection: &Projection, entity: &Entity, owner: &Owner) -> ConfigFiles {
     let mut spec = serde_json::to_value(&projection.spec).expect("a ProjectionSpec serialises");
     if let Some(object) = spec.as_object_mut() {
         object.remove("replicas");
         object.remove("deletionPolicy");
+        object.remove("pod");
     }
     ConfigFiles::from([
         (
@@ -49,6 +50,7 @@ pub fn build(valid: &ValidProjection<'_>, settings: &RuntimeSettings) -> Childre
         config_map: config_map(owner, Role::Projector, &files),
         deployment: runtime_deployment(owner, settings, pod, &files),
         service: Some(service(owner, Role::Projector)),
+        disruption_budget: disruption_budget(owner, Role::Projector, valid.object.spec.replicas),
     }
 }
 
@@ -68,8 +70,17 @@ pub fn drop_job(projection: &Projection, owner: &Owner, settings: &RuntimeSettin
     let mut template = deployment.spec.template;
     let mut labels = names::labels(&owner.name, Role::Projector);
     labels.insert(names::COMPONENT_LABEL.to_owned(), DROP_COMPONENT.to_owned());
+    // The pod keeps the resource's own pod labels and annotations (spec.pod), not the
+    // projector's component or its config hash.
+    let mut pod_metadata = template.metadata.take().unwrap_or_default();
+    let mut pod_labels = pod_metadata.labels.take().unwrap_or_default();
+    pod_labels.extend(labels.clone());
+    if let Some(annotations) = pod_metadata.annotations.as_mut() {
+        annotations.remove(names::CONFIG_HASH_ANNOTATION);
+    }
     template.metadata = Some(ObjectMeta {
-        labels: Some(labels.clone()),
+        labels: Some(pod_labels),
+        annotations: pod_metadata.annotations.filter(|a| !a.is_empty()),
         ..ObjectMeta::default()
     });
     if let Some(spec) = template.spec.as_mut() {
@@ -122,6 +133,6 @@ fn projector_pod(projection: &Projection, owner: &Owner, settings: &RuntimeSetti
         replicas: projection.spec.replicas,
         env: environment,
         secrets: Vec::new(),
-        resources: None,
+        overlay: projection.spec.pod.clone().unwrap_or_default(),
     }
 }

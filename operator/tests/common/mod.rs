@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod lease;
 pub mod mock;
 pub mod scenarios;
 

@@ -61,7 +61,20 @@ fn entity_json(entity: &Entity) -> Value {
     serde_json::to_value(entity).unwrap()
 }
 
-fn children(name: &str, service: bool, status: Value) -> Vec<Expect> {
+const POLICY: &str = "/apis/policy/v1/namespaces/shop";
+
+/// What happens to a resource's PodDisruptionBudget in a reconcile.
+#[derive(Clone, Copy, Debug)]
+pub enum Budget {
+    /// More than one replica: the budget is applied.
+    Applied,
+    /// One replica and no budget: the DELETE finds nothing.
+    Absent,
+    /// Scaled down to one replica: the budget left from before is deleted.
+    Deleted,
+}
+
+fn children(name: &str, service: bool, status: Value, budget: Budget) -> Vec<Expect> {
     let mut script = vec![Expect::apply(
         format!("{CORE}/configmaps/{name}"),
         json!({}),
@@ -73,6 +86,17 @@ fn children(name: &str, service: bool, status: Value) -> Vec<Expect> {
         script.push(Expect::delete_missing(format!("{CORE}/services/{name}")));
     }
     script.push(Expect::apply(format!("{APPS}/deployments/{name}"), status));
+    let path = format!("{POLICY}/poddisruptionbudgets/{name}");
+    script.push(match budget {
+        Budget::Applied => Expect::apply(path, json!({})),
+        Budget::Absent => Expect::delete_missing(path),
+        Budget::Deleted => Expect::new("DELETE", path, |_| {
+            (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            )
+        }),
+    });
     script
 }
 
@@ -107,7 +131,12 @@ fn receiver_report() -> Value {
 
 /// A new Entity: ConfigMap, Service and Deployment applied, status from the receiver, an Event.
 pub async fn entity_created() -> Outcome {
-    let mut script = children("customer-receiver", true, deployment_status(2, 1));
+    let mut script = children(
+        "customer-receiver",
+        true,
+        deployment_status(2, 1),
+        Budget::Applied,
+    );
     script.push(Expect::get(
         format!("{CORE}/pods"),
         pod_list(json!([starting_pod("customer-receiver-2")])),
@@ -133,7 +162,35 @@ pub async fn entity_updated() -> Outcome {
         observed_generation: Some(1),
         ..Default::default()
     });
-    let mut script = children("customer-receiver", true, deployment_status(3, 3));
+    let mut script = children(
+        "customer-receiver",
+        true,
+        deployment_status(3, 3),
+        Budget::Applied,
+    );
+    script.push(Expect::apply_onto(
+        format!("{DP}/entities/customer/status"),
+        entity_json(&shop().entity),
+    ));
+    script.push(Expect::create(EVENTS));
+    play_entity(entity, script, Arc::new(FakeProbe::default())).await
+}
+
+/// An Entity scaled down to one receiver: its disruption budget is deleted.
+pub async fn entity_scaled_to_one() -> Outcome {
+    let mut entity = shop().entity;
+    entity.metadata.generation = Some(2);
+    entity.spec.receiver.replicas = 1;
+    entity.status = Some(crds::EntityStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let mut script = children(
+        "customer-receiver",
+        true,
+        deployment_status(1, 1),
+        Budget::Deleted,
+    );
     script.push(Expect::apply_onto(
         format!("{DP}/entities/customer/status"),
         entity_json(&shop().entity),
@@ -251,7 +308,12 @@ fn projection_script(deployment: Value, pods: Option<Value>) -> Vec<Expect> {
         format!("{DP}/entities/customer"),
         entity_json(&shop().entity),
     )];
-    script.extend(children("customers-projector", true, deployment));
+    script.extend(children(
+        "customers-projector",
+        true,
+        deployment,
+        Budget::Applied,
+    ));
     if let Some(pods) = pods {
         script.push(Expect::get(format!("{CORE}/pods"), pod_list(pods)));
     }
@@ -317,6 +379,25 @@ pub async fn projection_generation_swapped() -> Outcome {
     .await
 }
 
+/// `spec.rebuild` set to a new token, the filters unchanged: the pods roll as for a filter
+/// edit, and while the projector builds the new generation the old one is still active.
+pub async fn projection_rebuild_asked() -> Outcome {
+    let mut projection = shop().projection;
+    projection.metadata.generation = Some(2);
+    projection.spec.rebuild = Some("2026-12-02".to_owned());
+    projection.status = Some(crds::ProjectionStatus {
+        observed_generation: Some(1),
+        active_generation: Some("g1".into()),
+        ..Default::default()
+    });
+    play_projection(
+        projection,
+        projection_script(deployment_status(2, 2), None),
+        FakeProbe::with(PROJECTOR_STATUS_URL, projector_report("g1", Some("g2"))),
+    )
+    .await
+}
+
 /// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
 /// nothing applied.
 pub async fn projection_invalid() -> Outcome {
@@ -374,7 +455,12 @@ pub async fn adapter_polling() -> Outcome {
         format!("{DP}/entities/customer"),
         entity_json(&shop().entity),
     )];
-    script.extend(children("crm-adapter", false, deployment_status(1, 1)));
+    script.extend(children(
+        "crm-adapter",
+        false,
+        deployment_status(1, 1),
+        Budget::Absent,
+    ));
     script.push(Expect::get(
         format!("{CORE}/pods"),
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
@@ -399,7 +485,12 @@ pub async fn adapter_webhook() -> Outcome {
         format!("{DP}/entities/customer"),
         entity_json(&shop().entity),
     )];
-    script.extend(children("pushes-adapter", true, deployment_status(1, 1)));
+    script.extend(children(
+        "pushes-adapter",
+        true,
+        deployment_status(1, 1),
+        Budget::Absent,
+    ));
     script.push(Expect::apply_onto(
         format!("{DP}/adapters/pushes/status"),
         serde_json::to_value(shop().webhook).unwrap(),
@@ -527,7 +618,12 @@ pub async fn entity_pods_failing() -> Outcome {
         "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
         "reason": "CreateContainerConfigError",
         "message": "secret \"customer-ingest\" not found"}}}]}});
-    let mut script = children("customer-receiver", true, deployment_status(2, 0));
+    let mut script = children(
+        "customer-receiver",
+        true,
+        deployment_status(2, 0),
+        Budget::Applied,
+    );
     script.push(Expect::get(
         format!("{CORE}/pods"),
         pod_list(json!([failing, starting_pod("customer-receiver-8a1b")])),
@@ -547,12 +643,14 @@ pub async fn all_calls() -> Vec<Call> {
     for outcome in [
         entity_created().await,
         entity_updated().await,
+        entity_scaled_to_one().await,
         entity_finalizer_added().await,
         entity_deleted().await,
         entity_invalid_twice().await,
         projection_created().await,
         projection_scaled().await,
         projection_generation_swapped().await,
+        projection_rebuild_asked().await,
         projection_invalid().await,
         projection_unknown_entity().await,
         projection_deleted().await,

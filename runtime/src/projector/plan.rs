@@ -28,6 +28,10 @@ pub struct Definition {
     pub partitions: u32,
     pub filters: Vec<Filter>,
     pub sink: Sink,
+    /// The Projection's `spec.rebuild` token, when one is set: a new token is a new generation.
+    /// Left out of the hash when absent, so definitions stored before it existed keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<String>,
 }
 
 impl Definition {
@@ -39,6 +43,7 @@ impl Definition {
             partitions,
             filters: projection.spec.filters.clone(),
             sink: projection.spec.sink.clone(),
+            rebuild: projection.spec.rebuild.clone().filter(|t| !t.is_empty()),
         }
     }
 
@@ -344,6 +349,28 @@ spec:
             base.generation
         );
         assert_eq!(base.generation.len(), 16);
+    }
+
+    #[test]
+    fn a_new_rebuild_token_is_a_new_generation_and_no_token_changes_nothing() {
+        let base = Plan::new(&projection(BASE), 8).unwrap();
+        let asked = |token: &str| {
+            let yaml = BASE.replace("replicas: 2", &format!("replicas: 2\n  rebuild: {token:?}"));
+            Plan::new(&projection(&yaml), 8).unwrap().generation
+        };
+        assert_ne!(asked("2026-12-02"), base.generation);
+        assert_ne!(asked("2026-12-03"), asked("2026-12-02"));
+        assert_eq!(asked("2026-12-02"), asked("2026-12-02"));
+        assert_eq!(
+            asked(""),
+            base.generation,
+            "an empty token asks for nothing"
+        );
+        // Definitions stored before the token existed hash (and so name their tables) as before.
+        let stored = serde_json::to_value(&base.definition).unwrap();
+        assert!(stored.get("rebuild").is_none(), "{stored}");
+        let read: Definition = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.generation(), base.generation);
     }
 
     #[test]

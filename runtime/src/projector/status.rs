@@ -180,6 +180,7 @@ mod tests {
                 partitions: 2,
                 filters: vec![],
                 sink: Sink::default(),
+                rebuild: None,
             },
             retired_for: None,
         }
