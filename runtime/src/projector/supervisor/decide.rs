@@ -159,6 +159,7 @@ mod tests {
                 partitions: 2,
                 filters: vec![],
                 sink: Sink::default(),
+                rebuild: None,
             },
             retired_for,
         }
