@@ -3,6 +3,7 @@
 //! of its own and reuses on the next run. Prints the endpoints and a status table, starts a
 //! Projection's new generation when its file changes, and stops everything on Ctrl-C.
 
+mod backing;
 pub mod settings;
 mod status;
 
@@ -21,12 +22,11 @@ use crds::ProjectionSpec;
 use crate::auth::TokenArgs;
 use crate::config::{ConfigError, Resources, name_of};
 use crate::role::{ResourceArgs, Role, ServiceArgs};
+use backing::{Backing, backing, redact};
 use settings::{AdapterPlace, ProjectorPlace};
 
-/// The analysts' role `dev` creates, and its password.
+/// The analysts' role `dev` creates.
 pub const READER_ROLE: &str = "dreampipe_reader";
-const READER_PASSWORD: &str = "dreampipe";
-const DATABASE: &str = "dreampipe";
 
 /// Flags of `dreampipe dev`.
 #[derive(Debug, clap::Args)]
@@ -97,28 +97,6 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The servers `dev` uses, and the URLs the roles get.
-struct Backing {
-    nats_url: String,
-    writer_url: String,
-    reader_url: String,
-    // The same two as psql takes them, for people.
-    writer_psql_url: String,
-    reader_psql_url: String,
-    // Kept alive for the run; dropped (stopped) last.
-    _nats: Option<servers::Nats>,
-    postgres: Option<servers::Postgres>,
-}
-
-impl Backing {
-    /// Where the started cluster lives when it is not inside the state folder.
-    fn moved_cluster(&self, state_dir: &Path) -> Option<&Path> {
-        let cluster = self.postgres.as_ref()?.cluster_dir();
-        let state_dir = std::path::absolute(state_dir).ok()?;
-        (!cluster.starts_with(state_dir)).then_some(cluster)
-    }
 }
 
 /// What every role is started with: the token that stops it, and where it reports that it
@@ -449,97 +427,6 @@ fn start_projector(
     })
 }
 
-/// The given servers, or local ones in `state_dir` (started now, reused from the last run).
-async fn backing(
-    nats_url: Option<String>,
-    database_url: Option<String>,
-    state_dir: &Path,
-) -> Result<Backing, DevError> {
-    let (nats_url, nats) = match nats_url {
-        Some(url) => (url, None),
-        None => {
-            let dir = state_dir.join("nats");
-            let nats = tokio::task::spawn_blocking(move || servers::Nats::start(&dir))
-                .await
-                .expect("starting nats-server does not panic")?;
-            (nats.url().to_owned(), Some(nats))
-        }
-    };
-    let (admin, postgres) = match database_url {
-        Some(url) => (url.parse().map_err(DevError::Database)?, None),
-        None => {
-            let dir = state_dir.join("postgres");
-            let postgres = tokio::task::spawn_blocking(move || {
-                servers::Postgres::start(&dir, servers::Durability::Durable)
-            })
-            .await
-            .expect("starting Postgres does not panic")?;
-            let admin = sqlx::postgres::PgConnectOptions::new()
-                .host("127.0.0.1")
-                .port(postgres.port())
-                .username(servers::SUPERUSER)
-                .database("postgres");
-            (admin, Some(postgres))
-        }
-    };
-    let writer = prepare_database(&admin, postgres.is_some()).await?;
-    let reader = writer
-        .clone()
-        .username(READER_ROLE)
-        .password(READER_PASSWORD);
-    Ok(Backing {
-        nats_url,
-        writer_url: writer.to_url_lossy().to_string(),
-        reader_url: reader.to_url_lossy().to_string(),
-        writer_psql_url: psql_url(&writer),
-        reader_psql_url: psql_url(&reader),
-        _nats: nats,
-        postgres,
-    })
-}
-
-/// Creates the `dreampipe` database (on a cluster of our own) and the analysts' role when
-/// missing; returns the writer's connection options.
-async fn prepare_database(
-    admin: &sqlx::postgres::PgConnectOptions,
-    own_cluster: bool,
-) -> Result<sqlx::postgres::PgConnectOptions, DevError> {
-    let mut connection = admin.connect().await.map_err(DevError::Database)?;
-    let writer = if own_cluster {
-        let exists: bool =
-            sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-                .bind(DATABASE)
-                .fetch_one(&mut connection)
-                .await
-                .map_err(DevError::Database)?;
-        if !exists {
-            sqlx::query(sqlx::AssertSqlSafe(format!("create database {DATABASE}")))
-                .execute(&mut connection)
-                .await
-                .map_err(DevError::Database)?;
-        }
-        admin.clone().database(DATABASE)
-    } else {
-        admin.clone()
-    };
-    let role_exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
-            .bind(READER_ROLE)
-            .fetch_one(&mut connection)
-            .await
-            .map_err(DevError::Database)?;
-    if !role_exists {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "create role {READER_ROLE} login password '{READER_PASSWORD}'"
-        )))
-        .execute(&mut connection)
-        .await
-        .map_err(DevError::Database)?;
-    }
-    let _ = connection.close().await;
-    Ok(writer)
-}
-
 /// The Adapter and its Entity as YAML for the local run, with the hosts of `services`
 /// replaced in its HTTP source's URL (in-cluster Service names do not resolve locally).
 fn local_adapter_config(
@@ -603,37 +490,6 @@ fn file_times(folder: &Path) -> BTreeMap<PathBuf, SystemTime> {
         .collect()
 }
 
-/// The connection as a URL psql accepts: sqlx adds parameters of its own (such as
-/// `statement-cache-capacity`) that libpq refuses, so only libpq's are kept.
-fn psql_url(options: &sqlx::postgres::PgConnectOptions) -> String {
-    const LIBPQ_PARAMETERS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
-    let mut url = options.to_url_lossy();
-    let kept: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(name, _)| LIBPQ_PARAMETERS.contains(&name.as_ref()))
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
-    url.set_query(None);
-    if !kept.is_empty() {
-        url.query_pairs_mut().extend_pairs(kept);
-    }
-    url.to_string()
-}
-
-/// A URL without its password.
-fn redact(url: &str) -> String {
-    match url.split_once("://").and_then(|(scheme, rest)| {
-        rest.split_once('@')
-            .map(|(user, host)| (scheme, user, host))
-    }) {
-        Some((scheme, user, host)) => {
-            let user = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,24 +516,4 @@ mod tests {
         assert!(parse_service("nohost").is_err());
     }
 
-    #[test]
-    fn printed_postgres_urls_carry_only_parameters_psql_knows() {
-        let options: sqlx::postgres::PgConnectOptions =
-            "postgres://reader:pw@127.0.0.1:5433/dreampipe?sslmode=disable&application_name=x"
-                .parse()
-                .unwrap();
-        assert_eq!(
-            psql_url(&options),
-            "postgres://reader:pw@127.0.0.1:5433/dreampipe?sslmode=disable"
-        );
-    }
-
-    #[test]
-    fn redacted_urls_keep_the_user_and_drop_the_password() {
-        assert_eq!(
-            redact("postgres://reader:secret@127.0.0.1:5432/db"),
-            "postgres://reader@127.0.0.1:5432/db"
-        );
-        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-    }
 }
