@@ -193,6 +193,7 @@ impl EventStore {
         stream
             .info()
             .await
+            .cloned()
             .map_err(|source| StoreError::StreamInfo {
                 stream: self.names.stream(),
                 source,

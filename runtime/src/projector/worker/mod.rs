@@ -177,14 +177,7 @@ impl Worker {
         let plan = &self.running.plan;
         let names = plan.stream_names();
         let mut checkpoint = database::checkpoint(&self.pool, plan, self.partition).await?;
-        let stream = self
-            .jetstream
-            .get_stream(names.stream())
-            .await
-            .map_err(|source| WorkerError::Stream {
-                stream: names.stream(),
-                source,
-            })?;
+        let stream = self.stream().await?;
         let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subject: names.partition_subjects(self.partition),
@@ -268,6 +261,18 @@ impl Worker {
     }
 
     /// The labels of this partition's metrics.
+    /// The Entity's stream.
+    async fn stream(&self) -> Result<async_nats::jetstream::stream::Stream, WorkerError> {
+        let name = self.running.plan.stream_names().stream();
+        self.jetstream
+            .get_stream(&name)
+            .await
+            .map_err(|source| WorkerError::Stream {
+                stream: name,
+                source,
+            })
+    }
+
     fn partition_labels(&self) -> Vec<(&'static str, String)> {
         vec![
             ("generation", self.running.plan.generation.clone()),

@@ -80,14 +80,7 @@ impl Worker {
     /// consumer that starts there and is deleted unread.
     async fn pending_after(&self, sequence: u64) -> Result<u64, WorkerError> {
         let names = self.running.plan.stream_names();
-        let stream = self
-            .jetstream
-            .get_stream(names.stream())
-            .await
-            .map_err(|source| WorkerError::Stream {
-                stream: names.stream(),
-                source,
-            })?;
+        let stream = self.stream().await?;
         let consumer = stream
             .create_consumer(pull::Config {
                 filter_subject: names.partition_subjects(self.partition),

@@ -102,7 +102,7 @@ impl EventStore {
             .clone()
     }
 
-    fn remember_anchor(&self, subject: &str) {
+    pub(super) fn remember_anchor(&self, subject: &str) {
         let mut anchor = self.anchor.lock().unwrap_or_else(|e| e.into_inner());
         if anchor.is_none() {
             *anchor = Some(subject.to_owned());
