@@ -314,6 +314,7 @@ fn the_operator_deployment_runs_with_restricted_security_and_its_service_account
     for args in [
         &[][..],
         &["-f", "charts/dreampipe/values-external.yaml"][..],
+        &["-f", "charts/dreampipe/values-nats-cluster.yaml"][..],
     ] {
         let documents = render(args);
         for workload in documents
@@ -507,5 +508,58 @@ fn the_operator_runs_two_replicas_that_elect_a_leader_in_their_namespace() {
     assert_eq!(
         namespace["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
+    );
+}
+
+#[test]
+fn nats_replicas_3_runs_a_routed_jetstream_cluster_spread_with_a_budget() {
+    let documents = render(&["-f", "charts/dreampipe/values-nats-cluster.yaml"]);
+    let named = |kind: &str, name: &str| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let nats = named("StatefulSet", "dp-nats");
+    assert_eq!(nats["spec"]["replicas"], 3);
+    assert_eq!(nats["spec"]["podManagementPolicy"], "Parallel");
+    assert_eq!(nats["spec"]["serviceName"], "dp-nats-cluster");
+    let pod = &nats["spec"]["template"]["spec"];
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let routes = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--routes="))
+        .expect("a clustered server names its routes");
+    for index in 0..3 {
+        assert!(
+            routes.contains(&format!(
+                "nats://dp-nats-{index}.dp-nats-cluster.dreampipe.svc:6222"
+            )),
+            "route to pod {index} missing: {routes}"
+        );
+    }
+    assert!(args.contains(&"--server_name=$(POD_NAME)"), "{args:?}");
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let routing = named("Service", "dp-nats-cluster");
+    assert_eq!(routing["spec"]["clusterIP"], "None");
+    assert_eq!(routing["spec"]["publishNotReadyAddresses"], true);
+    let budget = named("PodDisruptionBudget", "dp-nats");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+
+    // One server by default: no routes, no budget.
+    let single = render(&[]);
+    assert!(
+        !single
+            .iter()
+            .any(|d| d["kind"] == "PodDisruptionBudget" && d["metadata"]["name"] == "dp-nats")
     );
 }

@@ -238,6 +238,7 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing_acknowledged() {
         ledger.acknowledged.len(),
         ledger.unavailable
     );
+    println!("{figures}"); // shown with --nocapture, for docs/failure-model.md
     assert!(
         ledger.wrong.is_empty(),
         "answers other than 2xx or 503 ({figures}): {:?}",

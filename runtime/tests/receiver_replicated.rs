@@ -241,6 +241,7 @@ async fn killing_the_stream_leader_mid_ingest_loses_nothing_acknowledged() {
         ledger.acknowledged.len(),
         ledger.unavailable
     );
+    println!("{figures}"); // shown with --nocapture, for docs/failure-model.md
     assert!(
         ledger.wrong.is_empty(),
         "answers other than 2xx or 503 ({figures}): {:?}",
