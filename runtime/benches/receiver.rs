@@ -5,6 +5,9 @@
 //! 100 000; `DREAMPIPE_BENCH_N` overrides) in three mixes: all new keys, all changed, all
 //! unchanged. Beside each it prints the raw rate of acknowledged, pipelined JetStream publishes
 //! of the same payloads, and the ratio; then the receiver's peak RSS.
+//!
+//! `DREAMPIPE_BENCH_REPLICAS=3` runs the same on a 3-node JetStream cluster with R3 streams,
+//! the receiver's and the raw ones alike (ADR 47: batches stay batched on R3).
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -20,8 +23,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use runtime::store::{Event, EventType, Key, StreamNames};
 use serde_json::{Value, json};
-use testbed::NatsServer;
 use testbed::child::{free_port, terminate, wait_for_port, wait_until_ready};
+use testbed::{NatsCluster, NatsServer};
 
 const BATCH: usize = 1000;
 const REQUESTS_IN_FLIGHT: usize = 4;
@@ -32,6 +35,7 @@ metadata: {name: customer, namespace: bench}
 spec:
   key: /id
   partitions: 8
+  stream: {replicas: REPLICAS}
   ignore: [/syncedAt]
   receiver: {limits: {maxBodyBytes: 8388608, maxBatchItems: 5000}}
   schema:
@@ -66,10 +70,18 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let nats = NatsServer::start().await?;
+    let replicas: usize = std::env::var("DREAMPIPE_BENCH_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let nats = if replicas > 1 {
+        Servers::Cluster(NatsCluster::start(replicas).await?)
+    } else {
+        Servers::Single(NatsServer::start().await?)
+    };
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("entity.yaml");
-    std::fs::write(&config, ENTITY)?;
+    std::fs::write(&config, ENTITY.replace("REPLICAS", &replicas.to_string()))?;
     let port = free_port();
     let mut receiver = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
         .arg("receiver")
@@ -77,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         .arg(&config)
         .args([
             "--nats-url",
-            nats.url(),
+            &nats.url(),
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
@@ -89,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     wait_until_ready(port, Duration::from_secs(30));
 
     println!(
-        "receiver benchmark: {n} submissions per mix, batches of {BATCH}, {REQUESTS_IN_FLIGHT} requests in flight"
+        "receiver benchmark: {n} submissions per mix, batches of {BATCH}, {REQUESTS_IN_FLIGHT} requests in flight, R{replicas} streams"
     );
     println!(
         "{:<10} {:>14} {:>14} {:>8} {:>22}",
@@ -102,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (mix, round, expected) in mixes {
         let payloads: Vec<Value> = (0..n).map(|i| state(i, round)).collect();
-        let raw = raw_publish_rate(&nats, &payloads, mix).await?;
+        let raw = raw_publish_rate(&nats, replicas, &payloads, mix).await?;
         let cpu_before = cpu_seconds(receiver.id()).context("read receiver CPU time")?;
         let rate = drive(port, &payloads, expected).await?;
         let cpu = cpu_seconds(receiver.id()).context("read receiver CPU time")? - cpu_before;
@@ -170,13 +182,19 @@ async fn drive(port: u16, payloads: &[Value], expected: &str) -> anyhow::Result<
 
 /// Acknowledged JetStream publishes of the same events (envelope included), pipelined, into a
 /// stream of the same shape: the most the receiver could append on this machine.
-async fn raw_publish_rate(nats: &NatsServer, payloads: &[Value], mix: &str) -> anyhow::Result<f64> {
+async fn raw_publish_rate(
+    nats: &Servers,
+    replicas: usize,
+    payloads: &[Value],
+    mix: &str,
+) -> anyhow::Result<f64> {
     let js = nats.jetstream().await?;
     let names = StreamNames::new("raw", mix, 8);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: names.stream(),
         subjects: vec![names.stream_subjects()],
         allow_direct: true,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await?;
@@ -217,6 +235,34 @@ async fn raw_publish_rate(nats: &NatsServer, payloads: &[Value], mix: &str) -> a
         futures::future::try_join_all(acks).await?;
     }
     Ok(payloads.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One nats-server, or a cluster.
+enum Servers {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Servers {
+    fn url(&self) -> String {
+        match self {
+            Servers::Single(server) => server.url().to_owned(),
+            // One node; the receiver's client learns the others from it.
+            Servers::Cluster(cluster) => cluster
+                .urls()
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        Ok(match self {
+            Servers::Single(server) => server.jetstream().await?,
+            Servers::Cluster(cluster) => cluster.jetstream().await?,
+        })
+    }
 }
 
 /// CPU time (user and system) a process has used, from /proc, in seconds.
