@@ -3,6 +3,11 @@
 //! restarted immediately under a projector. Nothing acknowledged is lost, every role says it
 //! is not ready while its server is away, and each recovers by itself.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "figures for docs/failure-model.md, shown with --nocapture"
+)]
+
 mod projector_support;
 
 use std::collections::BTreeMap;
@@ -238,7 +243,7 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing_acknowledged() {
         ledger.acknowledged.len(),
         ledger.unavailable
     );
-    println!("{figures}"); // shown with --nocapture, for docs/failure-model.md
+    println!("{figures}");
     assert!(
         ledger.wrong.is_empty(),
         "answers other than 2xx or 503 ({figures}): {:?}",

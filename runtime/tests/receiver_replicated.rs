@@ -2,6 +2,11 @@
 //! decisions on state as fresh as the leader's, batched; and the stream leader killed
 //! mid-ingest loses nothing acknowledged.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "figures for docs/failure-model.md, shown with --nocapture"
+)]
+
 mod receiver_support;
 
 use std::collections::{BTreeMap, HashSet};
@@ -241,7 +246,7 @@ async fn killing_the_stream_leader_mid_ingest_loses_nothing_acknowledged() {
         ledger.acknowledged.len(),
         ledger.unavailable
     );
-    println!("{figures}"); // shown with --nocapture, for docs/failure-model.md
+    println!("{figures}");
     assert!(
         ledger.wrong.is_empty(),
         "answers other than 2xx or 503 ({figures}): {:?}",
