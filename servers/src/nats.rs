@@ -168,23 +168,6 @@ impl Nats {
         }
     }
 
-    /// Freezes the server with SIGSTOP: its connections stay open but it reads nothing, as a
-    /// node stalled by a long GC pause, a full disk or a saturated network would.
-    pub fn pause(&self) {
-        self.signal(nix::sys::signal::Signal::SIGSTOP);
-    }
-
-    /// Lets a paused server go on (SIGCONT); it handles what queued up meanwhile.
-    pub fn resume(&self) {
-        self.signal(nix::sys::signal::Signal::SIGCONT);
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        if let Some(child) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
-        }
-    }
-
     /// Stops the server with SIGTERM and waits for it to exit (after 10 s, kills it).
     pub fn stop(&mut self) {
         use nix::sys::signal::{Signal, kill};

@@ -146,16 +146,6 @@ impl NatsCluster {
         self.cluster.node(index).kill();
     }
 
-    /// Freezes node `index` (SIGSTOP); [`NatsCluster::resume`] lets it go on.
-    pub fn pause(&mut self, index: usize) {
-        self.cluster.node(index).pause();
-    }
-
-    /// Lets a paused node go on (SIGCONT).
-    pub fn resume(&mut self, index: usize) {
-        self.cluster.node(index).resume();
-    }
-
     /// Stops node `index` with SIGTERM.
     pub fn stop(&mut self, index: usize) {
         self.cluster.node(index).stop();

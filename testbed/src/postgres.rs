@@ -60,6 +60,24 @@ impl TestDatabase {
                 (cluster.admin_options(), Owner::Cluster(cluster))
             }
         };
+        TestDatabase::create_on(admin, name, owner).await
+    }
+
+    /// A database on a throwaway cluster of its own, for a test that restarts the server
+    /// ([`TestDatabase::restart_server_immediately`]) without disturbing any other test.
+    pub async fn on_private_server() -> Result<Self, TestbedError> {
+        let cluster = Cluster::start().await?;
+        let admin = cluster.admin_options();
+        let owner = Owner::Private(Box::new(cluster));
+        TestDatabase::create_on(admin, "private".to_owned(), owner).await
+    }
+
+    /// Creates database `name` through `admin`, on the server `owner` keeps.
+    async fn create_on(
+        admin: PgConnectOptions,
+        name: String,
+        owner: Owner,
+    ) -> Result<Self, TestbedError> {
         let mut connection = connect(&admin).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
             .execute(&mut connection)
@@ -73,28 +91,6 @@ impl TestDatabase {
             options: admin.database(&name),
             name,
             owner,
-        })
-    }
-
-    /// A database on a throwaway cluster of its own, for a test that restarts the server
-    /// ([`TestDatabase::restart_server_immediately`]) without disturbing any other test.
-    pub async fn on_private_server() -> Result<Self, TestbedError> {
-        let cluster = Cluster::start().await?;
-        let admin = cluster.admin_options();
-        let name = "private".to_owned();
-        let mut connection = connect(&admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-            .execute(&mut connection)
-            .await
-            .map_err(|source| TestbedError::Postgres {
-                action: format!("create database {name}"),
-                source,
-            })?;
-        let _ = connection.close().await;
-        Ok(TestDatabase {
-            options: admin.database(&name),
-            name,
-            owner: Owner::Private(Box::new(cluster)),
         })
     }
 
