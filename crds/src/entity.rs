@@ -83,10 +83,12 @@ fn default_partitions() -> u32 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSpec {
-    /// Number of stream replicas in the NATS cluster (1 to 5).
-    #[serde(default = "default_stream_replicas")]
+    /// Number of stream replicas in the NATS cluster (1 to 5). When omitted, the operator's
+    /// default: the chart sets it to 3 when it runs a NATS cluster of three or more servers,
+    /// 1 otherwise; `dreampipe dev` uses 1. Raising it later scales the stream up in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 5))]
-    pub replicas: u8,
+    pub replicas: Option<u8>,
     /// Where JetStream keeps the events: `File` (the default) or `Memory`.
     #[serde(default)]
     pub storage: Storage,
@@ -100,19 +102,26 @@ pub struct StreamSpec {
     pub duplicate_window: String,
 }
 
+impl StreamSpec {
+    /// Replicas of a stream whose Entity names none and that no operator defaulted: what
+    /// `dreampipe dev`'s single server can hold.
+    pub const DEFAULT_REPLICAS: u8 = 1;
+
+    /// The replicas the stream is created with.
+    pub fn replicas_or_default(&self) -> u8 {
+        self.replicas.unwrap_or(Self::DEFAULT_REPLICAS)
+    }
+}
+
 impl Default for StreamSpec {
     fn default() -> Self {
         StreamSpec {
-            replicas: default_stream_replicas(),
+            replicas: None,
             storage: Storage::default(),
             max_age: None,
             duplicate_window: default_duplicate_window(),
         }
     }
-}
-
-fn default_stream_replicas() -> u8 {
-    1
 }
 
 fn default_duplicate_window() -> String {
@@ -311,7 +320,11 @@ pub fn validate_entity(entity: &Entity) -> Result<(), Invalid> {
             );
         }
     }
-    if !(1..=5).contains(&spec.stream.replicas) {
+    if spec
+        .stream
+        .replicas
+        .is_some_and(|replicas| !(1..=5).contains(&replicas))
+    {
         problems.add("spec.stream.replicas", "must be between 1 and 5");
     }
     if let Some(max_age) = &spec.stream.max_age {

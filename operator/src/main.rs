@@ -64,9 +64,14 @@ struct RunArgs {
     )]
     runtime_pull_policy: String,
     /// NATS URL of the runtime pods and of the operator (it deletes streams of
-    /// `deletionPolicy: Delete` Entities).
+    /// `deletionPolicy: Delete` Entities), or a comma-separated list of a cluster's servers.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Stream replicas of Entities that set no `spec.stream.replicas` (1 to 5): the chart sets
+    /// 3 when it runs a NATS cluster.
+    #[arg(long, env = "DREAMPIPE_DEFAULT_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    default_stream_replicas: u8,
     /// Secret (in each resource's namespace) holding the projectors' DATABASE_URL.
     #[arg(
         long,
@@ -147,6 +152,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime_image,
         runtime_pull_policy,
         nats_url,
+        default_stream_replicas,
         database_secret,
         database_secret_key,
         pod_name,
@@ -165,12 +171,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // NATS is only needed to delete streams; the operator starts without it and reconnects.
     let nats = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(&nats_url)
+        .connect(nats_url.split(',').map(str::trim).collect::<Vec<_>>())
         .await?;
     let settings = RuntimeSettings {
         image: runtime_image,
         image_pull_policy: runtime_pull_policy,
         nats_url,
+        default_stream_replicas,
         database_secret: crds::SecretKeyRef {
             name: database_secret,
             key: database_secret_key,

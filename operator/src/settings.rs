@@ -12,6 +12,8 @@ pub struct RuntimeSettings {
     pub image_pull_policy: String,
     /// NATS URL the runtime pods use (JetStream: streams, KV cursors).
     pub nats_url: String,
+    /// Stream replicas of Entities that name none (`spec.stream.replicas`).
+    pub default_stream_replicas: u8,
     /// Secret key (in the resource's namespace) holding the projectors' writer `DATABASE_URL`.
     pub database_secret: SecretKeyRef,
 }
@@ -23,6 +25,7 @@ impl RuntimeSettings {
             image: "dreampipe:dev".to_owned(),
             image_pull_policy: "IfNotPresent".to_owned(),
             nats_url: "nats://dreampipe-nats.dreampipe.svc:4222".to_owned(),
+            default_stream_replicas: 1,
             database_secret: SecretKeyRef {
                 name: "dreampipe-database".to_owned(),
                 key: "writer-url".to_owned(),

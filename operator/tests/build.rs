@@ -93,7 +93,9 @@ fn receiver_runs_the_receiver_role_with_its_entity_config() {
     let data = children.config_map.data.as_ref().unwrap();
     assert_eq!(data.keys().collect::<Vec<_>>(), ["entity.yaml"]);
     let entity: crds::Entity = serde_yaml::from_str(&data["entity.yaml"]).unwrap();
-    assert_eq!(entity.spec, common::shop().entity.spec);
+    let mut expected = common::shop().entity.spec;
+    expected.stream.replicas = Some(RuntimeSettings::example().default_stream_replicas);
+    assert_eq!(entity.spec, expected);
     crds::entity::validate_entity(&entity).unwrap();
 
     let service = children.service.expect("the receiver serves traffic");
@@ -101,6 +103,31 @@ fn receiver_runs_the_receiver_role_with_its_entity_config() {
     let spec = service.spec.unwrap();
     assert_eq!(spec.ports.unwrap()[0].port, 8080);
     assert_eq!(spec.selector, deployment.spec.selector.match_labels);
+}
+
+/// The receiver creates the stream from its mounted Entity: one that names no replicas gets
+/// the operator's default (3 from the chart on a NATS cluster); one that names them keeps them.
+#[test]
+fn entities_without_stream_replicas_get_the_operators_default() {
+    let clustered = RuntimeSettings {
+        default_stream_replicas: 3,
+        ..RuntimeSettings::example()
+    };
+    let replicas_in = |entity: &crds::Entity| {
+        let children = common::receiver(entity, &clustered);
+        let data = children.config_map.data.unwrap();
+        let mounted: crds::Entity = serde_yaml::from_str(&data["entity.yaml"]).unwrap();
+        mounted.spec.stream.replicas
+    };
+    let mut entity = common::shop().entity;
+    assert_eq!(entity.spec.stream.replicas, None);
+    assert_eq!(replicas_in(&entity), Some(3));
+    entity.spec.stream.replicas = Some(1);
+    assert_eq!(
+        replicas_in(&entity),
+        Some(1),
+        "an Entity's own setting wins"
+    );
 }
 
 #[test]

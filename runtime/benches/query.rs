@@ -122,7 +122,7 @@ async fn load_entities(nats: &NatsServer) -> anyhow::Result<()> {
     let client = nats.client().await?;
     let names = StreamNames::new("bench", "customer", 8);
     ensure_stream(&client, &names, &Default::default()).await?;
-    let store = EventStore::open(&client, names, 1).await?;
+    let store = EventStore::open(&client, names).await?;
     let appends = (0..KEYS).map(|i| {
         let store = store.clone();
         async move {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod expr;
+pub mod nats;
 pub mod problem;
 pub mod projector;
 pub mod query;

@@ -10,9 +10,9 @@ pub struct ServiceArgs {
     /// Namespace of resources that do not name one; the query service serves its Entities.
     #[arg(long, env = "DREAMPIPE_NAMESPACE", default_value = "default")]
     pub namespace: String,
-    /// NATS server URL.
+    /// NATS server URL, or a comma-separated list of a cluster's servers.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    pub nats_url: crate::nats::NatsServers,
     /// Address of the role's API (if it has one), /healthz, /readyz, /metrics and /v1/status.
     #[arg(long, env = "DREAMPIPE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,

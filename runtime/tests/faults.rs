@@ -8,16 +8,17 @@
     reason = "figures for docs/failure-model.md, shown with --nocapture"
 )]
 
+mod ledger_support;
 mod projector_support;
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ledger_support::{Ledger, events_by_key};
 use projector_support::{Bed, customer, projection, rows, view_exists, wait_until};
-use runtime::store::{Event, StreamNames};
+use runtime::store::StreamNames;
 use serde_json::{Value, json};
 use testbed::child::{free_port, http, terminate, wait_for_port, wait_until_ready};
 use testbed::{NatsServer, TestDatabase};
@@ -102,14 +103,6 @@ fn wait_for_readiness(ports: &[(&str, u16)], status: u16, timeout: Duration, wha
     }
 }
 
-/// What one writer saw.
-#[derive(Default)]
-struct Ledger {
-    acknowledged: Vec<(String, u64)>,
-    unavailable: usize,
-    wrong: Vec<String>,
-}
-
 /// PUTs new states of ten keys to the receiver on `port` until `stop`.
 fn write_until(port: u16, writer: usize, stop: &AtomicBool) -> Ledger {
     let mut ledger = Ledger::default();
@@ -124,37 +117,15 @@ fn write_until(port: u16, writer: usize, stop: &AtomicBool) -> Ledger {
             &format!("/v1/entities/customer/{key}"),
             Some(&body),
         ) {
-            Ok((status @ 200..=299, answer)) => {
-                let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
-                match answer["version"].as_u64() {
-                    Some(version) => ledger.acknowledged.push((key, version)),
-                    None => ledger
-                        .wrong
-                        .push(format!("{status} without a version: {answer}")),
-                }
+            Ok((status, answer)) => {
+                let answer = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+                ledger.record(&key, status, &answer);
             }
-            Ok((503, _)) => ledger.unavailable += 1,
-            Ok((status, answer)) => ledger.wrong.push(format!("{status}: {answer}")),
-            Err(error) => ledger.wrong.push(format!("no answer: {error}")),
+            Err(error) => ledger.no_answer(error),
         }
         std::thread::sleep(Duration::from_millis(5));
     }
     ledger
-}
-
-/// Every event of the Entity's stream, by key, in stream order.
-async fn events_by_key(nats: &NatsServer) -> BTreeMap<String, Vec<Event>> {
-    let js = nats.jetstream().await.unwrap();
-    let names = StreamNames::new("default", "customer", 2);
-    let stream = js.get_stream(names.stream()).await.unwrap();
-    let mut by_key: BTreeMap<String, Vec<Event>> = BTreeMap::new();
-    let mut sequence = 1;
-    while let Ok(message) = stream.get_raw_message(sequence).await {
-        let event: Event = serde_json::from_slice(&message.payload).unwrap();
-        by_key.entry(event.key.clone()).or_default().push(event);
-        sequence += 1;
-    }
-    by_key
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,16 +198,17 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing_acknowledged() {
     stop.store(true, Ordering::Relaxed);
     let mut ledger = Ledger::default();
     for writer in writers {
-        let seen = writer.join().unwrap();
-        ledger.acknowledged.extend(seen.acknowledged);
-        ledger.unavailable += seen.unavailable;
-        ledger.wrong.extend(seen.wrong);
+        ledger.merge(writer.join().unwrap());
     }
     for (mut child, _) in receivers.into_iter().chain(others) {
         terminate(&mut child, Duration::from_secs(15));
     }
 
-    let stored = events_by_key(&nats).await;
+    let stored = events_by_key(
+        &nats.jetstream().await.unwrap(),
+        &StreamNames::new("default", "customer", 2),
+    )
+    .await;
     let figures = format!(
         "{} acknowledged, {} answered 503; not ready {unready_after:?} after the kill, \
          ready again {ready_after:?} after the restart",
@@ -244,30 +216,7 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing_acknowledged() {
         ledger.unavailable
     );
     println!("{figures}");
-    assert!(
-        ledger.wrong.is_empty(),
-        "answers other than 2xx or 503 ({figures}): {:?}",
-        &ledger.wrong[..ledger.wrong.len().min(5)]
-    );
-    let missing: Vec<String> = ledger
-        .acknowledged
-        .iter()
-        .filter(|(key, version)| {
-            !stored
-                .get(key)
-                .is_some_and(|events| events.iter().any(|e| e.version == *version))
-        })
-        .map(|(key, version)| format!("{key} v{version}"))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but lost ({figures}): {missing:?}"
-    );
-    for (key, events) in &stored {
-        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
-        let expected: Vec<u64> = (1..=events.len() as u64).collect();
-        assert_eq!(versions, expected, "versions of {key} ({figures})");
-    }
+    ledger.holds_in(&stored, &figures);
     assert!(
         ledger.unavailable > 0 && ledger.acknowledged.len() > 100,
         "the outage was not under load ({figures})"
@@ -339,5 +288,68 @@ async fn postgres_restarted_immediately_mid_projection_leaves_the_view_a_fresh_r
     assert_eq!(
         served, fresh,
         "the view after an immediate restart is not a fresh replay"
+    );
+}
+
+/// `--nats-url` takes a cluster's servers as a list: a receiver whose first-named server is
+/// down when it starts connects to the next, brings its R3 stream up to date and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_given_every_node_starts_while_the_first_is_down() {
+    let mut cluster = testbed::NatsCluster::start(3).await.unwrap();
+    let replicated = CONFIG.replacen(
+        "  partitions: 2\n",
+        "  partitions: 2\n  stream: {replicas: 3}\n",
+        1,
+    );
+    // An R3 stream is placed on three servers that are up: it exists before a node goes, as
+    // it would in production.
+    let entity: crds::Entity =
+        serde_yaml::from_str(replicated.split("---").next().unwrap()).unwrap();
+    let names = StreamNames::new("default", "customer", 2);
+    runtime::store::jetstream::ensure_stream(
+        &cluster.client().await.unwrap(),
+        &names,
+        &entity.spec.stream,
+    )
+    .await
+    .unwrap();
+    cluster.stop(0);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), &replicated).unwrap();
+    let urls = cluster.urls();
+    assert_eq!(urls.split(',').count(), 3, "every node is named: {urls}");
+
+    let (mut receiver, port) = start("receiver", dir.path(), &[("NATS_URL", urls.clone())]);
+    let started = Instant::now();
+    wait_for_readiness(
+        &[("receiver", port)],
+        200,
+        Duration::from_secs(30),
+        "a receiver given every node, the first one down",
+    );
+    let (status, answer) = http(
+        port,
+        "PUT",
+        "/v1/entities/customer/c1",
+        Some(&json!({"id": "c1", "name": "Ada"}).to_string()),
+    )
+    .unwrap();
+    assert!(
+        (200..300).contains(&status),
+        "a PUT through the receiver answered {status}: {answer}"
+    );
+    let jetstream = cluster.jetstream().await.unwrap();
+    let mut stream = jetstream.get_stream(names.stream()).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3, "the stream is R3");
+    assert_eq!(info.state.messages, 1, "the PUT is stored");
+    println!(
+        "receiver ready over the second-named node in {:?} (NATS_URL {urls})",
+        started.elapsed()
+    );
+    let status = terminate(&mut receiver, Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "the receiver stops cleanly on SIGTERM: {status}"
     );
 }

@@ -96,6 +96,9 @@ fn operator_settings(operator: &Deployment) -> RuntimeSettings {
         image: env("DREAMPIPE_RUNTIME_IMAGE"),
         image_pull_policy: env("DREAMPIPE_RUNTIME_PULL_POLICY"),
         nats_url: env("NATS_URL"),
+        default_stream_replicas: env("DREAMPIPE_DEFAULT_STREAM_REPLICAS")
+            .parse()
+            .expect("DREAMPIPE_DEFAULT_STREAM_REPLICAS is a number"),
         database_secret: crds::SecretKeyRef {
             name: env("DREAMPIPE_DATABASE_SECRET"),
             key: env("DREAMPIPE_DATABASE_SECRET_KEY"),

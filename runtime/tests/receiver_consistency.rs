@@ -124,7 +124,7 @@ async fn a_duplicate_ack_is_recognised_and_not_counted_as_a_new_event() {
     ensure_stream(&client, &names(), &entity.spec.stream)
         .await
         .unwrap();
-    let store = EventStore::open(&client, names(), 1).await.unwrap();
+    let store = EventStore::open(&client, names()).await.unwrap();
     let key = Key::new("c1").unwrap();
 
     let first = event("c1", 1, "Ada");
@@ -165,7 +165,7 @@ async fn a_stale_expected_sequence_is_a_conflict() {
     ensure_stream(&client, &names(), &entity().spec.stream)
         .await
         .unwrap();
-    let store = EventStore::open(&client, names(), 1).await.unwrap();
+    let store = EventStore::open(&client, names()).await.unwrap();
     let key = Key::new("c1").unwrap();
     store.append(&key, &event("c1", 1, "Ada"), 0).await.unwrap();
     assert_eq!(
@@ -239,7 +239,7 @@ async fn reading_many_keys_at_once_agrees_with_reading_them_one_by_one() {
     ensure_stream(&client, &names(), &entity().spec.stream)
         .await
         .unwrap();
-    let store = EventStore::open(&client, names(), 1).await.unwrap();
+    let store = EventStore::open(&client, names()).await.unwrap();
     // More keys than one multi-get asks for, some of them escaped, some written twice.
     let written: Vec<String> = (0..300)
         .map(|i| {

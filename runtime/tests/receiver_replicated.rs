@@ -7,15 +7,17 @@
     reason = "figures for docs/failure-model.md, shown with --nocapture"
 )]
 
+mod ledger_support;
 mod receiver_support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
+use ledger_support::Ledger;
 use receiver_support::{call, put, receiver_over};
 use runtime::auth::Tokens;
 use runtime::store::{Event, StreamNames};
@@ -65,18 +67,9 @@ async fn batch(router: &Router, items: &[Value]) -> (StatusCode, Value) {
     (answer.status, answer.body)
 }
 
-/// Every event of the stream, by key, in stream order, read from the stream leader's view.
+/// Every event of the stream, by key, in stream order.
 async fn events_by_key(cluster: &NatsCluster) -> BTreeMap<String, Vec<Event>> {
-    let js = cluster.jetstream().await.unwrap();
-    let stream = js.get_stream(names().stream()).await.unwrap();
-    let mut by_key: BTreeMap<String, Vec<Event>> = BTreeMap::new();
-    let mut sequence = 1;
-    while let Ok(message) = stream.get_raw_message(sequence).await {
-        let event: Event = serde_json::from_slice(&message.payload).unwrap();
-        by_key.entry(event.key.clone()).or_default().push(event);
-        sequence += 1;
-    }
-    by_key
+    ledger_support::events_by_key(&cluster.jetstream().await.unwrap(), &names()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,27 +115,6 @@ async fn a_write_through_one_receiver_is_never_unchanged_to_another() {
 }
 
 /// What writers saw: every acknowledged (key, version), and every answer that was not one.
-#[derive(Default)]
-struct Ledger {
-    acknowledged: Vec<(String, u64)>,
-    unavailable: usize,
-    wrong: Vec<String>,
-}
-
-/// Files one answer: a 2xx with a version, a 503, or anything else (wrong).
-fn record(ledger: &mut Ledger, key: &str, status: u16, answer: &Value) {
-    match status {
-        200..=299 => match answer["version"].as_u64() {
-            Some(version) => ledger.acknowledged.push((key.to_owned(), version)),
-            None => ledger
-                .wrong
-                .push(format!("{status} without a version: {answer}")),
-        },
-        503 => ledger.unavailable += 1,
-        _ => ledger.wrong.push(format!("{status}: {answer}")),
-    }
-}
-
 /// Submits new states until `stop`: single PUTs on even writers, batches of 10 on odd ones.
 async fn write_until(router: Router, writer: usize, stop: Arc<AtomicBool>) -> Ledger {
     let mut ledger = Ledger::default();
@@ -157,7 +129,7 @@ async fn write_until(router: Router, writer: usize, stop: Arc<AtomicBool>) -> Le
                 json!({"id": key, "name": format!("r{round}")}),
             )
             .await;
-            record(&mut ledger, &key, answer.status.as_u16(), &answer.body);
+            ledger.record(&key, answer.status.as_u16(), &answer.body);
         } else {
             let items: Vec<Value> = (0..10)
                 .map(|k| {
@@ -167,7 +139,7 @@ async fn write_until(router: Router, writer: usize, stop: Arc<AtomicBool>) -> Le
                 .collect();
             let (status, answer) = batch(&router, &items).await;
             if status != StatusCode::OK {
-                record(&mut ledger, "batch", status.as_u16(), &answer);
+                ledger.record("batch", status.as_u16(), &answer);
                 continue;
             }
             for result in answer["results"].as_array().unwrap() {
@@ -181,7 +153,7 @@ async fn write_until(router: Router, writer: usize, stop: Arc<AtomicBool>) -> Le
                 } else {
                     &result["problem"]
                 };
-                record(&mut ledger, &key, status, body);
+                ledger.record(&key, status, body);
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -233,10 +205,7 @@ async fn killing_the_stream_leader_mid_ingest_loses_nothing_acknowledged() {
     stop.store(true, Ordering::Relaxed);
     let mut ledger = Ledger::default();
     for writer in writers {
-        let seen = writer.await.unwrap();
-        ledger.acknowledged.extend(seen.acknowledged);
-        ledger.unavailable += seen.unavailable;
-        ledger.wrong.extend(seen.wrong);
+        ledger.merge(writer.await.unwrap());
     }
     cluster.restart(leader).unwrap();
 
@@ -247,36 +216,7 @@ async fn killing_the_stream_leader_mid_ingest_loses_nothing_acknowledged() {
         ledger.unavailable
     );
     println!("{figures}");
-    assert!(
-        ledger.wrong.is_empty(),
-        "answers other than 2xx or 503 ({figures}): {:?}",
-        &ledger.wrong[..ledger.wrong.len().min(5)]
-    );
-    let mut missing = Vec::new();
-    for (key, version) in &ledger.acknowledged {
-        let versions = stored.get(key).map(Vec::as_slice).unwrap_or_default();
-        if !versions.iter().any(|event| event.version == *version) {
-            missing.push(format!("{key} v{version}"));
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "acknowledged but not in the stream ({figures}): {missing:?}"
-    );
-    for (key, events) in &stored {
-        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
-        let expected: Vec<u64> = (1..=events.len() as u64).collect();
-        assert_eq!(
-            versions, expected,
-            "versions of {key} are not gap-free and unique ({figures})"
-        );
-        let ids: HashSet<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-        assert_eq!(
-            ids.len(),
-            events.len(),
-            "a duplicate event of {key} ({figures})"
-        );
-    }
+    ledger.holds_in(&stored, &figures);
     assert!(
         ledger.acknowledged.len() > 100,
         "too little was written to show anything ({figures})"

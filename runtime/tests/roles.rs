@@ -104,7 +104,10 @@ fn in_pod(settings: &RuntimeSettings) -> ResourceArgs {
         config: vec![PathBuf::from(CONFIG_DIR)],
         service: ServiceArgs {
             namespace: NAMESPACE.to_owned(),
-            nats_url: settings.nats_url.clone(),
+            nats_url: settings
+                .nats_url
+                .parse()
+                .expect("the operator's NATS URL parses"),
             listen: SocketAddr::from(([0, 0, 0, 0], RUNTIME_PORT)),
         },
     }
@@ -236,7 +239,7 @@ fn dev_starts_the_query_service_with_the_settings_the_chart_gives_its_pod() {
         .expect("the chart sets NATS_URL");
     let service = ServiceArgs {
         namespace: NAMESPACE.to_owned(),
-        nats_url,
+        nats_url: nats_url.parse().expect("the chart's NATS_URL parses"),
         listen: SocketAddr::from(([0, 0, 0, 0], RUNTIME_PORT)),
     };
     let database_url = format!("secret:{}/reader-url", query_database_secret(container));

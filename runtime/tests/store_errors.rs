@@ -14,7 +14,7 @@ async fn reads_of_a_stream_that_went_away_name_the_read_that_failed() {
     ensure_stream(&client, &names, &StreamSpec::default())
         .await
         .unwrap();
-    let store = EventStore::open(&client, names.clone(), 1).await.unwrap();
+    let store = EventStore::open(&client, names.clone()).await.unwrap();
     let key = Key::new("c1").unwrap();
     assert!(store.history(&key, 1, 10).await.unwrap().is_empty());
     nats.jetstream()
@@ -54,7 +54,7 @@ async fn reads_of_a_stream_that_went_away_name_the_read_that_failed() {
         "could not read the latest events of 1 keys of stream dp_shop_customer"
     );
 
-    let error = EventStore::open(&client, names, 1).await.unwrap_err();
+    let error = EventStore::open(&client, names).await.unwrap_err();
     assert!(matches!(error, StoreError::OpenStream { .. }), "{error:?}");
     assert_eq!(error.to_string(), "could not open stream dp_shop_customer");
 }

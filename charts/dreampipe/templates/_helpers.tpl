@@ -14,6 +14,17 @@ nats://{{ .Release.Name }}-nats.{{ .Release.Namespace }}.svc:4222
 {{- end -}}
 {{- end -}}
 
+{{/* Stream replicas of Entities that name none: the value, else 3 on a chart-run cluster. */}}
+{{- define "dreampipe.streamReplicas" -}}
+{{- if .Values.entityDefaults.streamReplicas -}}
+{{ .Values.entityDefaults.streamReplicas }}
+{{- else if and .Values.nats.enabled (ge (int .Values.nats.replicas) 3) -}}
+3
+{{- else -}}
+1
+{{- end -}}
+{{- end -}}
+
 {{/* Restricted pod security (Pod Security Standards "restricted"). */}}
 {{- define "dreampipe.podSecurity" -}}
 runAsNonRoot: true

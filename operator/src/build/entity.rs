@@ -14,9 +14,20 @@ use crate::validate::ValidEntity;
 pub const ENTITY_FILE: &str = "entity.yaml";
 
 /// The receiver's mounted configuration: the Entity's own YAML, less its pod settings (they
-/// are the Deployment's business, not the receiver's).
-pub fn receiver_config(entity: &Entity, name: &str, namespace: &str) -> ConfigFiles {
-    let mut spec = serde_json::to_value(&entity.spec).expect("an EntitySpec serialises");
+/// are the Deployment's business, not the receiver's), with the operator's default stream
+/// replicas where the Entity names none.
+pub fn receiver_config(
+    entity: &Entity,
+    name: &str,
+    namespace: &str,
+    settings: &RuntimeSettings,
+) -> ConfigFiles {
+    let mut entity_spec = entity.spec.clone();
+    entity_spec
+        .stream
+        .replicas
+        .get_or_insert(settings.default_stream_replicas);
+    let mut spec = serde_json::to_value(&entity_spec).expect("an EntitySpec serialises");
     if let Some(object) = spec.as_object_mut() {
         object.remove("pod");
     }
@@ -29,7 +40,7 @@ pub fn receiver_config(entity: &Entity, name: &str, namespace: &str) -> ConfigFi
 /// The Event Receiver of a valid Entity.
 pub fn build(valid: &ValidEntity<'_>, settings: &RuntimeSettings) -> Children {
     let (entity, owner) = (valid.object, &valid.owner);
-    let files = receiver_config(entity, &owner.name, &owner.namespace);
+    let files = receiver_config(entity, &owner.name, &owner.namespace, settings);
     let receiver = &entity.spec.receiver;
     let mut environment = common_env();
     environment.push(env("DREAMPIPE_ENTITY", owner.name.clone()));

@@ -85,8 +85,8 @@ pub struct Connections {
     pub receiver_url: String,
     /// Bearer token the receiver accepts.
     pub receiver_token: Option<String>,
-    /// NATS server URL (the cursor's KV bucket; the `nats` source's default).
-    pub nats_url: String,
+    /// NATS servers (the cursor's KV bucket; the `nats` source's default).
+    pub nats_url: crate::nats::NatsServers,
     /// Folder of mounted Secrets: `<dir>/<name>/<key>`.
     pub secrets_dir: PathBuf,
     /// Address of the probes, the status and the webhook.

@@ -6,6 +6,7 @@ use std::path::Path;
 use sqlx::{ConnectOptions, Connection};
 
 use super::{DevError, READER_ROLE};
+use crate::nats::NatsServers;
 
 /// The analysts' password, and the database `dev` makes on a cluster of its own.
 const READER_PASSWORD: &str = "dreampipe";
@@ -13,7 +14,7 @@ const DATABASE: &str = "dreampipe";
 
 /// The servers `dev` uses, and the URLs the roles get.
 pub(super) struct Backing {
-    pub(super) nats_url: String,
+    pub(super) nats_url: NatsServers,
     pub(super) writer_url: String,
     pub(super) reader_url: String,
     // The same two as psql takes them, for people.
@@ -35,7 +36,7 @@ impl Backing {
 
 /// The given servers, or local ones in `state_dir` (started now, reused from the last run).
 pub(super) async fn backing(
-    nats_url: Option<String>,
+    nats_url: Option<NatsServers>,
     database_url: Option<String>,
     state_dir: &Path,
 ) -> Result<Backing, DevError> {
@@ -46,7 +47,11 @@ pub(super) async fn backing(
             let nats = tokio::task::spawn_blocking(move || servers::Nats::start(&dir))
                 .await
                 .expect("starting nats-server does not panic")?;
-            (nats.url().to_owned(), Some(nats))
+            let url = nats
+                .url()
+                .parse()
+                .expect("a local nats-server's URL is a NATS URL");
+            (url, Some(nats))
         }
     };
     let (admin, postgres) = match database_url {

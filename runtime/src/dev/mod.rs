@@ -20,6 +20,7 @@ use crds::ProjectionSpec;
 
 use crate::auth::TokenArgs;
 use crate::config::{ConfigError, Resources, name_of};
+use crate::nats::NatsServers;
 use crate::role::{ResourceArgs, Role, ServiceArgs};
 use backing::{Backing, backing, redact};
 use settings::{AdapterPlace, ProjectorPlace};
@@ -32,9 +33,9 @@ pub const READER_ROLE: &str = "dreampipe_reader";
 pub struct Args {
     /// Folder of Entity, Adapter and Projection YAML (other documents are skipped).
     pub folder: PathBuf,
-    /// Use this NATS server instead of starting one.
+    /// Use this NATS server (or comma-separated cluster servers) instead of starting one.
     #[arg(long, env = "NATS_URL")]
-    pub nats_url: Option<String>,
+    pub nats_url: Option<NatsServers>,
     /// Use this Postgres database (as a superuser) instead of starting a cluster.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,

@@ -51,12 +51,8 @@ pub enum CommandError {
     ReaderRole(String),
     #[error("invalid DATABASE_URL")]
     DatabaseUrl(#[source] sqlx::Error),
-    #[error("could not connect to NATS at {url}")]
-    Nats {
-        url: String,
-        #[source]
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    Nats(#[from] crate::nats::ConnectError),
     #[error(transparent)]
     Projector(#[from] ProjectorError),
     #[error("HTTP server failed")]
@@ -127,14 +123,7 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         .max_connections((partitions * 2 + 4).min(32))
         .connect_lazy(&database_url)
         .map_err(CommandError::DatabaseUrl)?;
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(&nats_url)
-        .await
-        .map_err(|source| CommandError::Nats {
-            url: nats_url.clone(),
-            source,
-        })?;
+    let client = crate::nats::connect(&nats_url).await?;
 
     let metrics = Metrics::default();
     let mut registry = Registry::default();

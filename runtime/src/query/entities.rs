@@ -134,9 +134,8 @@ impl Entities {
             .get(METADATA_PARTITIONS)
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| QueryError::UnknownEntity(entity.to_owned()))?;
-        let replicas = u8::try_from(info.config.num_replicas).unwrap_or(u8::MAX);
         let names = StreamNames::new(&self.namespace, entity, partitions);
-        let store = EventStore::open(&self.client, names, replicas).await?;
+        let store = EventStore::open(&self.client, names).await?;
         self.open
             .lock()
             .expect("entity lock")

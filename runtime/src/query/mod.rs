@@ -79,12 +79,8 @@ impl IntoResponse for QueryError {
 pub enum QueryServiceError {
     #[error(transparent)]
     Tokens(#[from] TokensError),
-    #[error("cannot connect to NATS at {url}")]
-    Nats {
-        url: String,
-        #[source]
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    Nats(#[from] crate::nats::ConnectError),
     #[error("invalid DATABASE_URL")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error("the HTTP server failed")]
@@ -107,14 +103,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
     if tokens.is_open() {
         tracing::warn!("no bearer tokens configured: the query API answers anyone");
     }
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(&nats_url)
-        .await
-        .map_err(|source| QueryServiceError::Nats {
-            url: nats_url.clone(),
-            source,
-        })?;
+    let client = crate::nats::connect(&nats_url).await?;
     let views = match &database_url {
         Some(url) => {
             let pool = sqlx::postgres::PgPoolOptions::new()

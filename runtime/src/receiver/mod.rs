@@ -133,7 +133,7 @@ async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<
 /// Connects to NATS and ensures the stream, retrying with backoff while the server is away.
 /// A server that is too old is a hard error. Returns `None` if shut down first.
 async fn connect_and_ensure(
-    url: &str,
+    url: &crate::nats::NatsServers,
     entity: &crds::Entity,
     names: &crate::store::StreamNames,
     shutdown: &CancellationToken,

@@ -45,7 +45,6 @@ pub struct EntityModel {
     validator: jsonschema::Validator,
     schema: Value,
     limits: ReceiverLimits,
-    replicas: u8,
 }
 
 /// Why an Entity's schema cannot be used.
@@ -72,7 +71,6 @@ impl EntityModel {
             validator,
             schema: entity.spec.schema.clone(),
             limits: entity.spec.receiver.limits.clone(),
-            replicas: entity.spec.stream.replicas,
         })
     }
 
@@ -91,11 +89,6 @@ impl EntityModel {
 
     pub fn ignore(&self) -> &[String] {
         &self.ignore
-    }
-
-    /// Stream replicas (reads go to the leader when there are several).
-    pub fn replicas(&self) -> u8 {
-        self.replicas
     }
 
     /// The key a state carries at the Entity's key pointer.

@@ -238,7 +238,7 @@ impl Receiver {
         model: EntityModel,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
-        let store = EventStore::open(client, model.names().clone(), model.replicas()).await?;
+        let store = EventStore::open(client, model.names().clone()).await?;
         Ok(Receiver {
             model,
             store,

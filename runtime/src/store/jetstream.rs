@@ -85,7 +85,7 @@ pub fn stream_config(names: &StreamNames, spec: &StreamSpec) -> Result<stream::C
             Storage::File => stream::StorageType::File,
             Storage::Memory => stream::StorageType::Memory,
         },
-        num_replicas: usize::from(spec.replicas),
+        num_replicas: usize::from(spec.replicas_or_default()),
         max_age: match &spec.max_age {
             Some(age) => duration("maxAge", age)?,
             None => Duration::ZERO,
@@ -148,17 +148,13 @@ pub struct EventStore {
     /// A subject known to be in the stream, asked for beside a batch's keys on a replicated
     /// stream so that every answer says how fresh it is (ADR 0047).
     anchor: Arc<Mutex<Option<String>>>,
-    /// Whether the server answers multi-subject direct gets (2.11 and later).
-    multi_get: bool,
 }
 
 impl EventStore {
-    /// Opens the (ensured) stream of `names`.
-    pub async fn open(
-        client: &async_nats::Client,
-        names: StreamNames,
-        replicas: u8,
-    ) -> Result<Self, StoreError> {
+    /// Opens the (ensured) stream of `names`. Whether it is replicated is read from the
+    /// stream's own configuration, so a stream scaled since its Entity was written is read
+    /// the way it is now.
+    pub async fn open(client: &async_nats::Client, names: StreamNames) -> Result<Self, StoreError> {
         let js = jetstream::new(client.clone());
         let stream =
             js.get_stream(names.stream())
@@ -168,13 +164,19 @@ impl EventStore {
                     source,
                 })?;
         Ok(EventStore {
+            replicated: stream.cached_info().config.num_replicas > 1,
             js,
             stream,
             names,
-            replicated: replicas > 1,
             anchor: Arc::default(),
-            multi_get: version_at_least(&client.server_info().version, (2, 11)),
         })
+    }
+
+    /// Whether the server answers multi-subject direct gets (2.11 and later). Asked each
+    /// time: the server a client is connected to can change on reconnect, and a client that
+    /// retries its first connection knows no server until it has one.
+    fn multi_get(&self) -> bool {
+        version_at_least(&self.js.client().server_info().version, (2, 11))
     }
 
     /// The NATS server's max_payload: no event and its headers may be longer.
@@ -266,7 +268,7 @@ impl EventStore {
             from,
             source,
         };
-        if self.multi_get {
+        if self.multi_get() {
             let request =
                 serde_json::json!({ "seq": from.max(1), "next_by_subj": subject, "batch": limit });
             return Ok(self

@@ -124,7 +124,7 @@ pub async fn start_adapter_with_token(
             config: vec![dir.join("entity.yaml"), dir.join("adapter.yaml")],
             service: ServiceArgs {
                 namespace: "shop".to_owned(),
-                nats_url: nats_url.to_owned(),
+                nats_url: nats_url.parse().unwrap(),
                 listen,
             },
         },

@@ -76,7 +76,7 @@ pub struct HttpPoller {
     interval: Duration,
     resync_interval: Option<Duration>,
     /// Where the durable cursor lives: the server, and the adapter it belongs to.
-    nats_url: String,
+    nats_url: crate::nats::NatsServers,
     namespace: String,
     adapter: String,
 }
@@ -133,7 +133,7 @@ impl HttpPoller {
                 .as_deref()
                 .map(|text| super::duration("spec.source.http.resyncInterval", text))
                 .transpose()?,
-            nats_url: setup.nats_url.to_owned(),
+            nats_url: setup.nats_url.clone(),
             namespace: setup.namespace.to_owned(),
             adapter: setup.adapter.to_owned(),
         })

@@ -24,6 +24,7 @@ use super::mapping::{Item, Mapping};
 use super::status::Stats;
 use super::submit::{HttpClient, SubmitError, Submitter};
 use crate::auth::TokensError;
+use crate::nats::{BadNatsUrl, NatsServers};
 
 /// A source's failure as the adapter holds it: typed in the source's file, boxed here.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -91,8 +92,8 @@ pub struct Setup<'a> {
     pub spec: &'a AdapterSpec,
     /// `spec.interval`, parsed.
     pub interval: Duration,
-    /// NATS server URL (the cursor's KV bucket; the `nats` source's default).
-    pub nats_url: &'a str,
+    /// NATS servers (the cursor's KV bucket; the `nats` source's default).
+    pub nats_url: &'a NatsServers,
     /// Folder of mounted Secrets: `<dir>/<name>/<key>`.
     pub secrets_dir: &'a Path,
     /// The adapter's HTTP client.
@@ -131,6 +132,8 @@ pub enum SetupError {
     },
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    #[error("spec.source.nats.url")]
+    NatsUrl(#[source] BadNatsUrl),
 }
 
 /// The Adapter's one source (validation allows exactly one): the only match over the kinds.
@@ -142,7 +145,7 @@ pub fn build(setup: &Setup<'_>) -> Result<Box<dyn AnySource>, SetupError> {
     Ok(match kind {
         SourceKind::Http(spec) => Box::new(http::HttpPoller::new(spec, setup)?),
         SourceKind::Webhook(spec) => Box::new(webhook::Webhook::new(spec, setup)?),
-        SourceKind::Nats(spec) => Box::new(nats::NatsSubscription::new(spec, setup)),
+        SourceKind::Nats(spec) => Box::new(nats::NatsSubscription::new(spec, setup)?),
         SourceKind::File(spec) => Box::new(file::FileSource::new(spec)),
         SourceKind::Generator(spec) => Box::new(generator::Generator::new(spec, setup)),
     })
@@ -227,26 +230,7 @@ pub fn ignore_shutdown(error: SubmitError) -> Result<(), SubmitError> {
     }
 }
 
-/// A connection to the NATS server at `url`, retried until it first succeeds.
-pub async fn connect(url: &str) -> Result<async_nats::Client, ConnectError> {
-    async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url)
-        .await
-        .map_err(|source| ConnectError {
-            url: url.to_owned(),
-            source,
-        })
-}
-
-/// Why a source could not connect to NATS.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot connect to NATS at {url}")]
-pub struct ConnectError {
-    url: String,
-    #[source]
-    source: async_nats::ConnectError,
-}
+pub use crate::nats::{ConnectError, connect};
 
 /// Parses the duration at `field`.
 pub fn duration(field: &'static str, text: &str) -> Result<Duration, SetupError> {
@@ -286,7 +270,7 @@ mod tests {
             namespace: "shop",
             spec: &spec,
             interval: Duration::from_secs(60),
-            nats_url: "nats://127.0.0.1:4222",
+            nats_url: &"nats://127.0.0.1:4222".parse().unwrap(),
             secrets_dir: Path::new("/nonexistent"),
             client: &client,
         })

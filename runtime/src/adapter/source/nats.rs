@@ -9,7 +9,8 @@ use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 use super::super::submit::SubmitError;
-use super::{ConnectError, Feed, Setup, Source};
+use super::{ConnectError, Feed, Setup, SetupError, Source};
+use crate::nats::NatsServers;
 
 /// Why the subscription could not be made or fed.
 #[derive(Debug, thiserror::Error)]
@@ -39,21 +40,22 @@ struct NotJson {
 #[derive(Debug)]
 pub struct NatsSubscription {
     spec: NatsSource,
-    url: String,
+    url: NatsServers,
     batch_size: u32,
 }
 
 impl NatsSubscription {
     /// The subscription `spec` asks for, on its own server or the adapter's.
-    pub fn new(spec: &NatsSource, setup: &Setup<'_>) -> Self {
-        NatsSubscription {
+    pub fn new(spec: &NatsSource, setup: &Setup<'_>) -> Result<Self, SetupError> {
+        let url = match &spec.url {
+            Some(url) => url.parse().map_err(SetupError::NatsUrl)?,
+            None => setup.nats_url.clone(),
+        };
+        Ok(NatsSubscription {
             spec: spec.clone(),
-            url: spec
-                .url
-                .clone()
-                .unwrap_or_else(|| setup.nats_url.to_owned()),
+            url,
             batch_size: setup.spec.batch_size,
-        }
+        })
     }
 
     async fn subscribe(&self) -> Result<async_nats::Subscriber, NatsError> {

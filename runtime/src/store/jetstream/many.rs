@@ -18,7 +18,7 @@ impl EventStore {
     /// the replica which answered was not behind (ADR 0047). Key by key before 2.11.
     /// Keys never written are absent from the map.
     pub async fn latest_many(&self, keys: &[Key]) -> Result<HashMap<Key, Stored>, StoreError> {
-        if !self.multi_get {
+        if !self.multi_get() {
             return self.latest_each(keys).await;
         }
         if !self.replicated {
