@@ -72,6 +72,11 @@ struct RunArgs {
     #[arg(long, env = "DREAMPIPE_DEFAULT_STREAM_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     default_stream_replicas: u8,
+    /// OTLP/HTTP collector the runtime pods export traces to (their
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`); the operator's own traces follow its own
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[arg(long, env = "DREAMPIPE_RUNTIME_OTLP_ENDPOINT")]
+    runtime_otlp_endpoint: Option<String>,
     /// Secret (in each resource's namespace) holding the projectors' DATABASE_URL.
     #[arg(
         long,
@@ -131,8 +136,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            process::init_tracing(log_format);
-            run(args).await
+            let telemetry = process::init_tracing(log_format, "dreampipe-operator");
+            let result = run(args).await;
+            tokio::task::spawn_blocking(move || telemetry.shutdown())
+                .await
+                .ok();
+            result
         }
     }
 }
@@ -153,6 +162,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime_pull_policy,
         nats_url,
         default_stream_replicas,
+        runtime_otlp_endpoint,
         database_secret,
         database_secret_key,
         pod_name,
@@ -178,6 +188,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         image_pull_policy: runtime_pull_policy,
         nats_url,
         default_stream_replicas,
+        otlp_endpoint: runtime_otlp_endpoint.filter(|endpoint| !endpoint.trim().is_empty()),
         database_secret: crds::SecretKeyRef {
             name: database_secret,
             key: database_secret_key,

@@ -14,6 +14,8 @@ pub struct RuntimeSettings {
     pub nats_url: String,
     /// Stream replicas of Entities that name none (`spec.stream.replicas`).
     pub default_stream_replicas: u8,
+    /// OTLP collector the runtime pods export traces to; none, no traces.
+    pub otlp_endpoint: Option<String>,
     /// Secret key (in the resource's namespace) holding the projectors' writer `DATABASE_URL`.
     pub database_secret: SecretKeyRef,
 }
@@ -26,6 +28,7 @@ impl RuntimeSettings {
             image_pull_policy: "IfNotPresent".to_owned(),
             nats_url: "nats://dreampipe-nats.dreampipe.svc:4222".to_owned(),
             default_stream_replicas: 1,
+            otlp_endpoint: None,
             database_secret: SecretKeyRef {
                 name: "dreampipe-database".to_owned(),
                 key: "writer-url".to_owned(),

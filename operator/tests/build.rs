@@ -130,6 +130,40 @@ fn entities_without_stream_replicas_get_the_operators_default() {
     );
 }
 
+/// With a collector configured every runtime pod exports its traces there, named by the
+/// resource it runs for; without one no OTEL variable is set, so nothing is traced.
+#[test]
+fn runtime_pods_export_traces_only_when_the_operator_has_a_collector() {
+    let shop = common::shop();
+    let traced = RuntimeSettings {
+        otlp_endpoint: Some("http://collector.observability.svc:4318".to_owned()),
+        ..RuntimeSettings::example()
+    };
+    for (settings, expected) in [
+        (&traced, Some("http://collector.observability.svc:4318")),
+        (&RuntimeSettings::example(), None),
+    ] {
+        let deployments = [
+            common::receiver(&shop.entity, settings).deployment,
+            common::projector(&shop.projection, &shop.entity, settings).deployment,
+        ];
+        for deployment in &deployments {
+            let env = env_of(deployment);
+            assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_ENDPOINT"), expected);
+            let resource = value(&env, "OTEL_RESOURCE_ATTRIBUTES");
+            match expected {
+                Some(_) => assert!(
+                    resource.is_some_and(
+                        |r| r.starts_with("k8s.namespace.name=shop,dreampipe.resource=")
+                    ),
+                    "{resource:?}"
+                ),
+                None => assert_eq!(resource, None),
+            }
+        }
+    }
+}
+
 #[test]
 fn receiver_reads_its_tokens_from_the_mounted_secret_key() {
     let deployment = receiver().deployment;

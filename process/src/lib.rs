@@ -17,6 +17,9 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod telemetry;
+pub use telemetry::Telemetry;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -85,20 +88,41 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Installs the global `tracing` subscriber; `RUST_LOG` filters (default `info`).
-pub fn init_tracing(format: LogFormat) {
+/// Installs the global `tracing` subscriber: logs to stderr, `RUST_LOG` filtering (default
+/// `info`), and spans exported as traces of `service` when the OTLP variables ask for it
+/// ([`telemetry`]). Keep the returned [`Telemetry`] until the process ends: it flushes the
+/// last spans.
+pub fn init_tracing(format: LogFormat, service: &str) -> Telemetry {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let (provider, problem) = match telemetry::provider(service) {
+        Ok(provider) => (provider, None),
+        Err(error) => (None, Some(error)),
     };
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
+        LogFormat::Text => logs.boxed(),
+    };
+    let traces = provider.as_ref().map(telemetry::layer);
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .try_init();
     if result.is_err() {
         tracing::debug!("tracing subscriber already installed");
     }
+    if let Some(error) = problem {
+        tracing::error!(error = %error_chain(&error), "traces are not exported");
+    } else if provider.is_some() {
+        tracing::info!(service, "exporting traces over OTLP");
+    }
+    Telemetry::new(provider)
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT: the one shutdown signal of the process.

@@ -40,6 +40,18 @@ pub enum Command {
 }
 
 impl Command {
+    /// The role's name, as its subcommand spells it (and its traces' service, `dreampipe-<name>`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Receiver(_) => "receiver",
+            Command::Adapter(_) => "adapter",
+            Command::Projector(_) => "projector",
+            Command::Query(_) => "query",
+            Command::CrmSimulator(_) => "crm-simulator",
+            Command::Dev(_) => "dev",
+        }
+    }
+
     /// Runs the role until `shutdown`; its error as one line with its sources.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
         fn chain<E: std::error::Error>(error: E) -> String {

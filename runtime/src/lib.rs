@@ -17,5 +17,6 @@ pub mod receiver;
 pub mod role;
 pub mod simulator;
 pub mod store;
+pub mod trace;
 
 pub use process::error_chain;

@@ -17,13 +17,18 @@ async fn main() -> ExitCode {
         command,
         log_format,
     } = Cli::parse();
-    process::init_tracing(log_format);
+    let telemetry = process::init_tracing(log_format, &format!("dreampipe-{}", command.name()));
     let shutdown = process::shutdown_on_signal();
-    match command.run(shutdown).await {
+    let code = match command.run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "stopped with an error");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Off the runtime's threads: the exporter's last, blocking, export.
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok();
+    code
 }

@@ -10,20 +10,19 @@
 
 mod ledger_support;
 mod projector_support;
+mod role_support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ledger_support::{Ledger, events_by_key};
 use projector_support::{Bed, customer, projection, rows, view_exists, wait_until};
+use role_support::start;
 use runtime::store::StreamNames;
 use serde_json::{Value, json};
-use testbed::child::{free_port, http, terminate, wait_for_port, wait_until_ready};
+use testbed::child::{http, terminate, wait_until_ready};
 use testbed::{NatsServer, TestDatabase};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_dreampipe");
 
 const CONFIG: &str = r#"apiVersion: dreampipe.io/v1alpha1
 kind: Entity
@@ -58,26 +57,6 @@ async fn publish(bed: &mut Bed, round: usize, rng: &mut fastrand::Rng) {
         })
         .collect();
     bed.producer.publish(changes).await;
-}
-
-/// A role of the binary, started as its pod would be, with its log in `dir`.
-fn start(role: &str, dir: &std::path::Path, env: &[(&str, String)]) -> (Child, u16) {
-    let port = free_port();
-    let mut command = Command::new(BINARY);
-    command
-        .arg(role)
-        .env("DREAMPIPE_CONFIG", dir.join("config.yaml"))
-        .env("DREAMPIPE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DREAMPIPE_LOG_FORMAT", "json")
-        .env("POD_NAME", format!("{role}-0"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("{role}-{port}.log"))).unwrap());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().unwrap();
-    wait_for_port(&mut child, port, Duration::from_secs(20));
-    (child, port)
 }
 
 fn readyz(port: u16) -> u16 {

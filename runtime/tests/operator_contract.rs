@@ -96,6 +96,7 @@ fn operator_settings(operator: &Deployment) -> RuntimeSettings {
         image: env("DREAMPIPE_RUNTIME_IMAGE"),
         image_pull_policy: env("DREAMPIPE_RUNTIME_PULL_POLICY"),
         nats_url: env("NATS_URL"),
+        otlp_endpoint: None,
         default_stream_replicas: env("DREAMPIPE_DEFAULT_STREAM_REPLICAS")
             .parse()
             .expect("DREAMPIPE_DEFAULT_STREAM_REPLICAS is a number"),

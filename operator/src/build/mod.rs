@@ -206,6 +206,22 @@ pub fn common_env() -> Vec<EnvVar> {
     ]
 }
 
+/// `env` and, when the operator exports traces to a collector, the same collector for the
+/// pod, with the resource it runs for as trace resource attributes (ADR 49).
+fn with_traces(mut env: Vec<EnvVar>, owner: &Owner, settings: &RuntimeSettings) -> Vec<EnvVar> {
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        env.push(self::env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()));
+        env.push(self::env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            format!(
+                "k8s.namespace.name={},dreampipe.resource={}",
+                owner.namespace, owner.name
+            ),
+        ));
+    }
+    env
+}
+
 /// The file a Secret key is mounted at by [`secret_volumes`].
 pub fn secret_file(secret: &str, key: &str) -> String {
     format!("{SECRETS_DIR}/{secret}/{key}")
@@ -342,7 +358,7 @@ pub fn runtime_deployment(
         image_pull_policy: Some(settings.image_pull_policy.clone()),
         command: Some(vec!["dreampipe".to_owned()]),
         args: Some(vec![role.as_str().to_owned()]),
-        env: Some(pod.env),
+        env: Some(with_traces(pod.env, owner, settings)),
         ports: Some(vec![ContainerPort {
             name: Some("http".to_owned()),
             container_port: i32::from(RUNTIME_PORT),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -121,35 +122,48 @@ impl Submitter {
         shutdown: &CancellationToken,
     ) -> Result<(), SubmitError> {
         for batch in items.chunks(self.batch_size) {
-            let mut body = Vec::new();
-            for item in batch {
-                serde_json::to_writer(&mut body, &item.batch_line()).expect("JSON serialises");
-                body.push(b'\n');
-            }
-            let body = Bytes::from(body);
-            let mut backoff = process::Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
-            loop {
-                match self.attempt(body.clone()).await {
-                    Ok(answer) => {
-                        self.count(batch, answer);
-                        break;
+            self.submit_batch(batch, shutdown)
+                .instrument(crate::span!("adapter.submit", items = batch.len()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Submits one batch, retrying while the receiver is away; traced as `adapter.submit`,
+    /// whose context the request carries (`traceparent`).
+    async fn submit_batch(
+        &self,
+        batch: &[Item],
+        shutdown: &CancellationToken,
+    ) -> Result<(), SubmitError> {
+        let mut body = Vec::new();
+        for item in batch {
+            serde_json::to_writer(&mut body, &item.batch_line()).expect("JSON serialises");
+            body.push(b'\n');
+        }
+        let body = Bytes::from(body);
+        let mut backoff = process::Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
+        loop {
+            match self.attempt(body.clone()).await {
+                Ok(answer) => {
+                    self.count(batch, answer);
+                    return Ok(());
+                }
+                Err(error) if error.is_transient() => {
+                    let message = crate::error_chain(&error);
+                    let retry_in = backoff.delay();
+                    tracing::warn!(error = %message, ?retry_in, "batch not accepted yet");
+                    self.stats.error(message);
+                    if !backoff.wait(shutdown).await {
+                        return Err(SubmitError::ShutDown);
                     }
-                    Err(error) if error.is_transient() => {
-                        let message = crate::error_chain(&error);
-                        let retry_in = backoff.delay();
-                        tracing::warn!(error = %message, ?retry_in, "batch not accepted yet");
-                        self.stats.error(message);
-                        if !backoff.wait(shutdown).await {
-                            return Err(SubmitError::ShutDown);
-                        }
-                    }
-                    Err(error) => {
-                        let message = crate::error_chain(&error);
-                        tracing::error!(error = %message, items = batch.len(), "batch refused");
-                        self.stats.submitted(batch.len() as u64);
-                        self.stats.rejected(batch.len() as u64, message);
-                        break;
-                    }
+                }
+                Err(error) => {
+                    let message = crate::error_chain(&error);
+                    tracing::error!(error = %message, items = batch.len(), "batch refused");
+                    self.stats.submitted(batch.len() as u64);
+                    self.stats.rejected(batch.len() as u64, message);
+                    break;
                 }
             }
         }
@@ -163,7 +177,8 @@ impl Submitter {
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(Full::new(body)).expect("a valid request");
+        let mut request = request.body(Full::new(body)).expect("a valid request");
+        crate::trace::inject_http(&tracing::Span::current(), request.headers_mut());
         let response = self
             .client
             .request(request)

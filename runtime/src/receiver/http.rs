@@ -46,6 +46,7 @@ pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
             Arc::new(tokens),
             require_token,
         ))
+        .route_layer(middleware::from_fn(crate::trace::server_spans))
         .route("/v1/status", get(status))
         .route(
             "/openapi.json",

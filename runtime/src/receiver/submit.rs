@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use super::metrics::Metrics;
 use super::model::EntityModel;
@@ -327,7 +328,32 @@ impl Receiver {
 
     /// Applies one submission starting from `known`, retrying on conflicts. Returns the key's
     /// latest event after the submission, for the request's next item of the same key.
+    /// Traced as `receiver.decide`, the parent of the append it makes.
     async fn submit_from(
+        &self,
+        submission: Submission,
+        known: Known,
+    ) -> Result<(Accepted, Option<Stored>), ApiError> {
+        let span = crate::span!(
+            "receiver.decide",
+            entity = self.model.names().entity(),
+            key = %submission.key,
+            result = tracing::field::Empty,
+        );
+        let decided = self
+            .decide_and_append(submission, known)
+            .instrument(span.clone())
+            .await;
+        if !span.is_none() {
+            match &decided {
+                Ok((accepted, _)) => span.record("result", accepted.result.as_str()),
+                Err(error) => span.record("result", error.reason()),
+            };
+        }
+        decided
+    }
+
+    async fn decide_and_append(
         &self,
         submission: Submission,
         known: Known,

@@ -13,6 +13,7 @@ use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::stream::{self, DirectGetErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, Context};
 use crds::entity::{Storage, StreamSpec};
+use tracing::Instrument as _;
 
 pub use super::error::{ReadError, StoreError};
 
@@ -370,11 +371,38 @@ impl EventStore {
 
     /// Appends `event` to its key's subject if that subject's last sequence is still
     /// `expected` (0 for a key never seen). Returns after JetStream acknowledged the write.
+    /// Traced as `store.append`, whose context is stored with the event (`traceparent`), so
+    /// the projector's commit of it continues the trace.
     pub async fn append(
         &self,
         key: &Key,
         event: &Event,
         expected: u64,
+    ) -> Result<Appended, StoreError> {
+        let span = crate::span!(
+            "store.append",
+            otel.kind = "producer",
+            subject = tracing::field::Empty,
+            sequence = tracing::field::Empty,
+        );
+        let traceparent = crate::trace::traceparent(&span);
+        let appended = self
+            .append_traced(key, event, expected, traceparent.as_deref())
+            .instrument(span.clone())
+            .await;
+        if let Ok(Appended::Stored { sequence }) = &appended {
+            span.record("subject", self.names.subject(key));
+            span.record("sequence", sequence);
+        }
+        appended
+    }
+
+    async fn append_traced(
+        &self,
+        key: &Key,
+        event: &Event,
+        expected: u64,
+        traceparent: Option<&str>,
     ) -> Result<Appended, StoreError> {
         let subject = self.names.subject(key);
         let message_id = message_id(event);
@@ -382,7 +410,7 @@ impl EventStore {
         let payload: Vec<u8> = serde_json::to_vec(event).expect("an event always serialises");
         // Read at every append: after a reconnect the server (and its limit) may be another.
         let max_payload = self.max_payload();
-        let limit = max_payload.saturating_sub(header_bytes(&message_id, &expected));
+        let limit = max_payload.saturating_sub(header_bytes(&message_id, &expected, traceparent));
         if payload.len() > limit {
             return Err(StoreError::EventTooLarge {
                 subject,
@@ -393,6 +421,9 @@ impl EventStore {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, message_id.as_str());
         headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.as_str());
+        if let Some(traceparent) = traceparent {
+            headers.insert(crate::trace::TRACEPARENT, traceparent);
+        }
         let payload = payload.into();
         let append_error = |source| StoreError::Append {
             subject: subject.clone(),
@@ -466,11 +497,12 @@ fn parse_stored(
 
 /// Bytes the headers of an append take on the wire (`NATS/1.0`, each `Name: value`, the blank
 /// line): the server counts them against max_payload together with the payload.
-fn header_bytes(message_id: &str, expected: &str) -> usize {
+fn header_bytes(message_id: &str, expected: &str, traceparent: Option<&str>) -> usize {
     let line = |name: &[u8], value: &str| name.len() + 2 + value.len() + 2;
     "NATS/1.0\r\n".len()
         + line(NATS_MESSAGE_ID.as_ref(), message_id)
         + line(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE.as_ref(), expected)
+        + traceparent.map_or(0, |value| line(crate::trace::TRACEPARENT.as_bytes(), value))
         + 2
 }
 

@@ -2,6 +2,7 @@
 //! text), read once from start to end; then the adapter idles.
 
 use std::path::Path;
+use tracing::Instrument as _;
 
 use crds::adapter::{FileFormat, FileSource as FileSpec};
 use process::Health;
@@ -48,17 +49,23 @@ impl Source for FileSource {
         shutdown: &CancellationToken,
     ) -> Result<(), FileError> {
         health.set_ready(true);
-        let records = read(Path::new(&self.spec.path), self.spec.format).await?;
-        let good: Vec<Json> = records
-            .into_iter()
-            .filter_map(|record| record.map_err(|error| feed.reject(&error)).ok())
-            .collect();
-        let items = feed.map(&good);
-        feed.submit(&items, shutdown)
-            .await
-            .or_else(super::ignore_shutdown)?;
+        let poll = async {
+            let records = read(Path::new(&self.spec.path), self.spec.format).await?;
+            let good: Vec<Json> = records
+                .into_iter()
+                .filter_map(|record| record.map_err(|error| feed.reject(&error)).ok())
+                .collect();
+            let items = feed.map(&good);
+            feed.submit(&items, shutdown)
+                .await
+                .or_else(super::ignore_shutdown)?;
+            Ok::<_, FileError>(good.len())
+        };
+        let read_records = poll
+            .instrument(crate::span!("adapter.poll", source = "file", path = %self.spec.path))
+            .await?;
         feed.stats().synced();
-        tracing::info!(path = %self.spec.path, records = good.len(), "file read; idle until shut down");
+        tracing::info!(path = %self.spec.path, records = read_records, "file read; idle until shut down");
         shutdown.cancelled().await;
         Ok(())
     }

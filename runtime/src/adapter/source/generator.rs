@@ -2,6 +2,7 @@
 //! updatedAt}` over `keys` distinct ids, `rate` a second, the same ones for the same seed.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use crds::adapter::GeneratorSource;
 use process::Health;
@@ -111,7 +112,9 @@ async fn generate(
             .count
             .map_or(chunk, |count| chunk.min(count - produced));
         let batch: Vec<Json> = records.by_ref().take(take as usize).collect();
-        feed.deliver(&batch, shutdown).await?;
+        feed.deliver(&batch, shutdown)
+            .instrument(crate::span!("adapter.poll", source = "generator"))
+            .await?;
         produced += take;
         let due = start + Duration::from_secs_f64(produced as f64 / rate as f64);
         tokio::select! {

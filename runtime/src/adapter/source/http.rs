@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use crds::adapter::HttpSource;
@@ -99,7 +100,12 @@ impl Source for HttpPoller {
         let mut cursor = cursors.load().await?;
         tracing::info!(url = %self.source.url, since = ?cursor.since, "polling");
         loop {
-            match self.poll(&cursors, &mut cursor, feed, shutdown).await {
+            let span = crate::span!("adapter.poll", adapter = %self.adapter, source = "http");
+            match self
+                .poll(&cursors, &mut cursor, feed, shutdown)
+                .instrument(span)
+                .await
+            {
                 Ok(()) => feed.stats().synced(),
                 Err(PollError::Submit(SubmitError::ShutDown)) => return Ok(()),
                 Err(error) => {

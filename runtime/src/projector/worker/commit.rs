@@ -127,7 +127,14 @@ impl Worker {
             progress,
             stopped,
         };
+        let spans = self.commit_spans(items);
         let result = database::commit(&self.pool, plan, self.running.write.as_ref(), &batch).await;
+        if result.is_err() {
+            for span in &spans {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        drop(spans);
         match result {
             Ok(()) => {
                 *checkpoint = Checkpoint {
@@ -160,6 +167,32 @@ impl Worker {
             }
             Err(error) => Err(WorkerError::Commit(error)),
         }
+    }
+
+    /// A `projector.commit` span for each traced item, continuing the trace stored with its
+    /// event; they end when the commit does. None while traces are not exported.
+    fn commit_spans(&self, items: &[Item]) -> Vec<tracing::Span> {
+        if !crate::trace::enabled() {
+            return Vec::new();
+        }
+        let plan = &self.running.plan;
+        items
+            .iter()
+            .filter_map(|item| {
+                let traceparent = item.trace.as_deref()?;
+                let span = tracing::info_span!(
+                    "projector.commit",
+                    otel.kind = "consumer",
+                    otel.status_code = tracing::field::Empty,
+                    projection = %plan.projection,
+                    generation = %plan.generation,
+                    partition = self.partition,
+                    sequence = item.sequence,
+                );
+                crate::trace::continue_from(&span, traceparent);
+                Some(span)
+            })
+            .collect()
     }
 
     /// Publishes and waits for every acknowledgement; the `Nats-Msg-Id` makes a redelivery

@@ -249,6 +249,10 @@ impl Worker {
                                 &message.payload,
                             ),
                             payload: message.payload.clone(),
+                            trace: crate::trace::enabled()
+                                .then(|| message.headers.as_ref()?.get(crate::trace::TRACEPARENT))
+                                .flatten()
+                                .map(|value| value.as_str().to_owned()),
                         });
                     }
                     if let Some(exit) = self.apply(&mut checkpoint, items).await? {

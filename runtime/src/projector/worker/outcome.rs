@@ -35,6 +35,8 @@ pub(super) struct Item {
     pub pending: u64,
     /// Kept (cheaply: `Bytes` shares the buffer) for the dead letter of a row Postgres refuses.
     pub payload: bytes::Bytes,
+    /// The `traceparent` stored with the event, which its commit continues (ADR 49).
+    pub trace: Option<String>,
     pub outcome: Outcome,
 }
 
@@ -251,6 +253,7 @@ mod tests {
             sequence,
             pending,
             payload: bytes::Bytes::from_static(b"{}"),
+            trace: None,
             outcome,
         }
     }
