@@ -111,7 +111,7 @@ async fn the_projector_command_serves_probes_and_status_and_stops_on_sigterm() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("dreampipe_projector_partitions_owned 2"),
+        metrics.contains("dreampipe_projector_owned_partitions 2"),
         "{metrics}"
     );
 

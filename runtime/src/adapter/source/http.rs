@@ -99,7 +99,12 @@ impl Source for HttpPoller {
         let mut cursor = cursors.load().await?;
         tracing::info!(url = %self.source.url, since = ?cursor.since, "polling");
         loop {
-            match self.poll(&cursors, &mut cursor, feed, shutdown).await {
+            let started = std::time::Instant::now();
+            let polled = self.poll(&cursors, &mut cursor, feed, shutdown).await;
+            if !matches!(polled, Err(PollError::Submit(SubmitError::ShutDown))) {
+                feed.stats().polled(started.elapsed(), polled.is_ok());
+            }
+            match polled {
                 Ok(()) => feed.stats().synced(),
                 Err(PollError::Submit(SubmitError::ShutDown)) => return Ok(()),
                 Err(error) => {
