@@ -103,7 +103,7 @@ impl Metrics {
         );
     }
 
-    pub(crate) fn count(&self, generation: &str, outcome: &'static str, n: u64) {
+    pub fn count(&self, generation: &str, outcome: &'static str, n: u64) {
         if n > 0 {
             self.events
                 .get_or_create(&vec![
@@ -114,7 +114,7 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn count_dead_letter(&self, generation: &str, reason: &'static str) {
+    pub fn count_dead_letter(&self, generation: &str, reason: &'static str) {
         self.dead_letters
             .get_or_create(&vec![
                 ("generation", generation.to_owned()),
@@ -124,7 +124,7 @@ impl Metrics {
     }
 
     /// Sets the building generations' progress and removes the series of the others.
-    pub(crate) fn set_build_progress(&self, building: &[(String, f64)], stopped: &[String]) {
+    pub fn set_build_progress(&self, building: &[(String, f64)], stopped: &[String]) {
         for generation in stopped {
             self.build_progress
                 .remove(&vec![("generation", generation.clone())]);
