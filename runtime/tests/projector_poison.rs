@@ -511,7 +511,16 @@ async fn on_error_stop_at_a_refused_value_is_degraded_and_its_lag_keeps_growing(
         applied, expected,
         "nothing from the refused event on is applied in its partition"
     );
+    let metrics = replica.metrics.clone();
     replica.stop().await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        !text.contains("dreampipe_projector_lag_seconds{"),
+        "a stopped worker leaves no stale lag behind:\n{text}"
+    );
 }
 
 #[tokio::test]

@@ -140,6 +140,16 @@ impl Worker {
     /// Runs until cancelled or fenced; transient failures restart from the checkpoint. A
     /// partition that keeps failing says so, with its growing lag, in its checkpoint row.
     pub async fn run(self) -> Exit {
+        let exit = self.run_passes().await;
+        // The partition's gauges belong to the worker that runs it: a partition handed over
+        // or a generation retired must not leave a stale lag behind (and keep an alert firing).
+        let labels = self.partition_labels();
+        self.metrics.lag.remove(&labels);
+        self.metrics.lag_seconds.remove(&labels);
+        exit
+    }
+
+    async fn run_passes(&self) -> Exit {
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         let mut failures = 0;
         loop {
