@@ -25,7 +25,8 @@ use crate::validate::{Invalid, Problems, is_nats_subject};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lag"}"#,
+    printcolumn = r#"{"name":"Lag","type":"number","jsonPath":".status.lagSeconds","description":"Seconds the serving generation is behind its stream"}"#,
+    printcolumn = r#"{"name":"Behind","type":"integer","jsonPath":".status.lag","description":"Events the serving generation is behind its stream","priority":1}"#,
     printcolumn = r#"{"name":"View","type":"string","jsonPath":".status.view"}"#,
     printcolumn = r#"{"name":"Generation","type":"string","jsonPath":".status.activeGeneration","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -260,6 +261,10 @@ pub struct ProjectionStatus {
     /// Events the serving generation is behind the stream head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
+    /// Seconds the serving generation is behind: the age of its oldest event not yet
+    /// applied, 0 when caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
     /// Hash of the generation that serves the view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_generation: Option<String>,

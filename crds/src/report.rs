@@ -32,7 +32,7 @@ pub struct StreamStats {
 }
 
 /// A projector replica's report of its Projection.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectorReport {
     pub projection: String,
@@ -52,6 +52,11 @@ pub struct ProjectorReport {
     pub configured_generation: String,
     #[serde(default)]
     pub generations: Vec<GenerationReport>,
+    /// How far behind in time the serving generation (the building one while none serves)
+    /// is: the age of its oldest event not yet applied, 0 when caught up; absent when the
+    /// stream could not be read.
+    #[serde(default)]
+    pub lag_seconds: Option<f64>,
 }
 
 /// One generation's figures.

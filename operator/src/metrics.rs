@@ -224,8 +224,9 @@ impl Collector for ObjectCounts {
                 family.get_or_create(&ReadyLabels { kind, ready }).inc();
             }
         }
+        // Named without the prefix: the sub-registry it is registered in adds `dreampipe_operator_`.
         let metric = encoder.encode_descriptor(
-            "dreampipe_operator_objects",
+            "objects",
             "Objects in the operator's caches, by kind and Ready condition",
             None,
             family.metric_type(),
@@ -276,15 +277,25 @@ mod tests {
             "Projection",
             Box::new(move || cache.lock().unwrap().clone()),
         );
+        let has = |text: &str, line: &str| text.lines().any(|l| l == line);
         let text = scrape(&registry);
-        assert!(text.contains("dreampipe_operator_objects{kind=\"Projection\",ready=\"True\"} 2"));
         assert!(
-            text.contains("dreampipe_operator_objects{kind=\"Projection\",ready=\"Unknown\"} 0")
+            has(
+                &text,
+                "dreampipe_operator_objects{kind=\"Projection\",ready=\"True\"} 2"
+            ),
+            "{text}"
         );
+        assert!(has(
+            &text,
+            "dreampipe_operator_objects{kind=\"Projection\",ready=\"Unknown\"} 0"
+        ));
         states.lock().unwrap().clear();
         assert!(
-            scrape(&registry)
-                .contains("dreampipe_operator_objects{kind=\"Projection\",ready=\"True\"} 0"),
+            has(
+                &scrape(&registry),
+                "dreampipe_operator_objects{kind=\"Projection\",ready=\"True\"} 0"
+            ),
             "a deleted object leaves the count"
         );
     }

@@ -563,3 +563,125 @@ fn nats_replicas_3_runs_a_routed_jetstream_cluster_spread_with_a_budget() {
             .any(|d| d["kind"] == "PodDisruptionBudget" && d["metadata"]["name"] == "dp-nats")
     );
 }
+
+/// Whether `selector` (a label selector: matchLabels and `In` expressions) selects `labels`.
+fn selects(selector: &Value, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let matched = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let expressed = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            assert_eq!(e["operator"], "In", "{e}");
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            labels
+                .get(e["key"].as_str().unwrap())
+                .is_some_and(|l| values.contains(&l.as_str()))
+        });
+    matched && expressed
+}
+
+#[test]
+fn monitors_are_rendered_only_when_enabled_and_select_every_process_once() {
+    let default = render(&[]);
+    assert!(
+        !default.iter().any(|d| d["apiVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("monitoring.coreos.com/")
+            || d["metadata"]["labels"]["grafana_dashboard"] == "1"),
+        "no monitoring object by default"
+    );
+
+    let documents = render(&["-f", "charts/dreampipe/values-monitoring.yaml"]);
+    let monitors: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "PodMonitor")
+        .collect();
+    for monitor in &monitors {
+        assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(
+            monitor["metadata"]["labels"]["release"], "prometheus",
+            "metrics.labels reach every monitor"
+        );
+    }
+    // What selects a set of labels: (kind, name) of each monitor whose selector matches.
+    let scrapers = |kind: &str, labels: &std::collections::BTreeMap<String, String>| {
+        monitors
+            .iter()
+            .filter(|m| m["kind"] == kind && selects(&m["spec"]["selector"], labels))
+            .map(|m| m["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    use operator::names::{Role, labels};
+    // Runtime pods as the operator's builders label them (and receivers' Services, too).
+    assert_eq!(
+        scrapers("PodMonitor", &labels("orders", Role::Projector)).len(),
+        1
+    );
+    assert_eq!(
+        scrapers("PodMonitor", &labels("crm", Role::Adapter)).len(),
+        1
+    );
+    assert!(scrapers("PodMonitor", &labels("customer", Role::Receiver)).is_empty());
+    assert_eq!(
+        scrapers("ServiceMonitor", &labels("customer", Role::Receiver)).len(),
+        1,
+        "receivers are scraped through their Service"
+    );
+    assert!(scrapers("ServiceMonitor", &labels("orders", Role::Projector)).is_empty());
+    // The chart's own Services: query and the operator's metrics Service, each once.
+    for component in ["query", "operator"] {
+        let service = documents
+            .iter()
+            .find(|d| {
+                d["kind"] == "Service"
+                    && d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+            })
+            .unwrap_or_else(|| panic!("no {component} Service"));
+        let service_labels = serde_json::from_value(service["metadata"]["labels"].clone()).unwrap();
+        assert_eq!(
+            scrapers("ServiceMonitor", &service_labels).len(),
+            1,
+            "{component}"
+        );
+        assert_eq!(service["spec"]["ports"][0]["name"], "http");
+    }
+    // Every monitor scrapes the named port the pods declare.
+    let operator = workload(&documents, "dp-operator");
+    assert_eq!(
+        operator["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"],
+        "http"
+    );
+    for monitor in &monitors {
+        let endpoints = monitor["spec"]["endpoints"]
+            .as_array()
+            .or(monitor["spec"]["podMetricsEndpoints"].as_array())
+            .unwrap();
+        assert!(
+            endpoints
+                .iter()
+                .all(|e| e["port"] == "http" && e["path"] == "/metrics"),
+            "{monitor}"
+        );
+    }
+    let rule = documents
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .unwrap();
+    let lag = &rule["spec"]["groups"][0]["rules"][0];
+    assert_eq!(lag["alert"], "DreamPipeProjectionLagging");
+    assert!(
+        lag["expr"].as_str().unwrap().trim_end().ends_with("> 300"),
+        "the threshold is metrics.rules.lagSecondsThreshold: {lag}"
+    );
+}

@@ -168,6 +168,10 @@ async fn a_new_projection_runs_one_projector_and_reports_its_generation() {
     let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
     assert_eq!(status["phase"], "Live");
     assert_eq!(status["lag"], 5);
+    assert_eq!(
+        status["lagSeconds"], 1.5,
+        "from the report, for the Lag column"
+    );
     assert_eq!(status["view"], "customers");
     assert_eq!(status["activeGeneration"], "g1");
     assert_eq!(status["deadLetters"], 1);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_support::{
-    Running, events_of, receiver, serve, start_adapter, stream_messages, wait_for,
+    Running, events_of, receiver, sample, serve, start_adapter, stream_messages, wait_for,
 };
 use runtime::simulator::crm::{Crm, stamp};
 use runtime::simulator::http::{Simulator, routes};
@@ -134,6 +134,34 @@ async fn every_account_reaches_the_stream_and_later_polls_submit_only_changes() 
     );
     let events = events_of(&world.nats, &deleted).await;
     assert_eq!(events.last().unwrap().type_, EventType::Deleted);
+
+    // The same figures in /metrics, and every poll timed.
+    let scraped = adapter.scrape().await;
+    let value = |series: &str| {
+        sample(&scraped, series).unwrap_or_else(|| panic!("no {series} in\n{scraped}"))
+    };
+    let status = adapter.status();
+    assert_eq!(
+        value("dreampipe_adapter_records_submitted_total"),
+        status.submitted as f64
+    );
+    assert_eq!(
+        value("dreampipe_adapter_records_read_total"),
+        status.records_read as f64
+    );
+    assert_eq!(
+        value("dreampipe_adapter_records_changed_total{type=\"created\"}"),
+        (ACCOUNTS + 1) as f64
+    );
+    assert_eq!(
+        value("dreampipe_adapter_records_changed_total{type=\"deleted\"}"),
+        1.0
+    );
+    assert_eq!(value("dreampipe_adapter_records_rejected_total"), 0.0);
+    assert!(
+        value("dreampipe_adapter_poll_duration_seconds_count{result=\"ok\"}") >= 3.0,
+        "a first poll, the one with the changes, and one without:\n{scraped}"
+    );
     adapter.stop().await;
 }
 

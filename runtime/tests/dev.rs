@@ -55,6 +55,11 @@ impl Drop for Running {
 /// Runs `dreampipe dev` from `workdir` with the state folder `.dreampipe` relative to it, as
 /// users run it; its stdout and stderr go to files in `workdir`.
 fn dev(folder: &Path, workdir: &Path, port: u16) -> Running {
+    dev_printing_status(folder, workdir, port, 0)
+}
+
+/// Like [`dev`], printing the status table every `status_every` seconds (0: never).
+fn dev_printing_status(folder: &Path, workdir: &Path, port: u16, status_every: u32) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
         .current_dir(workdir)
         .arg("dev")
@@ -64,7 +69,7 @@ fn dev(folder: &Path, workdir: &Path, port: u16) -> Running {
             "--port",
             &port.to_string(),
             "--status-every",
-            "0",
+            &status_every.to_string(),
             "--log-format",
             "text",
         ])
@@ -241,9 +246,36 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
     );
 
     // The next run starts from the same NATS and Postgres state.
-    let mut second = dev(&folder, state.path(), port);
+    let mut second = dev_printing_status(&folder, state.path(), port, 1);
     wait_until_ready(&mut second, state.path(), query);
     assert_eq!(view_names(query, 1), ["Bo"]);
+    // The status table: the projector caught up (0 s behind), rates once printed twice.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let table = loop {
+        let printed = std::fs::read_to_string(state.path().join("stdout.txt")).unwrap();
+        let lines: Vec<&str> = printed.lines().collect();
+        let projector = lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("projector  customers"));
+        let receiver = lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("receiver   customer ") && l.contains("events "));
+        if let (Some(p), Some(r)) = (projector, receiver)
+            && p.contains("lag 0 events / 0.0 s")
+            && p.contains("applied 0.0/s")
+            && r.contains("appended 0.0/s")
+        {
+            break format!("{r}\n{p}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status table with lag seconds and rates in\n{printed}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(table.contains("view customers, phase Live"), "{table}");
     let (status, body) = http(query, "GET", "/v1/entities/customer/c1", None).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(terminate(&mut second.0, Duration::from_secs(30)).success());

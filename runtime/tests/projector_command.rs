@@ -103,6 +103,7 @@ async fn the_projector_command_serves_probes_and_status_and_stops_on_sigterm() {
     );
     assert_eq!(generation["deadLetters"], 0);
     assert_eq!(generation["events"], 2);
+    assert_eq!(status["lagSeconds"], json!(0.0), "caught up: 0 s behind");
     assert_eq!(rows(&bed.pool, "customers").await.len(), 1);
 
     let (_, metrics) = get(port, "/metrics");
@@ -111,9 +112,23 @@ async fn the_projector_command_serves_probes_and_status_and_stops_on_sigterm() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("dreampipe_projector_partitions_owned 2"),
+        metrics.contains("dreampipe_projector_owned_partitions 2"),
         "{metrics}"
     );
+    let live = generation["generation"].as_str().unwrap();
+    for partition in 0..2 {
+        for series in ["lag_seconds", "lag_events"] {
+            let line = format!(
+                "dreampipe_projector_{series}{{generation=\"{live}\",partition=\"{partition}\"}} 0"
+            );
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l == line || l == format!("{line}.0")),
+                "no {line} in\n{metrics}"
+            );
+        }
+    }
 
     let exit = terminate(&mut child, Duration::from_secs(15));
     assert!(exit.success(), "{exit}");

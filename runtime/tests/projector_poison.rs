@@ -204,6 +204,45 @@ async fn every_value_postgres_refuses_is_dead_lettered_and_the_first_generation_
         report.active_generation.as_deref(),
         Some(generation.generation.as_str())
     );
+    assert_eq!(
+        report.lag_seconds,
+        Some(0.0),
+        "caught up: not behind in time"
+    );
+    let name = generation.generation.clone();
+    let scraped = replica.scrape();
+    assert_eq!(
+        sample(
+            &scraped,
+            &format!(
+                "dreampipe_projector_dead_letters_total{{generation=\"{name}\",reason=\"sink_rejected\"}}"
+            )
+        ),
+        Some(5.0),
+        "dead letters are counted by reason:\n{scraped}"
+    );
+    for partition in 0..2 {
+        assert_eq!(
+            sample(
+                &scraped,
+                &format!(
+                    "dreampipe_projector_lag_seconds{{generation=\"{name}\",partition=\"{partition}\"}}"
+                )
+            ),
+            Some(0.0),
+            "a partition that caught up is 0 s behind:\n{scraped}"
+        );
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the live generation's build progress to leave the metrics",
+        || async {
+            !replica
+                .scrape()
+                .contains("dreampipe_projector_build_progress_ratio{")
+        },
+    )
+    .await;
 
     // The same kinds of value, arriving while the view is live, go the same way.
     bed.producer
@@ -398,6 +437,46 @@ async fn on_error_stop_at_a_refused_value_is_degraded_and_its_lag_keeps_growing(
         3,
         "the refused event and the two after it wait"
     );
+    // Behind in time too: the refused event's age, as the report and the metrics tell it.
+    let generation = before.generations[0].generation.clone();
+    let lag_seconds_of = |partition: u32| {
+        format!(
+            "dreampipe_projector_lag_seconds{{generation=\"{generation}\",partition=\"{partition}\"}}"
+        )
+    };
+    let stopped_series = lag_seconds_of(stopped_partition);
+    wait_until(
+        Duration::from_secs(10),
+        "the stopped partition's lag in seconds to be exported",
+        || async { sample(&replica.scrape(), &stopped_series).is_some_and(|s| s > 0.0) },
+    )
+    .await;
+    let first_age = before
+        .lag_seconds
+        .expect("the report tells the lag in seconds");
+    assert!(first_age > 0.0, "{before:#?}");
+    let scraped = replica.scrape();
+    assert_eq!(
+        sample(&scraped, &lag_seconds_of(1 - stopped_partition)),
+        Some(0.0),
+        "the partition that caught up is not behind:\n{scraped}"
+    );
+    assert_eq!(
+        sample(
+            &scraped,
+            &format!(
+                "dreampipe_projector_lag_events{{generation=\"{generation}\",partition=\"{stopped_partition}\"}}"
+            )
+        ),
+        Some(3.0),
+        "{scraped}"
+    );
+    let progress = sample(
+        &scraped,
+        &format!("dreampipe_projector_build_progress_ratio{{generation=\"{generation}\"}}"),
+    )
+    .expect("a generation that cannot catch up is still building");
+    assert!((0.0..1.0).contains(&progress), "{scraped}");
 
     bed.producer.publish(same[4..].iter().map(named)).await;
     wait_until(
@@ -407,6 +486,12 @@ async fn on_error_stop_at_a_refused_value_is_degraded_and_its_lag_keeps_growing(
     )
     .await;
     let after = report(&replica).await;
+    assert!(
+        after.lag_seconds.unwrap_or_default() > first_age,
+        "the lag in seconds grows while the partition stands still: {:?} then {:?}",
+        before.lag_seconds,
+        after.lag_seconds
+    );
     let generation = &after.generations[0];
     assert_eq!(
         (generation.phase, generation.lag, generation.dead_letters),
@@ -426,7 +511,16 @@ async fn on_error_stop_at_a_refused_value_is_degraded_and_its_lag_keeps_growing(
         applied, expected,
         "nothing from the refused event on is applied in its partition"
     );
+    let metrics = replica.metrics.clone();
     replica.stop().await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        !text.contains("dreampipe_projector_lag_seconds{"),
+        "a stopped worker leaves no stale lag behind:\n{text}"
+    );
 }
 
 #[tokio::test]

@@ -266,10 +266,11 @@ async fn metrics_count_results_and_rejections() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     for line in [
-        "dreampipe_receiver_accepted_total{result=\"created\"} 1",
-        "dreampipe_receiver_accepted_total{result=\"unchanged\"} 1",
-        "dreampipe_receiver_rejected_total{reason=\"schema\"} 1",
-        "dreampipe_receiver_append_seconds_count 1",
+        "dreampipe_receiver_results_total{outcome=\"appended\",type=\"created\"} 1",
+        "dreampipe_receiver_results_total{outcome=\"unchanged\"} 1",
+        "dreampipe_receiver_results_total{outcome=\"rejected\",reason=\"schema\",code=\"422\"} 1",
+        "dreampipe_receiver_append_duration_seconds_count 1",
+        "dreampipe_receiver_append_conflicts_total 0",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }

@@ -40,7 +40,9 @@ async fn another_instances_write_is_never_answered_unchanged() {
 #[tokio::test]
 async fn eight_writers_over_two_instances_leave_a_gap_free_version_sequence() {
     let nats = NatsServer::start().await.unwrap();
-    let instances = [open_receiver(&nats).await, open_receiver(&nats).await];
+    let (a, _, a_registry) = receiver(&nats, Default::default()).await;
+    let (b, _, b_registry) = receiver(&nats, Default::default()).await;
+    let instances = [a, b];
     let writers = 8;
     let writes_per_writer = 25;
 
@@ -94,6 +96,38 @@ async fn eight_writers_over_two_instances_leave_a_gap_free_version_sequence() {
             pair[0].state.as_ref().map(|s| &s["name"])
         );
     }
+    // The metrics of both instances: every write appended once, and the races were counted.
+    let sum = |series: &str| -> f64 {
+        [&a_registry, &b_registry]
+            .iter()
+            .map(|registry| {
+                let mut text = String::new();
+                prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+                text.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(series)?
+                            .strip_prefix(' ')?
+                            .parse::<f64>()
+                            .ok()
+                    })
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    assert_eq!(
+        sum("dreampipe_receiver_results_total{outcome=\"appended\",type=\"updated\"}")
+            + sum("dreampipe_receiver_results_total{outcome=\"appended\",type=\"created\"}"),
+        total as f64
+    );
+    assert_eq!(
+        sum("dreampipe_receiver_append_duration_seconds_count"),
+        total as f64,
+        "one timed append per stored event"
+    );
+    assert!(
+        sum("dreampipe_receiver_append_conflicts_total") > 0.0,
+        "two instances writing one key race, and the losers are counted"
+    );
 }
 
 fn event(key: &str, version: u64, name: &str) -> Event {

@@ -224,6 +224,7 @@ pub fn projection_status(
             (None, None) => Phase::Building,
         });
         status.lag = active.or(building).map(|g| g.lag);
+        status.lag_seconds = report.lag_seconds;
         status.dead_letters = report.generations.iter().map(|g| g.dead_letters).sum();
     }
     rollout_conditions(
@@ -363,6 +364,7 @@ mod tests {
             active_generation: Some("g1".into()),
             building_generation: None,
             generations: vec![generation("g1", phase, 3, 100, 2)],
+            lag_seconds: Some(2.5),
             ..ProjectorReport::default()
         };
         if building {
@@ -438,6 +440,7 @@ mod tests {
         );
         assert_eq!(status.phase, Some(Phase::Live));
         assert_eq!(status.lag, Some(3));
+        assert_eq!(status.lag_seconds, Some(2.5), "copied from the report");
         assert_eq!(status.build_progress, Some(40));
         assert_eq!(status.dead_letters, 3);
         assert_eq!(status.building_generation.as_deref(), Some("g2"));

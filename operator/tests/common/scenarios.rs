@@ -296,7 +296,8 @@ fn projector_report(active: &str, building: Option<&str>) -> Value {
     }
     json!({"projection": "customers", "replica": "customers-projector-abc", "ownedPartitions": [0, 1],
            "view": "customers", "activeGeneration": active, "buildingGeneration": building,
-           "configuredGeneration": building.unwrap_or(active), "generations": generations})
+           "configuredGeneration": building.unwrap_or(active), "generations": generations,
+           "lagSeconds": 1.5})
 }
 
 const PROJECTOR_STATUS_URL: &str = "http://customers-projector.shop.svc:8080/v1/status";

@@ -2,21 +2,44 @@
 //! sync time and the last error, served at `/v1/status` for the operator.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 /// The adapter's figures, shared by the source, the submitter and the HTTP server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     records_read: Counter,
     submitted: Counter,
-    created: Counter,
-    updated: Counter,
-    deleted: Counter,
+    /// By event `type`: created, updated, deleted.
+    changed: Family<Labels, Counter>,
     unchanged: Counter,
     rejected: Counter,
+    polls: Family<Labels, Histogram, fn() -> Histogram>,
     last: Mutex<Last>,
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+impl Default for Stats {
+    fn default() -> Self {
+        fn histogram() -> Histogram {
+            // 10 ms .. ~80 s: a poll is one or more pages of an HTTP API and their submission.
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        }
+        Stats {
+            records_read: Counter::default(),
+            submitted: Counter::default(),
+            changed: Family::default(),
+            unchanged: Counter::default(),
+            rejected: Counter::default(),
+            polls: Family::new_with_constructor(histogram),
+            last: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -29,38 +52,61 @@ struct Last {
 pub use crds::report::AdapterReport;
 
 impl Stats {
-    /// Figures registered as `dreampipe_adapter_*` metrics in `registry`.
+    /// Figures registered in `registry` under `dreampipe_adapter_` (ADR 55):
+    /// `records_{read,submitted,changed,unchanged,rejected}_total` (changed by event `type`)
+    /// and `poll_duration_seconds{result}` (`ok`, `error`) of the http source's polls.
     pub fn register(registry: &mut Registry) -> Self {
         let stats = Stats::default();
-        let adapter = registry.sub_registry_with_prefix("dreampipe_adapter");
+        let adapter = registry.sub_registry_with_prefix("dreampipe_adapter_records");
         for (name, help, counter) in [
-            (
-                "records_read",
-                "Records read from the source",
-                &stats.records_read,
-            ),
+            ("read", "Records read from the source", &stats.records_read),
             (
                 "submitted",
-                "Items submitted to the receiver",
+                "Records submitted to the receiver",
                 &stats.submitted,
             ),
-            ("created", "Submissions that created a key", &stats.created),
-            ("updated", "Submissions that updated a key", &stats.updated),
-            ("deleted", "Submissions that deleted a key", &stats.deleted),
             (
                 "unchanged",
-                "Submissions that carried no new information",
+                "Submitted records that carried no new information",
                 &stats.unchanged,
             ),
             (
                 "rejected",
-                "Records that failed mapping or were rejected",
+                "Records that failed mapping or were rejected by the receiver",
                 &stats.rejected,
             ),
         ] {
             adapter.register(name, help, counter.clone());
         }
+        adapter.register(
+            "changed",
+            "Submitted records that appended an event, by event type",
+            stats.changed.clone(),
+        );
+        for type_ in ["created", "updated", "deleted"] {
+            drop(stats.changed.get_or_create(&vec![("type", type_)]));
+        }
+        registry
+            .sub_registry_with_prefix("dreampipe_adapter")
+            .register_with_unit(
+                "poll_duration",
+                "Time one poll of the source took, with the submission of what it read",
+                Unit::Seconds,
+                stats.polls.clone(),
+            );
         stats
+    }
+
+    /// Times one poll of the source.
+    pub fn polled(&self, took: Duration, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.polls
+            .get_or_create(&vec![("result", result)])
+            .observe(took.as_secs_f64());
+    }
+
+    fn changed(&self, type_: &'static str) -> u64 {
+        self.changed.get_or_create(&vec![("type", type_)]).get()
     }
 
     pub fn read(&self, records: u64) {
@@ -74,9 +120,14 @@ impl Stats {
     /// Counts one item's result as the receiver named it.
     pub fn result(&self, result: &str) {
         match result {
-            "created" => self.created.inc(),
-            "updated" => self.updated.inc(),
-            "deleted" => self.deleted.inc(),
+            "created" | "updated" | "deleted" => {
+                let type_ = match result {
+                    "created" => "created",
+                    "updated" => "updated",
+                    _ => "deleted",
+                };
+                self.changed.get_or_create(&vec![("type", type_)]).inc()
+            }
             "unchanged" => self.unchanged.inc(),
             _ => self.rejected.inc(),
         };
@@ -100,8 +151,11 @@ impl Stats {
 
     pub fn status(&self) -> AdapterReport {
         let last = self.last.lock().expect("stats lock");
-        let (created, updated, deleted) =
-            (self.created.get(), self.updated.get(), self.deleted.get());
+        let (created, updated, deleted) = (
+            self.changed("created"),
+            self.changed("updated"),
+            self.changed("deleted"),
+        );
         AdapterReport {
             last_sync_time: last.sync_time.clone(),
             records_read: self.records_read.get(),
@@ -122,28 +176,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_figure_is_exported_as_a_dreampipe_adapter_counter() {
+    fn every_figure_is_exported_by_prometheus_conventions() {
         let mut registry = Registry::default();
         let stats = Stats::register(&mut registry);
         stats.read(3);
         stats.result("created");
         stats.rejected(2, "bad".to_owned());
+        stats.polled(Duration::from_millis(30), true);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
             "dreampipe_adapter_records_read_total 3",
-            "dreampipe_adapter_submitted_total 0",
-            "dreampipe_adapter_created_total 1",
-            "dreampipe_adapter_updated_total 0",
-            "dreampipe_adapter_deleted_total 0",
-            "dreampipe_adapter_unchanged_total 0",
-            "dreampipe_adapter_rejected_total 2",
+            "dreampipe_adapter_records_submitted_total 0",
+            "dreampipe_adapter_records_changed_total{type=\"created\"} 1",
+            "dreampipe_adapter_records_changed_total{type=\"updated\"} 0",
+            "dreampipe_adapter_records_changed_total{type=\"deleted\"} 0",
+            "dreampipe_adapter_records_unchanged_total 0",
+            "dreampipe_adapter_records_rejected_total 2",
+            "dreampipe_adapter_poll_duration_seconds_count{result=\"ok\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "{line} missing from\n{text}"
             );
         }
+        assert_eq!(stats.status().changed, 1);
         assert_eq!(stats.status().last_error.as_deref(), Some("bad"));
     }
 }

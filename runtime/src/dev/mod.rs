@@ -239,6 +239,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
     }
     out.flush().map_err(DevError::Terminal)?;
 
+    let mut table = status::Table::default();
     let mut status_tick = tokio::time::interval(Duration::from_secs(status_every.max(1)));
     status_tick.tick().await;
     let mut watch_tick = tokio::time::interval(Duration::from_secs(1));
@@ -251,7 +252,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
                 break;
             }
             _ = status_tick.tick(), if status_every > 0 => {
-                let table = status::table(&roles.iter().map(|r| (r.role, r.name.as_str(), r.port)).collect::<Vec<_>>()).await;
+                let table = table.render(&roles.iter().map(|r| (r.role, r.name.as_str(), r.port)).collect::<Vec<_>>()).await;
                 write!(out, "{table}").and_then(|()| out.flush()).map_err(DevError::Terminal)?;
             }
             _ = watch_tick.tick() => {

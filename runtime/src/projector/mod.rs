@@ -8,11 +8,13 @@
 //!   checkpoint moves by compare-and-set under the partition lease's epoch.
 //! - `worker`: one (generation, partition): an ordered consumer from the checkpoint on.
 //! - `supervisor`: one replica: leases, generations, the swap, retirement.
-//! - `status`, `metrics`: what the operator and Prometheus read.
+//! - `status`, `metrics`, `lag`: what the operator and Prometheus read; `lag` tells the age
+//!   of a partition's oldest event not yet applied from the stream.
 
 pub mod command;
 pub mod database;
 pub mod evaluate;
+pub mod lag;
 pub mod metrics;
 pub mod plan;
 pub mod rows;

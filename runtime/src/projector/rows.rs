@@ -33,6 +33,16 @@ pub enum Poison {
 }
 
 impl Poison {
+    /// A short, stable name of the kind of poison: the `reason` label of dead-letter metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Poison::NotAnEvent(_) => "not_an_event",
+            Poison::Filter(_) => "filter",
+            Poison::NotANumber { .. } => "not_a_number",
+            Poison::Rejected { .. } => "sink_rejected",
+        }
+    }
+
     /// The reason recorded with a dead letter: the error and its sources.
     pub fn reason(&self) -> String {
         let mut reason = self.to_string();

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
+use async_nats::jetstream::Context;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -17,6 +19,8 @@ use crds::report::{GenerationReport, PartitionReport, ProjectorReport};
 use sqlx::PgPool;
 
 use super::database::{self, GenerationRow, GenerationState, PartitionRow};
+use super::lag::oldest_pending_age;
+use crate::store::StreamNames;
 
 /// What the status endpoint needs besides the database.
 #[derive(Clone, Debug)]
@@ -28,6 +32,9 @@ pub struct StatusSource {
     pub configured_generation: String,
     /// Kept up to date by the supervisor.
     pub owned: Arc<Mutex<BTreeSet<u32>>>,
+    /// Where the lag in seconds is read from (the stream's timestamps); without it the
+    /// report has no `lagSeconds`.
+    pub jetstream: Option<Context>,
 }
 
 impl StatusSource {
@@ -41,14 +48,69 @@ impl StatusSource {
             .lock()
             .map(|o| o.iter().copied().collect())
             .unwrap_or_default();
-        Ok(report(
-            self,
-            owned,
-            &generations,
-            &partitions,
-            &dead_letters,
-        ))
+        let lag_seconds = self.lag_seconds(&generations, &partitions).await;
+        let mut report = report(self, owned, &generations, &partitions, &dead_letters);
+        report.lag_seconds = lag_seconds;
+        Ok(report)
     }
+
+    /// The age of the serving generation's oldest event not yet applied, over its
+    /// partitions; `None` when the stream cannot be read.
+    async fn lag_seconds(
+        &self,
+        generations: &[GenerationRow],
+        partitions: &[PartitionRow],
+    ) -> Option<f64> {
+        let serving = serving_generation(generations)?;
+        let definition = &serving.definition;
+        let checkpoints: HashMap<u32, &PartitionRow> = partitions
+            .iter()
+            .filter(|p| p.generation == serving.generation)
+            .map(|p| (p.partition, p))
+            .collect();
+        let behind: Vec<(u32, u64)> = (0..definition.partitions)
+            .filter_map(|partition| match checkpoints.get(&partition) {
+                Some(row) if row.lag == Some(0) => None,
+                Some(row) => Some((partition, row.sequence)),
+                None => Some((partition, 0)),
+            })
+            .collect();
+        if behind.is_empty() {
+            return Some(0.0);
+        }
+        let jetstream = self.jetstream.as_ref()?;
+        let names = StreamNames::new(
+            &definition.namespace,
+            &definition.entity,
+            definition.partitions,
+        );
+        let stream = match jetstream.get_stream(names.stream()).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "no lag in seconds: the stream is not available");
+                return None;
+            }
+        };
+        let now = SystemTime::now();
+        let mut oldest: f64 = 0.0;
+        for (partition, after) in behind {
+            match oldest_pending_age(&stream, &names, partition, after, now).await {
+                Ok(age) => oldest = oldest.max(age),
+                Err(error) => {
+                    tracing::debug!(partition, %error, "no lag in seconds: the stream cannot be read");
+                    return None;
+                }
+            }
+        }
+        Some(oldest)
+    }
+}
+
+/// The generation whose lag the report shows: the live one, or the building one while none
+/// is live. Pure.
+pub fn serving_generation(generations: &[GenerationRow]) -> Option<&GenerationRow> {
+    let newest = |state: GenerationState| generations.iter().rev().find(|g| g.state == state);
+    newest(GenerationState::Live).or_else(|| newest(GenerationState::Building))
 }
 
 /// Builds the report from what the database holds. Pure.
@@ -90,6 +152,21 @@ pub fn report(
         building_generation: find("building"),
         configured_generation: source.configured_generation.clone(),
         generations,
+        lag_seconds: None,
+    }
+}
+
+/// The share of the stream a generation has replayed (0..1): events applied over applied
+/// and pending; 1 once every partition has caught up. Pure.
+pub fn progress_ratio(partitions: &[&PartitionRow]) -> f64 {
+    let lag: u64 = partitions.iter().filter_map(|p| p.lag).sum();
+    let events: u64 = partitions.iter().map(|p| p.events).sum();
+    if lag == 0 && partitions.iter().all(|p| p.lag.is_some()) && !partitions.is_empty() {
+        return 1.0;
+    }
+    match events + lag {
+        0 => 0.0,
+        total => events as f64 / total as f64,
     }
 }
 
@@ -109,10 +186,7 @@ pub fn generation_status(
     let progress = if lag == 0 && !unknown {
         100
     } else {
-        (events * 100)
-            .checked_div(events + lag)
-            .unwrap_or(0)
-            .min(99) as u8
+        ((progress_ratio(partitions) * 100.0) as u8).min(99)
     };
     let state = generation.state.as_str().to_owned();
     let phase = match generation.state {
@@ -215,6 +289,7 @@ mod tests {
             view: "customers".into(),
             configured_generation: "g2".into(),
             owned: Arc::default(),
+            jetstream: None,
         };
         let mut stopped = partition("g2", 1, 5, 5, None);
         stopped.stopped = Some("sequence 6: a filter failed".into());
@@ -252,7 +327,8 @@ mod tests {
                         "partitions": [{"partition": 1, "sequence": 5, "lag": null, "owner": "r1",
                                         "stopped": "sequence 6: a filter failed", "failing": null}]
                     }
-                ]
+                ],
+                "lagSeconds": null
             })
         );
     }

@@ -72,12 +72,14 @@ async fn status(State(receiver): State<Arc<Receiver>>) -> Response {
 
 /// Answers an error, counting it by reason.
 fn reject(receiver: &Receiver, error: ApiError) -> Response {
-    receiver.metrics.count_rejected(error.reason());
+    receiver
+        .metrics
+        .count_rejected(error.reason(), error.status().as_u16());
     error.into_response()
 }
 
 fn accepted(receiver: &Receiver, accepted: Accepted) -> Response {
-    receiver.metrics.count_accepted(accepted.result.as_str());
+    receiver.metrics.count_accepted(accepted.result);
     let status = match accepted.result {
         super::submit::Outcome::Created => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -427,7 +429,7 @@ async fn run_batch(
         .enumerate()
         .map(|(index, (outcome, key))| match outcome {
             Ok(accepted) => {
-                receiver.metrics.count_accepted(accepted.result.as_str());
+                receiver.metrics.count_accepted(accepted.result);
                 ItemResult {
                     index,
                     key: Some(accepted.key),
@@ -453,7 +455,9 @@ fn rejected_item(
     key: Option<String>,
     error: &ApiError,
 ) -> ItemResult {
-    receiver.metrics.count_rejected(error.reason());
+    receiver
+        .metrics
+        .count_rejected(error.reason(), error.status().as_u16());
     if let ApiError::Store(store) = error {
         tracing::error!(error = %crate::error_chain(store), "event store failed");
     }

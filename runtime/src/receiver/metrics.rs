@@ -1,28 +1,26 @@
-//! The receiver's Prometheus metrics.
+//! The receiver's Prometheus metrics, named by Prometheus conventions (ADR 55):
+//! - `dreampipe_receiver_results_total{outcome, type, reason, code}`: every submission's
+//!   answer: `outcome="appended"` with the event `type` (`created`, `updated`, `deleted`),
+//!   `outcome="unchanged"`, or `outcome="rejected"` with its `reason` and HTTP status `code`
+//!   (so 5xx answers are `code=~"5.."`);
+//! - `dreampipe_receiver_append_duration_seconds`: sending an append to its JetStream ack;
+//! - `dreampipe_receiver_append_conflicts_total`: appends that lost a race with another
+//!   writer and were decided again.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: &'static str,
-}
+use super::submit::Outcome;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
+type Labels = Vec<(&'static str, String)>;
 
 /// Counters and timings of one receiver.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Accepted submissions by result: created, updated, deleted, unchanged.
-    pub accepted: Family<ResultLabel, Counter>,
-    /// Rejected submissions by reason.
-    pub rejected: Family<ReasonLabel, Counter>,
+    /// Submissions by outcome (and event type, or reason and status code).
+    pub results: Family<Labels, Counter>,
     /// Time from sending an append to its JetStream acknowledgement.
     pub append_seconds: Histogram,
     /// Appends that lost a race and were decided again.
@@ -33,40 +31,77 @@ impl Metrics {
     /// Registers the metrics in `registry` under `dreampipe_receiver_`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Metrics {
-            accepted: Family::default(),
-            rejected: Family::default(),
+            results: Family::default(),
             append_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             conflicts_retried: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("dreampipe_receiver");
         registry.register(
-            "accepted",
-            "Submissions accepted, by result",
-            metrics.accepted.clone(),
+            "results",
+            "Submissions answered, by outcome (appended with its event type, unchanged, \
+             rejected with its reason and HTTP status code)",
+            metrics.results.clone(),
         );
-        registry.register(
-            "rejected",
-            "Submissions rejected, by reason",
-            metrics.rejected.clone(),
-        );
-        registry.register(
-            "append_seconds",
+        registry.register_with_unit(
+            "append_duration",
             "Time from sending an append to its JetStream acknowledgement",
+            Unit::Seconds,
             metrics.append_seconds.clone(),
         );
         registry.register(
-            "conflicts_retried",
+            "append_conflicts",
             "Appends that lost a race with another writer and were decided again",
             metrics.conflicts_retried.clone(),
         );
         metrics
     }
 
-    pub fn count_accepted(&self, result: &'static str) {
-        self.accepted.get_or_create(&ResultLabel { result }).inc();
+    /// Counts an accepted submission: appended as an event of its type, or unchanged.
+    pub fn count_accepted(&self, outcome: Outcome) {
+        let labels = match outcome {
+            Outcome::Unchanged => vec![("outcome", "unchanged".to_owned())],
+            appended => vec![
+                ("outcome", "appended".to_owned()),
+                ("type", appended.as_str().to_owned()),
+            ],
+        };
+        self.results.get_or_create(&labels).inc();
     }
 
-    pub fn count_rejected(&self, reason: &'static str) {
-        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    /// Counts a refused submission by reason and the HTTP status it was answered with.
+    pub fn count_rejected(&self, reason: &'static str, code: u16) {
+        self.results
+            .get_or_create(&vec![
+                ("outcome", "rejected".to_owned()),
+                ("reason", reason.to_owned()),
+                ("code", code.to_string()),
+            ])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_carry_their_outcome_type_reason_and_code() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.count_accepted(Outcome::Updated);
+        metrics.count_accepted(Outcome::Unchanged);
+        metrics.count_rejected("unavailable", 503);
+        metrics.conflicts_retried.inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "dreampipe_receiver_results_total{outcome=\"appended\",type=\"updated\"} 1",
+            "dreampipe_receiver_results_total{outcome=\"unchanged\"} 1",
+            "dreampipe_receiver_results_total{outcome=\"rejected\",reason=\"unavailable\",code=\"503\"} 1",
+            "dreampipe_receiver_append_conflicts_total 1",
+            "dreampipe_receiver_append_duration_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

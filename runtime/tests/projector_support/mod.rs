@@ -245,13 +245,14 @@ impl Bed {
     ) -> Replica {
         let pool = database.pool().await.unwrap();
         let client = self.nats.client().await.unwrap();
+        let metrics = Metrics::default();
         let projector = Projector::new(
             projection,
             &entity(self.partitions),
             replica,
             pool,
             client,
-            Metrics::default(),
+            metrics.clone(),
             options,
         )
         .unwrap();
@@ -262,6 +263,7 @@ impl Bed {
             task,
             shutdown,
             status,
+            metrics,
         }
     }
 
@@ -298,6 +300,25 @@ pub struct Replica {
     pub task: JoinHandle<Result<(), runtime::projector::ProjectorError>>,
     pub shutdown: CancellationToken,
     pub status: runtime::projector::StatusSource,
+    /// The replica's metrics, shared with its workers.
+    pub metrics: Metrics,
+}
+
+impl Replica {
+    /// The replica's metrics as Prometheus scrapes them.
+    pub fn scrape(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as scraped) in `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 impl Replica {

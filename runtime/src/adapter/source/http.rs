@@ -101,11 +101,15 @@ impl Source for HttpPoller {
         tracing::info!(url = %self.source.url, since = ?cursor.since, "polling");
         loop {
             let span = crate::span!("adapter.poll", adapter = %self.adapter, source = "http");
-            match self
+            let started = std::time::Instant::now();
+            let polled = self
                 .poll(&cursors, &mut cursor, feed, shutdown)
                 .instrument(span)
-                .await
-            {
+                .await;
+            if !matches!(polled, Err(PollError::Submit(SubmitError::ShutDown))) {
+                feed.stats().polled(started.elapsed(), polled.is_ok());
+            }
+            match polled {
                 Ok(()) => feed.stats().synced(),
                 Err(PollError::Submit(SubmitError::ShutDown)) => return Ok(()),
                 Err(error) => {

@@ -18,6 +18,8 @@ pub struct DeadLetter {
     /// The message's payload exactly as the stream holds it.
     pub message: bytes::Bytes,
     pub reason: String,
+    /// The kind of poison (`Poison::cause`), the label it is counted under; not stored.
+    pub cause: &'static str,
 }
 
 impl DeadLetter {
@@ -36,7 +38,13 @@ impl DeadLetter {
             version,
             message,
             reason: reason.into(),
+            cause: "unclassified",
         }
+    }
+
+    /// The same dead letter, counted under `cause`.
+    pub fn caused_by(self, cause: &'static str) -> Self {
+        DeadLetter { cause, ..self }
     }
 }
 

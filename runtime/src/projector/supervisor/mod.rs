@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::database::{self, DatabaseError, Fence, GenerationRow};
 use super::metrics::Metrics;
 use super::plan::{Output, Plan, PlanError};
-use super::status::StatusSource;
+use super::status::{StatusSource, progress_ratio};
 use super::worker::{Exit, Running, Worker, WorkerOptions};
 use crate::expr::Evaluator;
 use decide::WorkerKey;
@@ -162,6 +162,7 @@ impl Projector {
             },
             configured_generation: plan.generation.clone(),
             owned: Arc::clone(&self.owned),
+            jetstream: Some(self.jetstream.clone()),
         }
     }
 
@@ -241,7 +242,31 @@ impl Projector {
         let rows = database::generations(&self.pool, &self.configured.plan.projection).await?;
         let running = self.running(state, &rows)?;
         self.start_and_stop_workers(state, &running).await;
+        self.export_build_progress(&rows).await?;
         self.swap_and_drop(state, &rows).await
+    }
+
+    /// Sets the build progress gauge of every building generation (over all replicas'
+    /// partitions) and removes the gauges of generations that stopped building.
+    async fn export_build_progress(&self, rows: &[GenerationRow]) -> Result<(), ProjectorError> {
+        let (building, others): (Vec<&GenerationRow>, Vec<&GenerationRow>) = rows
+            .iter()
+            .partition(|g| g.state == database::GenerationState::Building);
+        let stopped: Vec<String> = others.iter().map(|g| g.generation.clone()).collect();
+        let mut ratios = Vec::with_capacity(building.len());
+        if !building.is_empty() {
+            let partitions =
+                database::partitions(&self.pool, &self.configured.plan.projection).await?;
+            for generation in building {
+                let rows: Vec<&database::PartitionRow> = partitions
+                    .iter()
+                    .filter(|p| p.generation == generation.generation)
+                    .collect();
+                ratios.push((generation.generation.clone(), progress_ratio(&rows)));
+            }
+        }
+        self.metrics.set_build_progress(&ratios, &stopped);
+        Ok(())
     }
 
     /// Collects the workers that ended on their own; a fenced one gives its partition up (it

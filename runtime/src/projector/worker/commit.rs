@@ -146,6 +146,9 @@ impl Worker {
                 let dead = sorted.dead_letters.len() as u64;
                 let skipped = sorted.skipped.len() as u64;
                 self.metrics.count(generation, "dead_letter", dead);
+                for letter in &sorted.dead_letters {
+                    self.metrics.count_dead_letter(generation, letter.cause);
+                }
                 self.metrics.count(generation, "skipped", skipped);
                 self.metrics
                     .count(generation, "applied", progress.events - dead - skipped);
@@ -153,6 +156,9 @@ impl Worker {
                     .lag
                     .get_or_create(&self.partition_labels())
                     .set(progress.lag as i64);
+                if progress.lag == 0 {
+                    self.set_lag_seconds(0.0);
+                }
                 if !items.is_empty() {
                     self.metrics
                         .commit_seconds

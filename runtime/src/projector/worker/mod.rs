@@ -14,7 +14,7 @@ mod outcome;
 mod stall;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::database::{self, CommitError, Fence};
-use super::metrics::Metrics;
+use super::metrics::{Metrics, age_seconds};
 use super::plan::Plan;
 use super::schema::Write;
 use crate::expr::Evaluator;
@@ -140,6 +140,16 @@ impl Worker {
     /// Runs until cancelled or fenced; transient failures restart from the checkpoint. A
     /// partition that keeps failing says so, with its growing lag, in its checkpoint row.
     pub async fn run(self) -> Exit {
+        let exit = self.run_passes().await;
+        // The partition's gauges belong to the worker that runs it: a partition handed over
+        // or a generation retired must not leave a stale lag behind (and keep an alert firing).
+        let labels = self.partition_labels();
+        self.metrics.lag.remove(&labels);
+        self.metrics.lag_seconds.remove(&labels);
+        exit
+    }
+
+    async fn run_passes(&self) -> Exit {
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         let mut failures = 0;
         loop {
@@ -239,6 +249,14 @@ impl Worker {
                         if sequence <= checkpoint.sequence {
                             continue;
                         }
+                        if items.is_empty() {
+                            // The oldest event not yet applied: how far behind in time we are.
+                            let age = age_seconds(
+                                info.published.unix_timestamp_nanos(),
+                                SystemTime::now(),
+                            );
+                            self.set_lag_seconds(age);
+                        }
                         items.push(Item {
                             sequence,
                             pending,
@@ -264,7 +282,6 @@ impl Worker {
         }
     }
 
-    /// The labels of this partition's metrics.
     /// The Entity's stream.
     async fn stream(&self) -> Result<async_nats::jetstream::stream::Stream, WorkerError> {
         let name = self.running.plan.stream_names().stream();
@@ -277,6 +294,14 @@ impl Worker {
             })
     }
 
+    fn set_lag_seconds(&self, age: f64) {
+        self.metrics
+            .lag_seconds
+            .get_or_create(&self.partition_labels())
+            .set(age);
+    }
+
+    /// The labels of this partition's metrics.
     fn partition_labels(&self) -> Vec<(&'static str, String)> {
         vec![
             ("generation", self.running.plan.generation.clone()),

@@ -50,14 +50,11 @@ pub(super) fn project(
     let event = match decode(plan, payload) {
         Ok(event) => event,
         Err(error) => {
-            let reason = Poison::NotAnEvent(error).reason();
-            return Outcome::Poison(DeadLetter::new(
-                sequence,
-                None,
-                None,
-                payload.clone(),
-                reason,
-            ));
+            let poison = Poison::NotAnEvent(error);
+            return Outcome::Poison(
+                DeadLetter::new(sequence, None, None, payload.clone(), poison.reason())
+                    .caused_by(poison.cause()),
+            );
         }
     };
     let result = match &plan.output {
@@ -77,13 +74,16 @@ pub(super) fn project(
             }),
     };
     result.unwrap_or_else(|poison| {
-        Outcome::Poison(DeadLetter::new(
-            sequence,
-            Some(event.key.clone()),
-            Some(event.version),
-            payload.clone(),
-            poison.reason(),
-        ))
+        Outcome::Poison(
+            DeadLetter::new(
+                sequence,
+                Some(event.key.clone()),
+                Some(event.version),
+                payload.clone(),
+                poison.reason(),
+            )
+            .caused_by(poison.cause()),
+        )
     })
 }
 
@@ -178,19 +178,21 @@ pub(super) fn rejected(item: Item, error: sqlx::Error) -> Result<Item, sqlx::Err
         return Err(error);
     };
     let code = sqlstate(&error).unwrap_or_default();
-    let reason = Poison::Rejected {
+    let poison = Poison::Rejected {
         code,
         source: error,
-    }
-    .reason();
+    };
     Ok(Item {
-        outcome: Outcome::Poison(DeadLetter::new(
-            projected.sequence,
-            Some(projected.key),
-            Some(projected.version),
-            item.payload.clone(),
-            reason,
-        )),
+        outcome: Outcome::Poison(
+            DeadLetter::new(
+                projected.sequence,
+                Some(projected.key),
+                Some(projected.version),
+                item.payload.clone(),
+                poison.reason(),
+            )
+            .caused_by(poison.cause()),
+        ),
         ..item
     })
 }

@@ -1,12 +1,13 @@
 //! A partition that cannot move (stopped at a poison event, or failing again and again) keeps
 //! its checkpoint row up to date: its growing lag, and the error it keeps failing with.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull;
 
 use super::super::database;
+use super::super::lag::oldest_pending_age;
 use super::{Exit, Worker, WorkerError};
 
 /// How often a partition that cannot move counts its lag again.
@@ -49,6 +50,12 @@ impl Worker {
                 None
             }
         };
+        match self.pending_age(at).await {
+            Ok(age) => self.set_lag_seconds(age),
+            Err(error) => {
+                tracing::warn!(partition = self.partition, error = %crate::error_chain(&error), "cannot tell the age of the oldest event a partition that cannot move has not applied");
+            }
+        }
         let recorded = database::record_stall(
             &self.pool,
             plan,
@@ -74,6 +81,18 @@ impl Worker {
                 true
             }
         }
+    }
+
+    /// Seconds since the stream stored the partition's first event after `sequence`.
+    async fn pending_age(&self, sequence: u64) -> Result<f64, WorkerError> {
+        let names = self.running.plan.stream_names();
+        let stream = self.stream().await?;
+        oldest_pending_age(&stream, &names, self.partition, sequence, SystemTime::now())
+            .await
+            .map_err(|source| WorkerError::Read {
+                partition: self.partition,
+                source: Box::new(source),
+            })
     }
 
     /// Events of the partition after stream sequence `sequence`: the pending count of a
