@@ -514,3 +514,57 @@ fn check_postgres<'a>(
     }
     Some(names)
 }
+
+/// The Postgres schema holding a namespace's views, generation tables and bookkeeping
+/// (DESIGN §10, ADR 60): `dp_<namespace>`, the one name the projector writes, the query
+/// service reads and the analysts' role is granted. A namespace is a DNS label of at most 63
+/// characters, while Postgres keeps only 63 bytes of a name; a namespace longer than 60 is
+/// shortened and given its FNV-1a hash, so two long namespaces never share a schema.
+pub fn postgres_schema(namespace: &str) -> String {
+    const MAX: usize = 63;
+    let schema = format!("dp_{namespace}");
+    if schema.len() <= MAX {
+        return schema;
+    }
+    let hash = format!("{:016x}", crate::hash::fnv1a64(namespace.as_bytes()));
+    let keep = MAX - "dp_".len() - 1 - hash.len();
+    format!("dp_{}_{hash}", &namespace[..keep])
+}
+
+/// The NOLOGIN group role that may read a namespace's stable views and nothing else
+/// (ADR 0004, ADR 61): `<schema>_reader`, so `dp_shop_reader` for namespace `shop`. Analysts'
+/// login roles are made members of it.
+pub fn reader_role(namespace: &str) -> String {
+    let schema = postgres_schema(namespace);
+    let suffix = "_reader";
+    if schema.len() + suffix.len() <= 63 {
+        return format!("{schema}{suffix}");
+    }
+    let hash = format!("{:016x}", crate::hash::fnv1a64(namespace.as_bytes()));
+    let keep = 63 - "dp_".len() - 1 - hash.len() - suffix.len();
+    format!("dp_{}_{hash}{suffix}", &namespace[..keep])
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_gets_its_own_schema_and_reader_role() {
+        assert_eq!(postgres_schema("shop"), "dp_shop");
+        assert_eq!(postgres_schema("team-a"), "dp_team-a");
+        assert_eq!(reader_role("shop"), "dp_shop_reader");
+    }
+
+    #[test]
+    fn long_namespaces_stay_within_postgres_names_and_apart() {
+        let a = "a".repeat(62) + "x";
+        let b = "a".repeat(62) + "y";
+        for name in [postgres_schema(&a), reader_role(&a)] {
+            assert!(name.len() <= 63, "{name} is {} bytes", name.len());
+        }
+        assert_ne!(postgres_schema(&a), postgres_schema(&b));
+        assert_ne!(reader_role(&a), reader_role(&b));
+        assert_eq!(postgres_schema(&"n".repeat(60)).len(), 63);
+    }
+}

@@ -311,7 +311,7 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
         ("customer_changes", true),
     ] {
         let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
-            .bind(relation)
+            .bind(runtime::sql::Schema::of_namespace(NAMESPACE).table(relation))
             .fetch_one(&pool)
             .await
             .expect("query");

@@ -110,7 +110,9 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
             .postgres
             .as_ref()
             .map(|p| p.view.as_str());
-        database::drop_projection(&pool, &plan::projection_id(projection), view)
+        let schema =
+            crate::sql::Schema::of_namespace(crate::config::namespace_of(&projection.metadata));
+        database::drop_projection(&pool, &schema, &plan::projection_id(projection), view)
             .await
             .map_err(|e| CommandError::Projector(ProjectorError::from(e)))?;
         return Ok(());

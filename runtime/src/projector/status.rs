@@ -13,29 +13,36 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use crds::projection::Phase;
-use crds::report::{GenerationReport, PartitionReport, ProjectorReport};
+use crds::report::{GenerationReport, PartitionReport, ProjectorReport, ViewConflict};
 use sqlx::PgPool;
 
 use super::database::{self, GenerationRow, GenerationState, PartitionRow};
+use crate::sql::Schema;
 
 /// What the status endpoint needs besides the database.
 #[derive(Clone, Debug)]
 pub struct StatusSource {
     pub pool: PgPool,
+    /// The namespace's schema.
+    pub schema: Schema,
     pub projection: String,
     pub replica: String,
     pub view: String,
     pub configured_generation: String,
     /// Kept up to date by the supervisor.
     pub owned: Arc<Mutex<BTreeSet<u32>>>,
+    /// Set while another Projection owns the view.
+    pub conflict: Arc<Mutex<Option<ViewConflict>>>,
 }
 
 impl StatusSource {
     /// Reads the figures and builds the report.
     pub async fn report(&self) -> Result<ProjectorReport, database::DatabaseError> {
-        let generations = database::generations(&self.pool, &self.projection).await?;
-        let partitions = database::partitions(&self.pool, &self.projection).await?;
-        let dead_letters = database::dead_letter_counts(&self.pool, &self.projection).await?;
+        let schema = &self.schema;
+        let generations = database::generations(&self.pool, schema, &self.projection).await?;
+        let partitions = database::partitions(&self.pool, schema, &self.projection).await?;
+        let dead_letters =
+            database::dead_letter_counts(&self.pool, schema, &self.projection).await?;
         let owned = self
             .owned
             .lock()
@@ -90,6 +97,7 @@ pub fn report(
         building_generation: find("building"),
         configured_generation: source.configured_generation.clone(),
         generations,
+        view_conflict: source.conflict.lock().ok().and_then(|c| c.clone()),
     }
 }
 
@@ -215,6 +223,8 @@ mod tests {
             view: "customers".into(),
             configured_generation: "g2".into(),
             owned: Arc::default(),
+            conflict: Arc::default(),
+            schema: Schema::of_namespace("default"),
         };
         let mut stopped = partition("g2", 1, 5, 5, None);
         stopped.stopped = Some("sequence 6: a filter failed".into());
