@@ -243,6 +243,37 @@ async fn a_rebuild_token_rolls_the_projector_while_the_old_generation_keeps_serv
 }
 
 #[tokio::test]
+async fn a_projection_whose_view_another_owns_is_refused_naming_the_owner() {
+    let outcome = scenarios::projection_view_conflict().await;
+    let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ViewConflict");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("view customers is owned by Projection shop/crm-customers"),
+        "{message}"
+    );
+    assert_eq!(condition(status, "Degraded")["reason"], "ViewConflict");
+    assert_eq!(status["status"]["phase"], "Degraded");
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    let warnings: Vec<&&Value> = events.iter().filter(|e| e["type"] == "Warning").collect();
+    assert_eq!(warnings.len(), 1, "{events:?}");
+    assert_eq!(warnings[0]["reason"], "ViewConflict");
+    assert!(
+        warnings[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("shop/crm-customers")
+    );
+}
+
+#[tokio::test]
 async fn a_projection_with_bad_cel_is_not_ready_and_names_the_filter() {
     let outcome = scenarios::projection_invalid().await;
     let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));

@@ -57,6 +57,9 @@ impl Reconciled for Projection {
         );
         let report = probe::report::<ProjectorReport>(ctx.probe.as_ref(), url).await;
         let previous = self.status.as_ref();
+        let was_conflict = previous
+            .and_then(|s| status::find(&s.conditions, crate::conditions::types::READY))
+            .is_some_and(|c| c.reason == reasons::VIEW_CONFLICT);
         let status = status::projection_status(
             previous,
             self.metadata.generation,
@@ -72,6 +75,19 @@ impl Reconciled for Projection {
         )
         .await?;
         driver::announce(&ctx, &*self, &owner, &children, &pods).await;
+        if let Ok(Some(conflict)) = report.as_ref().map(|r| r.view_conflict.as_ref())
+            && !was_conflict
+        {
+            let note = status::view_conflict_message(conflict);
+            events::warning(
+                &ctx,
+                &*self,
+                reasons::VIEW_CONFLICT,
+                actions::RECONCILE,
+                note,
+            )
+            .await;
+        }
 
         let before = previous.and_then(|s| s.active_generation.as_deref());
         if let (Some(before), Some(after)) = (before, status.active_generation.as_deref())

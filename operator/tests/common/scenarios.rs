@@ -398,6 +398,22 @@ pub async fn projection_rebuild_asked() -> Outcome {
     .await
 }
 
+/// A second Projection claims a view another Projection of the namespace owns: the projector
+/// reports the conflict, the Projection is not ready naming the owner, and a Warning says so.
+pub async fn projection_view_conflict() -> Outcome {
+    let report = json!({"projection": "customers", "replica": "customers-projector-abc",
+        "ownedPartitions": [], "view": "customers", "configuredGeneration": "g1",
+        "generations": [], "viewConflict": {"view": "customers", "owner": "shop/crm-customers"}});
+    let mut script = projection_script(deployment_status(2, 2), None);
+    script.push(Expect::create(EVENTS));
+    play_projection(
+        shop().projection,
+        script,
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+    )
+    .await
+}
+
 /// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
 /// nothing applied.
 pub async fn projection_invalid() -> Outcome {
