@@ -100,6 +100,10 @@ fn operator_settings(operator: &Deployment) -> RuntimeSettings {
             name: env("DREAMPIPE_DATABASE_SECRET"),
             key: env("DREAMPIPE_DATABASE_SECRET_KEY"),
         },
+        reader_members: env("DREAMPIPE_READER_MEMBERS")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
     }
 }
 

@@ -173,3 +173,144 @@ async fn a_second_projection_claiming_a_view_is_refused_and_the_owner_keeps_serv
     assert_eq!(rivalling.status.report().await.unwrap().view_conflict, None);
     rivalling.stop().await;
 }
+
+/// The SQLSTATE of `statement` run as `connection`, or None when it succeeds.
+async fn refusal(connection: &mut sqlx::PgConnection, statement: &str) -> Option<String> {
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut *connection)
+        .await
+    {
+        Ok(_) => None,
+        Err(error) => Some(
+            error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|| error.to_string()),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_namespace_reader_reads_its_own_views_and_nothing_else() {
+    use sqlx::{ConnectOptions, Connection};
+    const PASSWORD: &str = "analyst-secret";
+    let bed = Bed::start(2).await;
+    // Login roles are cluster-wide: named after this test's database.
+    let analyst_a = format!("analyst_a_{}", bed.database.name());
+    let analyst_b = format!("analyst_b_{}", bed.database.name());
+    for role in [&analyst_a, &analyst_b] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "create role {role} login password '{PASSWORD}'"
+        )))
+        .execute(&bed.pool)
+        .await
+        .unwrap();
+    }
+    let mut producers = Vec::new();
+    let mut replicas = Vec::new();
+    for (namespace, member) in [("iso-a", &analyst_a), ("iso-b", &analyst_b)] {
+        let mut producer = Producer::in_namespace(&bed.client, namespace, 2).await;
+        producer
+            .publish([(
+                "c1".to_owned(),
+                Some(json!({"id": "c1", "name": format!("only in {namespace}")})),
+            )])
+            .await;
+        // A poison event, so that the namespace's dead-letter table holds a row.
+        producer.publish_raw("c2", b"not an event").await;
+        producers.push(producer);
+        let options = runtime::projector::Options {
+            reader_role: Some(crds::projection::reader_role(namespace)),
+            reader_members: vec![member.clone()],
+            ..fast_options()
+        };
+        // onError defaults to dead-lettering.
+        let projection = projection_in(namespace, "customers", VIEW);
+        replicas.push(bed.replica(&projection, "r1", options).await);
+    }
+    let plain = bed.database.pool().await.unwrap();
+    let (a, b) = (Schema::of_namespace("iso-a"), Schema::of_namespace("iso-b"));
+    for schema in [&a, &b] {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{schema}: the view and a dead letter"),
+            || async {
+                let letters: Result<i64, _> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "select count(*) from {}",
+                    schema.table("dp_dead_letters")
+                )))
+                .fetch_one(&plain)
+                .await;
+                names(&plain, schema).await.is_ok_and(|n| n.len() == 1)
+                    && letters.is_ok_and(|n| n == 1)
+            },
+        )
+        .await;
+    }
+
+    let mut reader = bed
+        .database
+        .options()
+        .clone()
+        .username(&analyst_a)
+        .password(PASSWORD)
+        .connect()
+        .await
+        .unwrap();
+    let name: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select name from {}",
+        a.table("customers")
+    )))
+    .fetch_one(&mut reader)
+    .await
+    .unwrap();
+    assert_eq!(name, "only in iso-a", "A's reader reads A's view");
+
+    let generation_table: String = sqlx::query_scalar(
+        "select relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where n.nspname = $1 and c.relkind = 'r' and c.relname like 'dp_customers_%'",
+    )
+    .bind(a.name())
+    .fetch_one(&plain)
+    .await
+    .unwrap();
+    let mut refused = vec![b.table("customers")];
+    for table in [
+        "dp_dead_letters",
+        "dp_checkpoints",
+        "dp_leases",
+        "dp_replicas",
+        "dp_generations",
+        "dp_views",
+        &generation_table,
+    ] {
+        refused.push(a.table(table));
+        refused.push(b.table(table));
+    }
+    for relation in &refused {
+        assert_eq!(
+            refusal(&mut reader, &format!("select * from {relation}"))
+                .await
+                .as_deref(),
+            Some("42501"),
+            "A's reader reading {relation}"
+        );
+    }
+    // And it changes nothing, not even its own namespace's view.
+    for statement in [
+        format!("delete from {}", a.table("customers")),
+        format!("create table {} (a int)", a.table("mine")),
+        "create table mine (a int)".to_owned(),
+    ] {
+        assert_eq!(
+            refusal(&mut reader, &statement).await.as_deref(),
+            Some("42501"),
+            "{statement}"
+        );
+    }
+    let _ = reader.close().await;
+    for replica in replicas {
+        replica.stop().await;
+    }
+}

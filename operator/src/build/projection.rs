@@ -128,6 +128,17 @@ fn projector_pod(projection: &Projection, owner: &Owner, settings: &RuntimeSetti
         &settings.database_secret.key,
     ));
     environment.push(env_from_field("POD_NAME", "metadata.name"));
+    // The namespace's analysts' role: granted its stable views, and nothing else (ADR 61).
+    environment.push(env(
+        "DREAMPIPE_READER_ROLE",
+        crds::projection::reader_role(&owner.namespace),
+    ));
+    if !settings.reader_members.is_empty() {
+        environment.push(env(
+            "DREAMPIPE_READER_MEMBERS",
+            settings.reader_members.join(","),
+        ));
+    }
     RuntimePod {
         role: Role::Projector,
         replicas: projection.spec.replicas,

@@ -61,6 +61,7 @@ pub fn fast_options() -> Options {
         retire_after: Duration::from_secs(1),
         caught_up_lag: 0,
         reader_role: None,
+        reader_members: Vec::new(),
         worker: WorkerOptions {
             batch_size: 500,
             idle: Duration::from_millis(150),

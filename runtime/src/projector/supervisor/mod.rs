@@ -59,6 +59,8 @@ pub struct Options {
     pub caught_up_lag: u64,
     /// The analysts' read-only Postgres role, granted SELECT on the stable view.
     pub reader_role: Option<String>,
+    /// Login roles made members of the reader role.
+    pub reader_members: Vec<String>,
     pub worker: WorkerOptions,
 }
 
@@ -70,6 +72,7 @@ impl Default for Options {
             retire_after: Duration::from_secs(300),
             caught_up_lag: 0,
             reader_role: None,
+            reader_members: Vec::new(),
             worker: WorkerOptions::default(),
         }
     }
@@ -187,7 +190,14 @@ impl Projector {
                 database::prepare(&self.pool, &plan.schema).await?;
                 if let Some(role) = &self.options.reader_role {
                     let view = plan.postgres().map(|p| p.view.as_str());
-                    database::open_to_reader(&self.pool, &plan.schema, role, view).await?;
+                    database::open_to_reader(
+                        &self.pool,
+                        &plan.schema,
+                        role,
+                        &self.options.reader_members,
+                        view,
+                    )
+                    .await?;
                 }
                 database::register(&self.pool, plan).await
             };
