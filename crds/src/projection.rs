@@ -72,6 +72,38 @@ pub struct ProjectionSpec {
     /// image pull secrets, ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodOverlay>,
+    /// The Postgres database the projector writes, by reference to a Secret of the
+    /// Projection's namespace. Omitted: the operator's default Secret (the chart's
+    /// `dreampipe-database`, key `writer-url`). The operator never reads the Secret; the
+    /// projector's pod does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<ProjectionDatabase>,
+}
+
+/// Where a projector finds its database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionDatabase {
+    /// The Secret (in the Projection's namespace) and key holding the `postgres://` URL of a
+    /// role that may create schemas and tables (the chart's writer).
+    pub secret_ref: DatabaseSecretRef,
+}
+
+/// A key of a Secret in the Projection's namespace holding a database URL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret holding the URL; `writer-url` when omitted.
+    #[serde(default = "default_database_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_database_key() -> String {
+    "writer-url".to_owned()
 }
 
 fn default_replicas() -> i32 {

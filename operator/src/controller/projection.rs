@@ -50,7 +50,16 @@ impl Reconciled for Projection {
 
         let children = build::projection::build(&valid, &ctx.settings);
         let deployment = apply_children(&ctx.client, &owner.namespace, &children).await?;
-        let pods = driver::role_pods::<Projection>(&ctx, &owner, &deployment).await?;
+        let mut pods = driver::role_pods::<Projection>(&ctx, &owner, &deployment).await?;
+        if let Some(problem) = &mut pods.problem {
+            let database = build::projection::database_secret(&self, &ctx.settings);
+            problem.explain_missing_secret(
+                &owner.namespace,
+                &database.name,
+                &database.key,
+                "postgres://USER:PASSWORD@HOST:5432/DATABASE",
+            );
+        }
         let url = format!(
             "{}/v1/status",
             names::service_url(&owner.name, Role::Projector, &owner.namespace)

@@ -414,6 +414,27 @@ pub async fn projection_view_conflict() -> Outcome {
     .await
 }
 
+/// A Projection naming its database Secret (`spec.database.secretRef`) that does not exist in
+/// its namespace: the projector pods cannot start, and the status names the Secret with the
+/// command that creates it.
+pub async fn projection_database_secret_missing() -> Outcome {
+    let mut projection = shop().projection;
+    projection.spec.database = Some(crds::projection::ProjectionDatabase {
+        secret_ref: crds::projection::DatabaseSecretRef {
+            name: "shop-db".into(),
+            key: "url".into(),
+        },
+    });
+    let failing = json!({"metadata": {"name": "customers-projector-7d9f"}, "status": {
+        "phase": "Pending", "containerStatuses": [{"name": "projector", "image": "i",
+        "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
+        "reason": "CreateContainerConfigError",
+        "message": "secret \"shop-db\" not found"}}}]}});
+    let mut script = projection_script(deployment_status(2, 0), Some(json!([failing])));
+    script.push(Expect::create(EVENTS));
+    play_projection(projection, script, Arc::new(FakeProbe::default())).await
+}
+
 /// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
 /// nothing applied.
 pub async fn projection_invalid() -> Outcome {
