@@ -560,7 +560,17 @@ pub fn postgres_schema(namespace: &str) -> String {
     }
     let hash = format!("{:016x}", crate::hash::fnv1a64(namespace.as_bytes()));
     let keep = MAX - "dp_".len() - 1 - hash.len();
-    format!("dp_{}_{hash}", &namespace[..keep])
+    format!("dp_{}_{hash}", prefix(namespace, keep))
+}
+
+/// The longest prefix of `text` of at most `bytes` bytes that ends on a character boundary
+/// (a Kubernetes namespace is ASCII, `dreampipe dev --namespace` need not be).
+fn prefix(text: &str, bytes: usize) -> &str {
+    let end = (0..=bytes.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
 }
 
 /// The NOLOGIN group role that may read a namespace's stable views and nothing else
@@ -574,7 +584,7 @@ pub fn reader_role(namespace: &str) -> String {
     }
     let hash = format!("{:016x}", crate::hash::fnv1a64(namespace.as_bytes()));
     let keep = 63 - "dp_".len() - 1 - hash.len() - suffix.len();
-    format!("dp_{}_{hash}{suffix}", &namespace[..keep])
+    format!("dp_{}_{hash}{suffix}", prefix(namespace, keep))
 }
 
 #[cfg(test)]
@@ -598,5 +608,7 @@ mod schema_tests {
         assert_ne!(postgres_schema(&a), postgres_schema(&b));
         assert_ne!(reader_role(&a), reader_role(&b));
         assert_eq!(postgres_schema(&"n".repeat(60)).len(), 63);
+        let wide = "é".repeat(40);
+        assert!(postgres_schema(&wide).len() <= 63 && reader_role(&wide).len() <= 63);
     }
 }
