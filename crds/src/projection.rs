@@ -548,12 +548,15 @@ fn check_postgres<'a>(
 }
 
 /// The Postgres schema holding a namespace's views, generation tables and bookkeeping
-/// (DESIGN §10, ADR 60): `dp_<namespace>`, the one name the projector writes, the query
-/// service reads and the analysts' role is granted. A namespace is a DNS label of at most 63
-/// characters, while Postgres keeps only 63 bytes of a name; a namespace longer than 60 is
-/// shortened and given its FNV-1a hash, so two long namespaces never share a schema.
+/// (DESIGN §10, ADR 60): `dp_<namespace>` with `-` written `_` (`dp_team_b` for `team-b`), the
+/// one name the projector writes, the query service reads and the analysts' role is granted.
+/// A namespace is a DNS label (no `_`), so the mapping keeps namespaces apart, and the name
+/// is a plain SQL identifier analysts need not quote. Postgres keeps only 63 bytes of a name;
+/// a namespace longer than 60 is shortened and given its FNV-1a hash, so two long namespaces
+/// never share a schema.
 pub fn postgres_schema(namespace: &str) -> String {
     const MAX: usize = 63;
+    let namespace = &namespace.replace('-', "_");
     let schema = format!("dp_{namespace}");
     if schema.len() <= MAX {
         return schema;
@@ -578,6 +581,7 @@ fn prefix(text: &str, bytes: usize) -> &str {
 /// login roles are made members of it.
 pub fn reader_role(namespace: &str) -> String {
     let schema = postgres_schema(namespace);
+    let namespace = &namespace.replace('-', "_");
     let suffix = "_reader";
     if schema.len() + suffix.len() <= 63 {
         return format!("{schema}{suffix}");
@@ -594,8 +598,12 @@ mod schema_tests {
     #[test]
     fn a_namespace_gets_its_own_schema_and_reader_role() {
         assert_eq!(postgres_schema("shop"), "dp_shop");
-        assert_eq!(postgres_schema("team-a"), "dp_team-a");
+        assert_eq!(postgres_schema("team-a"), "dp_team_a");
         assert_eq!(reader_role("shop"), "dp_shop_reader");
+        assert_eq!(reader_role("team-b"), "dp_team_b_reader");
+        for name in [postgres_schema("team-b"), reader_role("1-team-b")] {
+            assert!(crate::validate::is_sql_identifier(&name), "{name}");
+        }
     }
 
     #[test]

@@ -64,8 +64,8 @@ mod tests {
     #[test]
     fn relations_are_qualified_by_the_namespace_schema_and_quoted() {
         let schema = Schema::of_namespace("team-a");
-        assert_eq!(schema.name(), "dp_team-a");
-        assert_eq!(schema.table("customers"), "\"dp_team-a\".\"customers\"");
-        assert_eq!(schema.table("a\"b"), "\"dp_team-a\".\"a\"\"b\"");
+        assert_eq!(schema.name(), "dp_team_a");
+        assert_eq!(schema.table("customers"), "\"dp_team_a\".\"customers\"");
+        assert_eq!(schema.table("a\"b"), "\"dp_team_a\".\"a\"\"b\"");
     }
 }

@@ -85,7 +85,7 @@ async fn the_same_view_in_two_namespaces_fills_two_schemas_of_one_database() {
     .await
     .unwrap();
     assert!(in_public.is_empty(), "public holds {in_public:?}");
-    for schema in [&schema_a, &schema_b] {
+    for (namespace, schema) in [("team-a", &schema_a), ("team-b", &schema_b)] {
         let projections: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "select distinct projection from {}",
             schema.table("dp_checkpoints")
@@ -93,7 +93,6 @@ async fn the_same_view_in_two_namespaces_fills_two_schemas_of_one_database() {
         .fetch_all(&plain)
         .await
         .unwrap();
-        let namespace = schema.name().trim_start_matches("dp_");
         assert_eq!(projections, [format!("{namespace}/customers")]);
     }
     replica_a.stop().await;
