@@ -73,6 +73,38 @@ pub struct ProjectionSpec {
     /// image pull secrets, ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodOverlay>,
+    /// The Postgres database the projector writes, by reference to a Secret of the
+    /// Projection's namespace. Omitted: the operator's default Secret (the chart's
+    /// `dreampipe-database`, key `writer-url`). The operator never reads the Secret; the
+    /// projector's pod does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<ProjectionDatabase>,
+}
+
+/// Where a projector finds its database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionDatabase {
+    /// The Secret (in the Projection's namespace) and key holding the `postgres://` URL of a
+    /// role that may create schemas and tables (the chart's writer).
+    pub secret_ref: DatabaseSecretRef,
+}
+
+/// A key of a Secret in the Projection's namespace holding a database URL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret holding the URL; `writer-url` when omitted.
+    #[serde(default = "default_database_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_database_key() -> String {
+    "writer-url".to_owned()
 }
 
 fn default_replicas() -> i32 {
@@ -518,4 +550,78 @@ fn check_postgres<'a>(
         }
     }
     Some(names)
+}
+
+/// The Postgres schema holding a namespace's views, generation tables and bookkeeping
+/// (DESIGN §10, ADR 60): `dp_<namespace>` with `-` written `_` (`dp_team_b` for `team-b`), the
+/// one name the projector writes, the query service reads and the analysts' role is granted.
+/// A namespace is a DNS label (no `_`), so the mapping keeps namespaces apart, and the name
+/// is a plain SQL identifier analysts need not quote. Postgres keeps only 63 bytes of a name;
+/// a namespace longer than 60 is shortened and given its FNV-1a hash, so two long namespaces
+/// never share a schema.
+pub fn postgres_schema(namespace: &str) -> String {
+    const MAX: usize = 63;
+    let namespace = &namespace.replace('-', "_");
+    let schema = format!("dp_{namespace}");
+    if schema.len() <= MAX {
+        return schema;
+    }
+    let hash = format!("{:016x}", crate::hash::fnv1a64(namespace.as_bytes()));
+    let keep = MAX - "dp_".len() - 1 - hash.len();
+    format!("dp_{}_{hash}", prefix(namespace, keep))
+}
+
+/// The longest prefix of `text` of at most `bytes` bytes that ends on a character boundary
+/// (a Kubernetes namespace is ASCII, `dreampipe dev --namespace` need not be).
+fn prefix(text: &str, bytes: usize) -> &str {
+    let end = (0..=bytes.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
+}
+
+/// The NOLOGIN group role that may read a namespace's stable views and nothing else
+/// (ADR 0004, ADR 61): `<schema>_reader`, so `dp_shop_reader` for namespace `shop`. Analysts'
+/// login roles are made members of it.
+pub fn reader_role(namespace: &str) -> String {
+    let schema = postgres_schema(namespace);
+    let namespace = &namespace.replace('-', "_");
+    let suffix = "_reader";
+    if schema.len() + suffix.len() <= 63 {
+        return format!("{schema}{suffix}");
+    }
+    let hash = format!("{:016x}", crate::hash::fnv1a64(namespace.as_bytes()));
+    let keep = 63 - "dp_".len() - 1 - hash.len() - suffix.len();
+    format!("dp_{}_{hash}{suffix}", prefix(namespace, keep))
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_gets_its_own_schema_and_reader_role() {
+        assert_eq!(postgres_schema("shop"), "dp_shop");
+        assert_eq!(postgres_schema("team-a"), "dp_team_a");
+        assert_eq!(reader_role("shop"), "dp_shop_reader");
+        assert_eq!(reader_role("team-b"), "dp_team_b_reader");
+        for name in [postgres_schema("team-b"), reader_role("1-team-b")] {
+            assert!(crate::validate::is_sql_identifier(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn long_namespaces_stay_within_postgres_names_and_apart() {
+        let a = "a".repeat(62) + "x";
+        let b = "a".repeat(62) + "y";
+        for name in [postgres_schema(&a), reader_role(&a)] {
+            assert!(name.len() <= 63, "{name} is {} bytes", name.len());
+        }
+        assert_ne!(postgres_schema(&a), postgres_schema(&b));
+        assert_ne!(reader_role(&a), reader_role(&b));
+        assert_eq!(postgres_schema(&"n".repeat(60)).len(), 63);
+        let wide = "é".repeat(40);
+        assert!(postgres_schema(&wide).len() <= 63 && reader_role(&wide).len() <= 63);
+    }
 }

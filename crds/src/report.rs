@@ -57,6 +57,19 @@ pub struct ProjectorReport {
     /// stream could not be read.
     #[serde(default)]
     pub lag_seconds: Option<f64>,
+    /// The view is owned by another Projection of the namespace: this one is refused and
+    /// projects nothing until the owner lets it go (ADR 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_conflict: Option<ViewConflict>,
+}
+
+/// A view name claimed by another Projection of the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewConflict {
+    pub view: String,
+    /// `<namespace>/<name>` of the Projection that owns the view.
+    pub owner: String,
 }
 
 /// One generation's figures.

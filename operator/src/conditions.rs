@@ -33,6 +33,9 @@ pub mod reasons {
     pub const BUILDING_GENERATION: &str = "BuildingGeneration";
     pub const NO_LIVE_GENERATION: &str = "NoLiveGeneration";
     pub const PARTITIONS_FAILING: &str = "PartitionsFailing";
+    /// The Projection's view is owned by another Projection of the namespace (DESIGN §10):
+    /// this one is refused and projects nothing; the owner keeps serving.
+    pub const VIEW_CONFLICT: &str = "ViewConflict";
     pub const SOURCE_FAILING: &str = "SourceFailing";
 
     /// Events.

@@ -91,6 +91,10 @@ struct RunArgs {
         default_value = "writer-url"
     )]
     database_secret_key: String,
+    /// Postgres login roles the projectors make members of their namespace's reader role
+    /// (`dp_<namespace>_reader`), comma-separated: the query service's role.
+    #[arg(long, env = "DREAMPIPE_READER_MEMBERS", value_delimiter = ',')]
+    reader_members: Vec<String>,
     /// This operator's pod, named as the reporter of its Events and as its identity in the
     /// leader Lease.
     #[arg(long, env = "POD_NAME")]
@@ -165,6 +169,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime_otlp_endpoint,
         database_secret,
         database_secret_key,
+        reader_members,
         pod_name,
         leader_election,
         lease_namespace,
@@ -193,6 +198,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             name: database_secret,
             key: database_secret_key,
         },
+        reader_members,
     };
     let identity = pod_name
         .clone()

@@ -18,6 +18,10 @@ pub struct RuntimeSettings {
     pub otlp_endpoint: Option<String>,
     /// Secret key (in the resource's namespace) holding the projectors' writer `DATABASE_URL`.
     pub database_secret: SecretKeyRef,
+    /// Postgres login roles made members of each namespace's reader role by its projectors
+    /// (the chart's query service role, `dreampipe_reader`), so they read every namespace's
+    /// stable views and nothing else (ADR 61).
+    pub reader_members: Vec<String>,
 }
 
 impl RuntimeSettings {
@@ -33,6 +37,7 @@ impl RuntimeSettings {
                 name: "dreampipe-database".to_owned(),
                 key: "writer-url".to_owned(),
             },
+            reader_members: vec!["dreampipe_reader".to_owned()],
         }
     }
 }

@@ -331,6 +331,51 @@ fn projector_gets_its_database_url_from_a_secret_and_its_replica_id_from_the_pod
 }
 
 #[test]
+fn a_projection_names_its_own_database_secret_and_gets_its_namespaces_reader_role() {
+    let shop = common::shop();
+    let mut projection = shop.projection.clone();
+    // As a user writes it: `database: {secretRef: {name: team-db}}`.
+    projection.spec.database = Some(serde_yaml::from_str("secretRef: {name: team-db}").unwrap());
+    let settings = RuntimeSettings::example();
+    let children = common::projector(&projection, &shop.entity, &settings);
+    let env = env_of(&children.deployment);
+    let secret = env["DATABASE_URL"]
+        .value_from
+        .as_ref()
+        .and_then(|from| from.secret_key_ref.as_ref())
+        .unwrap();
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str()),
+        ("team-db", "writer-url"),
+        "the key defaults to writer-url"
+    );
+    assert_eq!(value(&env, "DREAMPIPE_READER_ROLE"), Some("dp_shop_reader"));
+    assert_eq!(
+        value(&env, "DREAMPIPE_READER_MEMBERS"),
+        Some("dreampipe_reader")
+    );
+    let job = build::projection::drop_job(
+        &projection,
+        &operator::build::Owner::of(&projection).unwrap(),
+        &settings,
+    );
+    let job_env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let job_secret = job_env
+        .iter()
+        .find(|e| e.name == "DATABASE_URL")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|from| from.secret_key_ref.as_ref())
+        .unwrap();
+    assert_eq!(
+        job_secret.name, "team-db",
+        "the drop Job writes the same database"
+    );
+}
+
+#[test]
 fn projector_config_holds_the_projection_and_its_entity() {
     let children = projector();
     let data = children.config_map.data.unwrap();

@@ -247,6 +247,76 @@ async fn a_rebuild_token_rolls_the_projector_while_the_old_generation_keeps_serv
 }
 
 #[tokio::test]
+async fn a_projection_whose_view_another_owns_is_refused_naming_the_owner() {
+    let outcome = scenarios::projection_view_conflict().await;
+    let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ViewConflict");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("view customers is owned by Projection shop/crm-customers"),
+        "{message}"
+    );
+    assert_eq!(condition(status, "Degraded")["reason"], "ViewConflict");
+    assert_eq!(status["status"]["phase"], "Degraded");
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    let warnings: Vec<&&Value> = events.iter().filter(|e| e["type"] == "Warning").collect();
+    assert_eq!(warnings.len(), 1, "{events:?}");
+    assert_eq!(warnings[0]["reason"], "ViewConflict");
+    assert!(
+        warnings[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("shop/crm-customers")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_database_secret_is_named_with_the_command_that_creates_it() {
+    let outcome = scenarios::projection_database_secret_missing().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let url = env.iter().find(|e| e["name"] == "DATABASE_URL").unwrap();
+    assert_eq!(
+        url["valueFrom"]["secretKeyRef"],
+        json!({"name": "shop-db", "key": "url", "optional": false})
+    );
+    let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "CreateContainerConfigError");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the Secret \"shop-db\" does not exist in namespace shop; create it: kubectl create \
+             secret generic shop-db -n shop --from-literal=url='postgres://"
+        ),
+        "{message}"
+    );
+    let warnings: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.body["type"] == "Warning")
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl create secret generic shop-db -n shop")
+    );
+}
+
+#[tokio::test]
 async fn a_projection_with_bad_cel_is_not_ready_and_names_the_filter() {
     let outcome = scenarios::projection_invalid().await;
     let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));

@@ -285,7 +285,7 @@ async fn project(
     last: &BTreeMap<u32, u64>,
 ) -> anyhow::Result<(f64, f64, TestDatabase)> {
     let database = TestDatabase::create().await?;
-    let pool = database.pool().await?;
+    let pool = database.pool_in_schema("dp_default").await?;
     let dir = tempfile::tempdir()?;
     std::fs::write(
         dir.path().join("config.yaml"),

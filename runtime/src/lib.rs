@@ -16,6 +16,7 @@ pub mod reachability;
 pub mod receiver;
 pub mod role;
 pub mod simulator;
+pub mod sql;
 pub mod store;
 pub mod trace;
 

@@ -228,7 +228,10 @@ fn dev_runs_a_folder_end_to_end_and_keeps_its_state_between_runs() {
     assert_eq!(view_names(query, 2), ["Ada", "Bo"]);
     let analysts = analysts_url(&printed);
     assert_eq!(
-        psql(&analysts, "select name from customers order by name"),
+        psql(
+            &analysts,
+            "select name from dp_default.customers order by name"
+        ),
         "Ada\nBo\n",
         "analysts read the view with the printed URL"
     );

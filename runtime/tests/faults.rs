@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ledger_support::{Ledger, events_by_key};
-use projector_support::{Bed, customer, projection, rows, view_exists, wait_until};
+use projector_support::{Bed, SCHEMA, customer, projection, rows, view_exists, wait_until};
 use role_support::start;
 use runtime::store::StreamNames;
 use serde_json::{Value, json};
@@ -206,7 +206,7 @@ async fn nats_killed_and_restarted_mid_ingest_loses_nothing_acknowledged() {
 async fn postgres_restarted_immediately_mid_projection_leaves_the_view_a_fresh_replay() {
     let mut bed = Bed::start(2).await;
     let mut database = TestDatabase::on_private_server().await.unwrap();
-    let pool = database.pool().await.unwrap();
+    let pool = database.pool_in_schema(SCHEMA).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
     let (mut projector, port) = start(

@@ -120,8 +120,9 @@ async fn the_query_service_keeps_to_its_openapi_document() {
     .await;
     put(&receiver, "c2", json!({"id": "c2", "name": "Bo"})).await;
     let database = TestDatabase::create().await.unwrap();
-    let pool = database.pool().await.unwrap();
+    let pool = database.pool_in_schema("dp_shop").await.unwrap();
     for sql in [
+        "create schema dp_shop",
         "create table dp_customers_g1 (dp_key text primary key, dp_version bigint, name text)",
         "create view customers as select dp_key, dp_version, name from dp_customers_g1",
         "insert into dp_customers_g1 values ('c2', 1, 'Bo'), ('c3', 4, 'Cy')",
@@ -130,7 +131,7 @@ async fn the_query_service_keeps_to_its_openapi_document() {
     }
     let readers = Readers {
         entities: Entities::new(nats.client().await.unwrap(), "shop".to_owned()),
-        views: Some(Views::new(pool)),
+        views: Some(Views::new(pool, runtime::sql::Schema::of_namespace("shop"))),
     };
     let (base, stop) = serve(routes(Arc::new(readers), Tokens::default())).await;
     assert_conforms(&base, "query service").await;

@@ -27,6 +27,8 @@ use testbed::{NatsServer, TestDatabase};
 /// The namespace and release `scripts/kind-up` and `scripts/demo` use.
 const NAMESPACE: &str = "dreampipe";
 const RELEASE: &str = "dreampipe";
+/// A second team's namespace: the same example, on the same NATS and Postgres (DESIGN §10).
+const TEAM_B: &str = "team-b";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -104,13 +106,22 @@ fn operator_settings(operator: &Deployment) -> RuntimeSettings {
             name: env("DREAMPIPE_DATABASE_SECRET"),
             key: env("DREAMPIPE_DATABASE_SECRET_KEY"),
         },
+        reader_members: env("DREAMPIPE_READER_MEMBERS")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
     }
 }
 
 /// An example resource as the API server stores it after `kubectl apply -n dreampipe`.
-fn stored<T: DeserializeOwned>(mut manifest: Value, uid: usize) -> T {
+fn stored<T: DeserializeOwned>(manifest: Value, uid: usize) -> T {
+    stored_in(manifest, uid, NAMESPACE)
+}
+
+/// An example resource as the API server stores it after `kubectl apply -n <namespace>`.
+fn stored_in<T: DeserializeOwned>(mut manifest: Value, uid: usize, namespace: &str) -> T {
     let metadata = manifest["metadata"].as_object_mut().expect("metadata");
-    metadata.insert("namespace".to_owned(), json!(NAMESPACE));
+    metadata.insert("namespace".to_owned(), json!(namespace));
     metadata.insert(
         "uid".to_owned(),
         json!(format!("00000000-0000-4000-8000-{uid:012}")),
@@ -119,24 +130,29 @@ fn stored<T: DeserializeOwned>(mut manifest: Value, uid: usize) -> T {
     serde_json::from_value(manifest).expect("an example resource matching its CRD type")
 }
 
+fn typed<T: DeserializeOwned>(manifest: Value) -> T {
+    serde_json::from_value(manifest).expect("an example resource matching its CRD type")
+}
+
 fn example(file: &str) -> Vec<Value> {
     let path = repo().join("examples/salesforce").join(file);
     documents(&std::fs::read_to_string(&path).expect("example file"))
 }
 
-/// The operator's children of every example resource.
-fn example_children(settings: &RuntimeSettings) -> Vec<Children> {
-    let mut uid = 0;
+/// The operator's children of every example resource applied in `namespace`.
+fn example_children(settings: &RuntimeSettings, namespace: &str) -> Vec<Children> {
+    let stored = |manifest, uid| -> Value { stored_in(manifest, uid, namespace) };
+    let mut uid = if namespace == NAMESPACE { 0 } else { 1000 };
     let mut next = || {
         uid += 1;
         uid
     };
-    let entity: crds::Entity = stored(example("entity.yaml").remove(0), next());
+    let entity: crds::Entity = typed(stored(example("entity.yaml").remove(0), next()));
     let owner = Owner::of(&entity).expect("owner");
     let valid = validate::entity(&entity, &owner).expect("a valid Entity");
     let mut children = vec![build::entity::build(&valid, settings)];
     for manifest in example("adapter.yaml") {
-        let adapter: crds::Adapter = stored(manifest, next());
+        let adapter: crds::Adapter = typed(stored(manifest, next()));
         let owner = Owner::of(&adapter).expect("owner");
         let valid = validate::adapter(&adapter, &owner)
             .and_then(|unresolved| unresolved.resolve(Some(entity.clone())))
@@ -144,7 +160,7 @@ fn example_children(settings: &RuntimeSettings) -> Vec<Children> {
         children.push(build::adapter::build(&valid, settings));
     }
     for manifest in example("projections.yaml") {
-        let projection: crds::Projection = stored(manifest, next());
+        let projection: crds::Projection = typed(stored(manifest, next()));
         let owner = Owner::of(&projection).expect("owner");
         let valid = validate::projection(&projection, &owner)
             .and_then(|unresolved| unresolved.resolve(Some(entity.clone())))
@@ -227,7 +243,7 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
     let simulator: Deployment = take(&mut simulator, "Deployment", "crm-simulator");
     node.schedule(&simulator);
     node.schedule(&query);
-    let children = example_children(&settings);
+    let children = example_children(&settings, NAMESPACE);
     for child in &children {
         node.add_config_map(child.config_map.clone());
         if let Some(service) = &child.service {
@@ -242,8 +258,39 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
         + 2;
     assert_eq!(node.pods().len(), expected_pods as usize);
 
+    // A second team applies the same example in its own namespace, with the database Secret
+    // created there (README: a second team). Its pods reach NATS and Postgres directly: this
+    // emulated node resolves only its own namespace's Services.
+    let mut team_b = Node::new(TEAM_B, Image::runtime(&repo(), &binary));
+    let writer_url = node.secret(
+        &settings.database_secret.name,
+        &settings.database_secret.key,
+    );
+    let writer_url = writer_url.replace(
+        &format!("dreampipe-postgres.{NAMESPACE}.svc:5432"),
+        &format!("127.0.0.1:{postgres_port}"),
+    );
+    team_b.apply(vec![json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": settings.database_secret.name},
+        "stringData": {settings.database_secret.key.as_str(): writer_url}})]);
+    let settings_b = RuntimeSettings {
+        nats_url: nats.url().to_owned(),
+        ..settings.clone()
+    };
+    let mut simulator_b = team_b.apply(example("crm-simulator.yaml"));
+    team_b.schedule(&take(&mut simulator_b, "Deployment", "crm-simulator"));
+    for child in example_children(&settings_b, TEAM_B) {
+        team_b.add_config_map(child.config_map.clone());
+        if let Some(service) = &child.service {
+            team_b.add_service(service.clone());
+        }
+        team_b.schedule(&child.deployment);
+    }
+
     node.start();
+    team_b.start();
     node.wait_ready(Duration::from_secs(90));
+    team_b.wait_ready(Duration::from_secs(90));
 
     // The data crossed every pod: CRM -> adapter -> receivers -> stream -> projectors -> views
     // (as the writer) -> query service (as the read-only reader).
@@ -289,7 +336,35 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
     .expect("receiver answers");
     assert_eq!(status, 401, "the receiver asks for its ingest token");
 
-    for (pod, status) in node.stop() {
+    // The second team's pipeline filled its own views, in its own schema, at the same time.
+    let pool = database.pool().await.expect("pool");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut counts = Vec::new();
+        for namespace in [NAMESPACE, TEAM_B] {
+            let schema = runtime::sql::Schema::of_namespace(namespace);
+            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "select count(*) from {}",
+                schema.table("customers")
+            )))
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            counts.push(count);
+        }
+        if counts.iter().all(|&n| n >= 150) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "customers rows per namespace {:?}: {counts:?}; team-b adapter log:\n{}",
+            [NAMESPACE, TEAM_B],
+            team_b.pod("salesforce-customers-adapter").log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    for (pod, status) in node.stop().into_iter().chain(team_b.stop()) {
         assert!(
             status.success(),
             "pod {pod} exited with {status} on SIGTERM"
@@ -308,14 +383,13 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
         "the drop Job exited with {status}:\n{}",
         node.pod("customers-drop").log_tail()
     );
-    let pool = database.pool().await.expect("pool");
     for (relation, kept) in [
         ("customers", false),
         ("customers_by_city", true),
         ("customer_changes", true),
     ] {
         let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
-            .bind(relation)
+            .bind(runtime::sql::Schema::of_namespace(NAMESPACE).table(relation))
             .fetch_one(&pool)
             .await
             .expect("query");
@@ -324,4 +398,10 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
             "{relation}: only the deleted Projection's view goes"
         );
     }
+    let team_b_view: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(runtime::sql::Schema::of_namespace(TEAM_B).table("customers"))
+        .fetch_one(&pool)
+        .await
+        .expect("query");
+    assert!(team_b_view, "the other team's view of the same name stays");
 }

@@ -139,14 +139,15 @@ async fn the_projector_command_serves_probes_and_status_and_stops_on_sigterm() {
     assert_eq!(leases, 0, "a clean stop hands the partitions back at once");
 }
 
-/// Relations of the public schema whose name starts with `prefix`.
+/// Relations of the namespace's schema whose name starts with `prefix`.
 async fn relations(pool: &sqlx::PgPool, prefix: &str) -> Vec<String> {
     sqlx::query_scalar(
         "select relname::text from pg_class join pg_namespace n on n.oid = relnamespace
-         where nspname = 'public' and relkind in ('r', 'v') and relname::text like $1 || '%'
+         where nspname = $2 and relkind in ('r', 'v') and relname::text like $1 || '%'
          order by 1",
     )
     .bind(prefix)
+    .bind(SCHEMA)
     .fetch_all(pool)
     .await
     .unwrap()
@@ -227,6 +228,7 @@ async fn drop_removes_the_view_its_tables_and_its_bookkeeping_and_nothing_else()
         "dp_checkpoints",
         "dp_leases",
         "dp_replicas",
+        "dp_views",
     ] {
         let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "select count(*) from {table} where projection = 'default/customers'"

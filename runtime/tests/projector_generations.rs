@@ -43,7 +43,7 @@ async fn changing_a_filter_swaps_generations_while_readers_never_see_an_error_or
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let reader = {
-        let pool = bed.database.pool().await.unwrap();
+        let pool = bed.database.pool_in_schema(SCHEMA).await.unwrap();
         let (stop, reads) = (stop.clone(), reads.clone());
         tokio::spawn(async move {
             let mut problems = Vec::new();

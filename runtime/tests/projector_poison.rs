@@ -616,9 +616,10 @@ async fn a_partition_that_keeps_failing_is_degraded_with_its_lag_growing_and_rec
 async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_dead_letters() {
     use runtime::projector::database::{self, Batch, DeadLetter, Progress};
     let database = testbed::TestDatabase::create().await.unwrap();
-    let pool = database.pool().await.unwrap();
+    let pool = database.pool_in_schema(SCHEMA).await.unwrap();
     // The two tables as the release before `message` and `failing` created them.
     for statement in [
+        "create schema dp_default",
         "create table dp_checkpoints (projection text not null, generation text not null,
             partition integer not null, sequence bigint not null default 0,
             events bigint not null default 0, lag bigint, stopped text,
@@ -634,8 +635,9 @@ async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_de
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
-    database::prepare(&pool).await.unwrap();
-    database::prepare(&pool).await.unwrap();
+    let schema = runtime::sql::Schema::of_namespace(NAMESPACE);
+    database::prepare(&pool, &schema).await.unwrap();
+    database::prepare(&pool, &schema).await.unwrap();
 
     let projection = projection(
         "customers",
@@ -643,10 +645,17 @@ async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_de
     );
     let plan = Plan::new(&projection, 2).unwrap();
     database::register(&pool, &plan).await.unwrap();
-    let fence = database::acquire(&pool, &plan.projection, 0, "r1", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let fence = database::acquire(
+        &pool,
+        &plan.schema,
+        &plan.projection,
+        0,
+        "r1",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let message = br#"{"key":"nul1","state":{"name":"a\u0000b"}}"#;
     let letter = DeadLetter::new(
         9,

@@ -352,7 +352,7 @@ async fn nats_sink_republishes_filtered_mapped_events_once_across_restarts() {
 async fn the_projector_waits_for_the_stream_and_is_not_ready_meanwhile() {
     let nats = testbed::NatsServer::start().await.unwrap();
     let database = testbed::TestDatabase::create().await.unwrap();
-    let pool = database.pool().await.unwrap();
+    let pool = database.pool_in_schema(SCHEMA).await.unwrap();
     let projection = projection(
         "customers",
         "  sink:\n    postgres:\n      view: customers\n      columns: [{name: name, type: text}]\n",
@@ -414,10 +414,10 @@ async fn a_replica_that_lost_its_partition_cannot_overwrite_the_new_owners_progr
         "  sink:\n    postgres:\n      view: customers\n      columns: [{name: name, type: text}]\n",
     );
     let plan = Plan::new(&projection, 2).unwrap();
-    database::prepare(&pool).await.unwrap();
+    database::prepare(&pool, &plan.schema).await.unwrap();
     database::register(&pool, &plan).await.unwrap();
     let ttl = Duration::from_millis(300);
-    let old = database::acquire(&pool, &plan.projection, 0, "old", ttl)
+    let old = database::acquire(&pool, &plan.schema, &plan.projection, 0, "old", ttl)
         .await
         .unwrap()
         .unwrap();
@@ -441,13 +441,13 @@ async fn a_replica_that_lost_its_partition_cannot_overwrite_the_new_owners_progr
 
     // The old owner stalls past its lease; a new owner takes the partition and moves on.
     assert_eq!(
-        database::acquire(&pool, &plan.projection, 0, "new", ttl)
+        database::acquire(&pool, &plan.schema, &plan.projection, 0, "new", ttl)
             .await
             .unwrap(),
         None
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let new = database::acquire(&pool, &plan.projection, 0, "new", ttl)
+    let new = database::acquire(&pool, &plan.schema, &plan.projection, 0, "new", ttl)
         .await
         .unwrap()
         .unwrap();

@@ -17,7 +17,10 @@ use testbed::{NatsServer, TestDatabase};
 
 async fn query_service(nats: &NatsServer, database: Option<&TestDatabase>) -> Router {
     let views = match database {
-        Some(database) => Some(Views::new(database.pool().await.unwrap())),
+        Some(database) => Some(Views::new(
+            database.pool().await.unwrap(),
+            runtime::sql::Schema::of_namespace("shop"),
+        )),
         None => None,
     };
     let readers = Readers {
@@ -166,8 +169,9 @@ async fn bad_entity_reads_are_4xx_naming_what_is_wrong() {
 
 /// A database laid out as the projector leaves it: a generation table and its stable view.
 async fn projected(database: &TestDatabase) {
-    let pool = database.pool().await.unwrap();
+    let pool = database.pool_in_schema("dp_shop").await.unwrap();
     for statement in [
+        "create schema dp_shop",
         "create table dp_checkpoints (projection text, generation text, partition int, sequence bigint)",
         "create table \"dp_customers_g1\" (dp_key text primary key, dp_version bigint, \"name\" text, \"city\" text, \"spend\" numeric)",
         "create view \"customers\" as select dp_key, dp_version, \"name\", \"city\", \"spend\" from \"dp_customers_g1\"",
@@ -316,7 +320,7 @@ async fn hostile_view_requests_get_a_clear_4xx_and_change_nothing() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["rows"].as_array().unwrap().len(), 0);
-    let pool = database.pool().await.unwrap();
+    let pool = database.pool_in_schema("dp_shop").await.unwrap();
     let rows: i64 = sqlx::query_scalar("select count(*) from dp_customers_g1")
         .fetch_one(&pool)
         .await
@@ -380,7 +384,7 @@ async fn a_view_replaced_by_a_new_generation_is_read_with_its_new_columns() {
     );
 
     // A new generation without `city` and with `tier` takes over the stable name.
-    let pool = database.pool().await.unwrap();
+    let pool = database.pool_in_schema("dp_shop").await.unwrap();
     for statement in [
         "create table dp_customers_g2 (dp_key text primary key, dp_version bigint, name text, tier text)",
         "insert into dp_customers_g2 values ('c00', 1, 'Customer 0', 'gold')",

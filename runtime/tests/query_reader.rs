@@ -81,14 +81,15 @@ async fn the_reader_role_reads_the_views_and_nothing_else() {
         .username(&role)
         .password(PASSWORD);
     let mut reader = as_reader.connect().await.unwrap();
-    let count: i64 = sqlx::query_scalar("select count(*) from customers")
+    let count: i64 = sqlx::query_scalar("select count(*) from dp_default.customers")
         .fetch_one(&mut reader)
         .await
         .unwrap();
     assert_eq!(count, 2, "the reader reads the view");
 
     let tables: Vec<String> =
-        sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public'")
+        sqlx::query_scalar("select tablename::text from pg_tables where schemaname = $1")
+            .bind(SCHEMA)
             .fetch_all(&bed.pool)
             .await
             .unwrap();
@@ -102,7 +103,7 @@ async fn the_reader_role_reads_the_views_and_nothing_else() {
     );
     for table in &tables {
         assert_eq!(
-            refusal(&mut reader, &format!("select * from \"{table}\""))
+            refusal(&mut reader, &format!("select * from {SCHEMA}.\"{table}\""))
                 .await
                 .as_deref(),
             Some("42501"),
@@ -110,10 +111,11 @@ async fn the_reader_role_reads_the_views_and_nothing_else() {
         );
     }
     let writes = [
-        "insert into customers (dp_key, dp_version, name, city) values ('x', 1, 'x', 'x')",
-        "update customers set name = 'x'",
-        "delete from customers",
+        "insert into dp_default.customers (dp_key, dp_version, name, city) values ('x', 1, 'x', 'x')",
+        "update dp_default.customers set name = 'x'",
+        "delete from dp_default.customers",
         "create table mine (a int)",
+        "create table dp_default.mine (a int)",
         "create temporary table scratch (a int)",
         "create schema mine",
         "create view mine as select 1",
@@ -132,6 +134,7 @@ async fn the_reader_role_reads_the_views_and_nothing_else() {
             .connect_with(as_reader.clone())
             .await
             .unwrap(),
+        runtime::sql::Schema::of_namespace(NAMESPACE),
     );
     assert_eq!(
         views
@@ -158,7 +161,7 @@ async fn the_reader_role_reads_the_views_and_nothing_else() {
         "the new generation to serve the view",
         || async {
             let mut admin = bed.database.options().connect().await.unwrap();
-            sqlx::query_scalar::<_, i64>("select count(*) from customers")
+            sqlx::query_scalar::<_, i64>("select count(*) from dp_default.customers")
                 .fetch_one(&mut admin)
                 .await
                 .unwrap_or(0)
@@ -166,7 +169,7 @@ async fn the_reader_role_reads_the_views_and_nothing_else() {
         },
     )
     .await;
-    let count: i64 = sqlx::query_scalar("select count(*) from customers")
+    let count: i64 = sqlx::query_scalar("select count(*) from dp_default.customers")
         .fetch_one(&mut reader)
         .await
         .unwrap();

@@ -160,7 +160,8 @@ fn dev_starts_each_role_with_the_settings_the_operator_gives_its_pod() {
                 settings.database_secret.name, settings.database_secret.key
             ),
             replica_id: Some(POD.to_owned()),
-            reader_role: None,
+            reader_role: Some(crds::projection::reader_role(NAMESPACE)),
+            reader_members: settings.reader_members.clone(),
         };
         assert_eq!(
             projector,

@@ -126,6 +126,19 @@ impl TestDatabase {
         &self.name
     }
 
+    /// A small pool whose sessions resolve unqualified names in `schema` first (a
+    /// namespace's `dp_<namespace>`), for tests that read what a projector wrote there.
+    pub async fn pool_in_schema(&self, schema: &str) -> Result<PgPool, TestbedError> {
+        PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(self.options.clone().options([("search_path", schema)]))
+            .await
+            .map_err(|source| TestbedError::Postgres {
+                action: format!("connect to database {} in schema {schema}", self.name),
+                source,
+            })
+    }
+
     /// A small connection pool to this database.
     pub async fn pool(&self) -> Result<PgPool, TestbedError> {
         PgPoolOptions::new()

@@ -2,7 +2,7 @@
 //! partitions through leases and handle generations themselves, ADR 0020), its ConfigMap, and
 //! a Service for its status and metrics.
 
-use crds::{Entity, Projection};
+use crds::{Entity, Projection, SecretKeyRef};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -117,17 +117,41 @@ pub const DROP_ATTEMPTS: i32 = 4;
 /// The `app.kubernetes.io/component` of the drop Job and its pod.
 pub const DROP_COMPONENT: &str = "projector-drop";
 
+/// The Secret key holding the projector's `DATABASE_URL`: the Projection's
+/// `spec.database.secretRef`, else the operator's default. Only referenced, never read.
+pub fn database_secret(projection: &Projection, settings: &RuntimeSettings) -> SecretKeyRef {
+    match &projection.spec.database {
+        Some(database) => SecretKeyRef {
+            name: database.secret_ref.name.clone(),
+            key: database.secret_ref.key.clone(),
+        },
+        None => settings.database_secret.clone(),
+    }
+}
+
 /// What the projector's pods (the Deployment's and the drop Job's) run with.
 fn projector_pod(projection: &Projection, owner: &Owner, settings: &RuntimeSettings) -> RuntimePod {
     let mut environment = common_env();
     environment.push(env("DREAMPIPE_PROJECTION", owner.name.clone()));
     environment.push(env("NATS_URL", settings.nats_url.clone()));
+    let database = database_secret(projection, settings);
     environment.push(env_from_secret(
         "DATABASE_URL",
-        &settings.database_secret.name,
-        &settings.database_secret.key,
+        &database.name,
+        &database.key,
     ));
     environment.push(env_from_field("POD_NAME", "metadata.name"));
+    // The namespace's analysts' role: granted its stable views, and nothing else (ADR 61).
+    environment.push(env(
+        "DREAMPIPE_READER_ROLE",
+        crds::projection::reader_role(&owner.namespace),
+    ));
+    if !settings.reader_members.is_empty() {
+        environment.push(env(
+            "DREAMPIPE_READER_MEMBERS",
+            settings.reader_members.join(","),
+        ));
+    }
     RuntimePod {
         role: Role::Projector,
         replicas: projection.spec.replicas,

@@ -50,13 +50,25 @@ impl Reconciled for Projection {
 
         let children = build::projection::build(&valid, &ctx.settings);
         let deployment = apply_children(&ctx.client, &owner.namespace, &children).await?;
-        let pods = driver::role_pods::<Projection>(&ctx, &owner, &deployment).await?;
+        let mut pods = driver::role_pods::<Projection>(&ctx, &owner, &deployment).await?;
+        if let Some(problem) = &mut pods.problem {
+            let database = build::projection::database_secret(&self, &ctx.settings);
+            problem.explain_missing_secret(
+                &owner.namespace,
+                &database.name,
+                &database.key,
+                "postgres://USER:PASSWORD@HOST:5432/DATABASE",
+            );
+        }
         let url = format!(
             "{}/v1/status",
             names::service_url(&owner.name, Role::Projector, &owner.namespace)
         );
         let report = probe::report::<ProjectorReport>(ctx.probe.as_ref(), url).await;
         let previous = self.status.as_ref();
+        let was_conflict = previous
+            .and_then(|s| status::find(&s.conditions, crate::conditions::types::READY))
+            .is_some_and(|c| c.reason == reasons::VIEW_CONFLICT);
         let status = status::projection_status(
             previous,
             self.metadata.generation,
@@ -72,6 +84,19 @@ impl Reconciled for Projection {
         )
         .await?;
         driver::announce(&ctx, &*self, &owner, &children, &pods).await;
+        if let Ok(Some(conflict)) = report.as_ref().map(|r| r.view_conflict.as_ref())
+            && !was_conflict
+        {
+            let note = status::view_conflict_message(conflict);
+            events::warning(
+                &ctx,
+                &*self,
+                reasons::VIEW_CONFLICT,
+                actions::RECONCILE,
+                note,
+            )
+            .await;
+        }
 
         let before = previous.and_then(|s| s.active_generation.as_deref());
         if let (Some(before), Some(after)) = (before, status.active_generation.as_deref())

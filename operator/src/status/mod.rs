@@ -23,7 +23,9 @@ pub struct Pods {
 }
 
 /// The roles' `GET /v1/status` reports, defined once in `crds` for the runtime and the operator.
-pub use crds::report::{AdapterReport, GenerationReport, ProjectorReport, ReceiverReport};
+pub use crds::report::{
+    AdapterReport, GenerationReport, ProjectorReport, ReceiverReport, ViewConflict,
+};
 
 /// What a Deployment says about its rollout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -258,6 +260,16 @@ pub fn projection_status(
         c.observed_generation = generation;
         set_condition(&mut status.conditions, c);
     }
+    if let Some(conflict) = report.ok().and_then(|r| r.view_conflict.as_ref()) {
+        status.phase = Some(Phase::Degraded);
+        let message = view_conflict_message(conflict);
+        for (type_, holds) in [(types::READY, false), (types::DEGRADED, true)] {
+            let mut c = condition(type_, holds, reasons::VIEW_CONFLICT, message.clone(), now);
+            c.observed_generation = generation;
+            set_condition(&mut status.conditions, c);
+        }
+        return status;
+    }
     if status.phase == Some(Phase::Degraded) {
         let mut c = condition(
             types::DEGRADED,
@@ -270,6 +282,15 @@ pub fn projection_status(
         set_condition(&mut status.conditions, c);
     }
     status
+}
+
+/// What a refused Projection's Ready condition says: the view, its owner and the way out.
+pub fn view_conflict_message(conflict: &ViewConflict) -> String {
+    format!(
+        "view {} is owned by Projection {}; this Projection projects nothing until the view is \
+         free: rename spec.sink.postgres.view, or delete the owner",
+        conflict.view, conflict.owner
+    )
 }
 
 /// The Adapter's status from its Deployment and the adapter's report.

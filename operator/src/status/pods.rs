@@ -25,6 +25,26 @@ impl std::fmt::Display for PodProblem {
     }
 }
 
+impl PodProblem {
+    /// When the pod cannot start because the Secret `secret` is missing, says so by name with
+    /// the command that creates it (`key` holding a value of the form `example`).
+    pub fn explain_missing_secret(
+        &mut self,
+        namespace: &str,
+        secret: &str,
+        key: &str,
+        example: &str,
+    ) {
+        let missing = format!("secret \"{secret}\" not found");
+        if self.reason == "CreateContainerConfigError" && self.message.contains(&missing) {
+            self.message = format!(
+                "the Secret {secret:?} does not exist in namespace {namespace}; create it: \
+                 kubectl create secret generic {secret} -n {namespace} --from-literal={key}='{example}'"
+            );
+        }
+    }
+}
+
 /// Waiting reasons that are steps of a normal start, not problems.
 const STARTING: &[&str] = &["ContainerCreating", "PodInitializing"];
 
@@ -118,6 +138,28 @@ mod tests {
         json!({"phase": "Pending", "containerStatuses": [{"name": "receiver", "image": "i",
                "imageID": "", "ready": false, "restartCount": 0,
                "state": {"waiting": {"reason": reason, "message": message}}}]})
+    }
+
+    #[test]
+    fn a_missing_database_secret_is_named_with_the_command_that_creates_it() {
+        let mut problem = problem(&[pod(
+            "customers-projector-1",
+            waiting("CreateContainerConfigError", "secret \"team-db\" not found"),
+        )])
+        .expect("a problem");
+        problem.explain_missing_secret("team-b", "team-db", "writer-url", "postgres://u:p@h/db");
+        assert_eq!(
+            problem.message,
+            "the Secret \"team-db\" does not exist in namespace team-b; create it: kubectl create \
+             secret generic team-db -n team-b --from-literal=writer-url='postgres://u:p@h/db'"
+        );
+        let mut other = problem.clone();
+        other.message = "secret \"ingest\" not found".to_owned();
+        other.explain_missing_secret("team-b", "team-db", "writer-url", "x");
+        assert_eq!(
+            other.message, "secret \"ingest\" not found",
+            "another Secret is left as is"
+        );
     }
 
     #[test]

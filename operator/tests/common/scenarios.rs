@@ -399,6 +399,43 @@ pub async fn projection_rebuild_asked() -> Outcome {
     .await
 }
 
+/// A second Projection claims a view another Projection of the namespace owns: the projector
+/// reports the conflict, the Projection is not ready naming the owner, and a Warning says so.
+pub async fn projection_view_conflict() -> Outcome {
+    let report = json!({"projection": "customers", "replica": "customers-projector-abc",
+        "ownedPartitions": [], "view": "customers", "configuredGeneration": "g1",
+        "generations": [], "viewConflict": {"view": "customers", "owner": "shop/crm-customers"}});
+    let mut script = projection_script(deployment_status(2, 2), None);
+    script.push(Expect::create(EVENTS));
+    play_projection(
+        shop().projection,
+        script,
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+    )
+    .await
+}
+
+/// A Projection naming its database Secret (`spec.database.secretRef`) that does not exist in
+/// its namespace: the projector pods cannot start, and the status names the Secret with the
+/// command that creates it.
+pub async fn projection_database_secret_missing() -> Outcome {
+    let mut projection = shop().projection;
+    projection.spec.database = Some(crds::projection::ProjectionDatabase {
+        secret_ref: crds::projection::DatabaseSecretRef {
+            name: "shop-db".into(),
+            key: "url".into(),
+        },
+    });
+    let failing = json!({"metadata": {"name": "customers-projector-7d9f"}, "status": {
+        "phase": "Pending", "containerStatuses": [{"name": "projector", "image": "i",
+        "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
+        "reason": "CreateContainerConfigError",
+        "message": "secret \"shop-db\" not found"}}}]}});
+    let mut script = projection_script(deployment_status(2, 0), Some(json!([failing])));
+    script.push(Expect::create(EVENTS));
+    play_projection(projection, script, Arc::new(FakeProbe::default())).await
+}
+
 /// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
 /// nothing applied.
 pub async fn projection_invalid() -> Outcome {

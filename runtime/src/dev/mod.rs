@@ -421,6 +421,8 @@ fn start_projector(
         database_url: backing.writer_url.clone(),
         replica_id: Some(format!("dev-{name}")),
         reader_role: Some(READER_ROLE.to_owned()),
+        // dev's reader is itself the login role analysts and the query service use.
+        reader_members: Vec::new(),
     };
     let args = settings::projector(projection, resource, place);
     spawn_role(Role::Projector, name, port, supervision, |stop| {

@@ -36,6 +36,8 @@ pub struct ProjectorPlace {
     pub database_url: String,
     pub replica_id: Option<String>,
     pub reader_role: Option<String>,
+    /// Login roles made members of the reader role.
+    pub reader_members: Vec<String>,
 }
 
 /// A projector of `projection`.
@@ -48,6 +50,7 @@ pub fn projector(
         database_url,
         replica_id,
         reader_role,
+        reader_members,
     } = place;
     crate::projector::command::ProjectorArgs {
         resource,
@@ -55,6 +58,7 @@ pub fn projector(
         database_url,
         replica_id,
         reader_role,
+        reader_members,
         drop: false,
     }
 }

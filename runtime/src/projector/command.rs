@@ -31,6 +31,15 @@ pub struct ProjectorArgs {
     /// The analysts' read-only Postgres role: granted SELECT on the stable view, nothing else.
     #[arg(long, env = "DREAMPIPE_READER_ROLE")]
     pub reader_role: Option<String>,
+    /// Login roles made members of the reader role, comma-separated (the query service's
+    /// role on Kubernetes): they read the namespace's stable views through it (ADR 61).
+    #[arg(
+        long,
+        env = "DREAMPIPE_READER_MEMBERS",
+        value_delimiter = ',',
+        requires = "reader_role"
+    )]
+    pub reader_members: Vec<String>,
     /// Instead of projecting: drop the Projection's view, every generation's tables and its
     /// bookkeeping from Postgres, then exit (the operator's Job for `deletionPolicy: Delete`;
     /// stop the projector's replicas first, or they build their generation again).
@@ -76,10 +85,13 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         database_url,
         replica_id,
         reader_role,
+        reader_members,
         drop,
     } = args;
-    if let Some(role) = &reader_role
-        && !crds::validate::is_sql_identifier(role)
+    if let Some(role) = reader_role
+        .iter()
+        .chain(&reader_members)
+        .find(|role| !crds::validate::is_sql_identifier(role))
     {
         return Err(CommandError::ReaderRole(role.clone()));
     }
@@ -106,7 +118,9 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
             .postgres
             .as_ref()
             .map(|p| p.view.as_str());
-        database::drop_projection(&pool, &plan::projection_id(projection), view)
+        let schema =
+            crate::sql::Schema::of_namespace(crate::config::namespace_of(&projection.metadata));
+        database::drop_projection(&pool, &schema, &plan::projection_id(projection), view)
             .await
             .map_err(|e| CommandError::Projector(ProjectorError::from(e)))?;
         return Ok(());
@@ -143,6 +157,7 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         metrics,
         Options {
             reader_role,
+            reader_members,
             ..Options::default()
         },
     )?;

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{name_of, namespace_of};
 use crate::expr::{ExprError, Expression};
+use crate::sql::Schema;
 use crate::store::{EventType, StreamNames};
 
 /// Bumped when DreamPipe changes how it lays out a generation's tables, so that a new release
@@ -149,6 +150,8 @@ pub struct Needs {
 pub struct Plan {
     /// `<namespace>/<name>` of the Projection.
     pub projection: String,
+    /// The namespace's Postgres schema, where every table and view of the Projection lives.
+    pub schema: Schema,
     pub definition: Definition,
     pub generation: String,
     pub steps: Vec<Step>,
@@ -211,6 +214,7 @@ impl Plan {
         };
         Ok(Plan {
             projection,
+            schema: Schema::of_namespace(&definition.namespace),
             definition,
             generation,
             steps,

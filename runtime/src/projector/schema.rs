@@ -1,4 +1,4 @@
-//! SQL of the projector: the bookkeeping tables every projection shares, and the statements of
+//! SQL of the projector: the bookkeeping tables every projection of a namespace shares, and the statements of
 //! one generation's tables, built once per generation. Identifiers from YAML are validated by
 //! `crds` and always quoted here; SQL types are the canonical ones `crds` accepts; values are
 //! always bound. Pure: builds text, runs nothing.
@@ -6,14 +6,26 @@
 use crds::projection::ViewMode;
 
 use super::plan::{AggregatePlan, PostgresPlan};
+pub use crate::sql::quote;
+use crate::sql::{Schema, tables};
 
 /// Serialises DDL of every projector on a database: `create table if not exists` racing in two
 /// sessions can fail on the catalog's unique index.
 pub const DDL_LOCK: i64 = 0x6470_5f64_646c; // "dp_ddl"
 
-/// The tables all projections share, created at start.
-pub const BOOKKEEPING: &[&str] = &[
-    "create table if not exists dp_generations (
+/// The bookkeeping tables every projection of a namespace shares, created at start in the
+/// namespace's schema (ADR 60), and the schema itself.
+pub fn bookkeeping(schema: &Schema) -> Vec<String> {
+    let generations = schema.table(tables::GENERATIONS);
+    let checkpoints = schema.table(tables::CHECKPOINTS);
+    let leases = schema.table(tables::LEASES);
+    let replicas = schema.table(tables::REPLICAS);
+    let dead_letters = schema.table(tables::DEAD_LETTERS);
+    let views = schema.table(tables::VIEWS);
+    vec![
+        format!("create schema if not exists {}", schema.quoted()),
+        format!(
+            "create table if not exists {generations} (
         projection text not null,
         generation text not null,
         state text not null,
@@ -21,8 +33,10 @@ pub const BOOKKEEPING: &[&str] = &[
         created_at timestamptz not null default now(),
         live_at timestamptz,
         retired_at timestamptz,
-        primary key (projection, generation))",
-    "create table if not exists dp_checkpoints (
+        primary key (projection, generation))"
+        ),
+        format!(
+            "create table if not exists {checkpoints} (
         projection text not null,
         generation text not null,
         partition integer not null,
@@ -32,22 +46,28 @@ pub const BOOKKEEPING: &[&str] = &[
         stopped text,
         failing text,
         updated_at timestamptz not null default now(),
-        primary key (projection, generation, partition))",
-    // Added after the first release; a database created before keeps its rows.
-    "alter table dp_checkpoints add column if not exists failing text",
-    "create table if not exists dp_leases (
+        primary key (projection, generation, partition))"
+        ),
+        // Added after the first release; a table created before keeps its rows.
+        format!("alter table {checkpoints} add column if not exists failing text"),
+        format!(
+            "create table if not exists {leases} (
         projection text not null,
         partition integer not null,
         owner text not null,
         epoch bigint not null,
         expires_at timestamptz not null,
-        primary key (projection, partition))",
-    "create table if not exists dp_replicas (
+        primary key (projection, partition))"
+        ),
+        format!(
+            "create table if not exists {replicas} (
         projection text not null,
         replica text not null,
         seen_at timestamptz not null,
-        primary key (projection, replica))",
-    "create table if not exists dp_dead_letters (
+        primary key (projection, replica))"
+        ),
+        format!(
+            "create table if not exists {dead_letters} (
         projection text not null,
         generation text not null,
         partition integer not null,
@@ -59,14 +79,20 @@ pub const BOOKKEEPING: &[&str] = &[
         message bytea,
         reason text not null,
         recorded_at timestamptz not null default now(),
-        primary key (projection, generation, sequence))",
-    // `message` (the payload byte for byte) came later: jsonb and text cannot hold every payload.
-    "alter table dp_dead_letters add column if not exists message bytea",
-];
-
-/// `name` as a quoted SQL identifier.
-pub fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+        primary key (projection, generation, sequence))"
+        ),
+        // `message` (the payload byte for byte) came later: jsonb and text cannot hold every
+        // payload.
+        format!("alter table {dead_letters} add column if not exists message bytea"),
+        // One owner per view name of the namespace (DESIGN §10): claimed before a generation's
+        // tables are created, checked again in the swap's transaction.
+        format!(
+            "create table if not exists {views} (
+        view text primary key,
+        projection text not null,
+        claimed_at timestamptz not null default now())"
+        ),
+    ]
 }
 
 /// Statements of one generation's Postgres tables.
@@ -106,10 +132,10 @@ pub enum Write {
     },
 }
 
-/// Builds the statements of `plan`'s tables.
-pub fn statements(plan: &PostgresPlan) -> Statements {
-    let table = quote(&plan.table);
-    let members = quote(&plan.members);
+/// Builds the statements of `plan`'s tables, every relation in `schema`.
+pub fn statements(schema: &Schema, plan: &PostgresPlan) -> Statements {
+    let table = schema.table(&plan.table);
+    let members = schema.table(&plan.members);
     let columns: Vec<String> = plan.columns.iter().map(|c| quote(&c.name)).collect();
     let typed: Vec<String> = plan
         .columns
@@ -196,7 +222,7 @@ pub fn statements(plan: &PostgresPlan) -> Statements {
     if plan.mode == ViewMode::Aggregate {
         drop.push(format!("drop table if exists {members}"));
     }
-    let view = quote(&plan.view);
+    let view = schema.table(&plan.view);
     Statements {
         create,
         drop,
@@ -320,8 +346,8 @@ mod tests {
         let plan = plan(
             "      view: customers\n      columns: [{name: name, type: text}, {name: spend, type: 'numeric(10,2)'}]\n",
         );
-        let statements = statements(plan.postgres().unwrap());
-        let table = format!("\"dp_customers_{}\"", plan.generation);
+        let statements = statements(&plan.schema, plan.postgres().unwrap());
+        let table = format!("\"dp_default\".\"dp_customers_{}\"", plan.generation);
         assert_eq!(
             statements.create,
             [format!(
@@ -344,9 +370,9 @@ mod tests {
         assert_eq!(
             statements.publish_view,
             [
-                "drop view if exists \"customers\"".to_owned(),
+                "drop view if exists \"dp_default\".\"customers\"".to_owned(),
                 format!(
-                    "create view \"customers\" as select dp_key, dp_version, \"name\", \"spend\" from {table}"
+                    "create view \"dp_default\".\"customers\" as select dp_key, dp_version, \"name\", \"spend\" from {table}"
                 )
             ]
         );
@@ -357,8 +383,8 @@ mod tests {
         let plan = plan(
             "      view: by_city\n      mode: aggregate\n      columns: [{name: city, type: text}, {name: spend, type: numeric}]\n      groupBy: [city]\n      aggregates: [{name: n, function: count}, {name: total, function: sum, of: spend}]\n",
         );
-        let statements = statements(plan.postgres().unwrap());
-        let table = format!("\"dp_by_city_{}\"", plan.generation);
+        let statements = statements(&plan.schema, plan.postgres().unwrap());
+        let table = format!("\"dp_default\".\"dp_by_city_{}\"", plan.generation);
         let Write::Aggregate { apply_deltas, .. } = &statements.write else {
             panic!("aggregate")
         };

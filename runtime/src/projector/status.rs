@@ -15,17 +15,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use crds::projection::Phase;
-use crds::report::{GenerationReport, PartitionReport, ProjectorReport};
+use crds::report::{GenerationReport, PartitionReport, ProjectorReport, ViewConflict};
 use sqlx::PgPool;
 
 use super::database::{self, GenerationRow, GenerationState, PartitionRow};
 use super::lag::oldest_pending_age;
 use crate::store::StreamNames;
+use crate::sql::Schema;
 
 /// What the status endpoint needs besides the database.
 #[derive(Clone, Debug)]
 pub struct StatusSource {
     pub pool: PgPool,
+    /// The namespace's schema.
+    pub schema: Schema,
     pub projection: String,
     pub replica: String,
     pub view: String,
@@ -35,14 +38,18 @@ pub struct StatusSource {
     /// Where the lag in seconds is read from (the stream's timestamps); without it the
     /// report has no `lagSeconds`.
     pub jetstream: Option<Context>,
+    /// Set while another Projection owns the view.
+    pub conflict: Arc<Mutex<Option<ViewConflict>>>,
 }
 
 impl StatusSource {
     /// Reads the figures and builds the report.
     pub async fn report(&self) -> Result<ProjectorReport, database::DatabaseError> {
-        let generations = database::generations(&self.pool, &self.projection).await?;
-        let partitions = database::partitions(&self.pool, &self.projection).await?;
-        let dead_letters = database::dead_letter_counts(&self.pool, &self.projection).await?;
+        let schema = &self.schema;
+        let generations = database::generations(&self.pool, schema, &self.projection).await?;
+        let partitions = database::partitions(&self.pool, schema, &self.projection).await?;
+        let dead_letters =
+            database::dead_letter_counts(&self.pool, schema, &self.projection).await?;
         let owned = self
             .owned
             .lock()
@@ -153,6 +160,7 @@ pub fn report(
         configured_generation: source.configured_generation.clone(),
         generations,
         lag_seconds: None,
+        view_conflict: source.conflict.lock().ok().and_then(|c| c.clone()),
     }
 }
 
@@ -290,6 +298,8 @@ mod tests {
             configured_generation: "g2".into(),
             owned: Arc::default(),
             jetstream: None,
+            conflict: Arc::default(),
+            schema: Schema::of_namespace("default"),
         };
         let mut stopped = partition("g2", 1, 5, 5, None);
         stopped.stopped = Some("sequence 6: a filter failed".into());

@@ -110,7 +110,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
                 .max_connections(16)
                 .connect_lazy(url)
                 .map_err(QueryServiceError::DatabaseUrl)?;
-            Some(Views::new(pool))
+            Some(Views::new(
+                pool,
+                crate::sql::Schema::of_namespace(&namespace),
+            ))
         }
         None => {
             tracing::warn!("no DATABASE_URL: views are not served");

@@ -1,5 +1,6 @@
 //! View reads from Postgres, through stable view names only: a name is served when Postgres
-//! lists it as a view visible to the connected role, never when it is a generation's table.
+//! lists it as a view of the namespace's schema (ADR 60) that the connected role may select,
+//! never when it is a generation's table.
 //! Filters compare declared columns for equality; names are checked against the view's own
 //! columns and quoted, values are always bound.
 
@@ -13,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::QueryError;
 use super::entities::truncate;
+use crate::sql::{Schema, quote};
 
 /// Longest filter value accepted, in bytes.
 const MAX_FILTER_BYTES: usize = 1024;
@@ -21,6 +23,8 @@ const MAX_FILTER_BYTES: usize = 1024;
 #[derive(Debug)]
 pub struct Views {
     pool: PgPool,
+    /// The namespace's schema: the only place views are looked for.
+    schema: Schema,
     /// Columns of the views read so far; dropped when Postgres says a view changed.
     columns: Mutex<HashMap<String, Arc<Vec<String>>>>,
 }
@@ -37,9 +41,11 @@ pub struct ViewPage {
 }
 
 impl Views {
-    pub fn new(pool: PgPool) -> Self {
+    /// Views of `schema` (`Schema::of_namespace`), read through `pool`.
+    pub fn new(pool: PgPool, schema: Schema) -> Self {
         Views {
             pool,
+            schema,
             columns: Mutex::new(HashMap::new()),
         }
     }
@@ -63,12 +69,14 @@ impl Views {
              from pg_class c
              join pg_namespace n on n.oid = c.relnamespace
              join pg_attribute a on a.attrelid = c.oid
-             where n.nspname = current_schema() and c.relname = $1 and c.relkind = 'v'
+             where n.nspname = $2 and c.relname = $1 and c.relkind = 'v'
                and a.attnum > 0 and not a.attisdropped
+               and has_schema_privilege(n.oid, 'usage')
                and has_table_privilege(c.oid, 'select')
              order by a.attnum",
         )
         .bind(view)
+        .bind(self.schema.name())
         .fetch_all(&self.pool)
         .await?;
         if columns.is_empty() {
@@ -149,7 +157,7 @@ impl Views {
             });
         let sql = format!(
             "select to_jsonb(v) from {} v {} order by {order} limit {} offset {offset}",
-            quote(view),
+            self.schema.table(view),
             if conditions.is_empty() {
                 String::new()
             } else {
@@ -179,8 +187,4 @@ fn view_changed(error: &sqlx::Error) -> bool {
         .as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| matches!(code.as_ref(), "42703" | "42P01" | "42501"))
-}
-
-fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
 }

@@ -21,19 +21,32 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const NAMESPACE: &str = "default";
+/// The namespace's Postgres schema, where the projector writes (ADR 60); the tests' own pools
+/// resolve unqualified names there, the projector's never do.
+pub const SCHEMA: &str = "dp_default";
 
 /// The Entity the tests project.
 pub fn entity(partitions: u32) -> Entity {
+    entity_in(NAMESPACE, partitions)
+}
+
+/// The Entity the tests project, in `namespace`.
+pub fn entity_in(namespace: &str, partitions: u32) -> Entity {
     serde_yaml::from_str(&format!(
-        "apiVersion: dreampipe.io/v1alpha1\nkind: Entity\nmetadata: {{name: customer, namespace: {NAMESPACE}}}\nspec:\n  key: /id\n  partitions: {partitions}\n  schema: {{type: object, required: [id], properties: {{id: {{type: string}}}}}}\n"
+        "apiVersion: dreampipe.io/v1alpha1\nkind: Entity\nmetadata: {{name: customer, namespace: {namespace}}}\nspec:\n  key: /id\n  partitions: {partitions}\n  schema: {{type: object, required: [id], properties: {{id: {{type: string}}}}}}\n"
     ))
     .unwrap()
 }
 
 /// A Projection of `customer` named `name`, with `spec` (YAML, indented by 2) below `entity`.
 pub fn projection(name: &str, spec: &str) -> Projection {
+    projection_in(NAMESPACE, name, spec)
+}
+
+/// Like [`projection`], in `namespace`.
+pub fn projection_in(namespace: &str, name: &str, spec: &str) -> Projection {
     let yaml = format!(
-        "apiVersion: dreampipe.io/v1alpha1\nkind: Projection\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  entity: customer\n{spec}"
+        "apiVersion: dreampipe.io/v1alpha1\nkind: Projection\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  entity: customer\n{spec}"
     );
     let projection: Projection = serde_yaml::from_str(&yaml).unwrap();
     crds::projection::validate_projection(&projection).unwrap();
@@ -48,6 +61,7 @@ pub fn fast_options() -> Options {
         retire_after: Duration::from_secs(1),
         caught_up_lag: 0,
         reader_role: None,
+        reader_members: Vec::new(),
         worker: WorkerOptions {
             batch_size: 500,
             idle: Duration::from_millis(150),
@@ -72,7 +86,16 @@ pub struct Producer {
 
 impl Producer {
     pub async fn new(client: &async_nats::Client, partitions: u32) -> Self {
-        let names = StreamNames::new(NAMESPACE, "customer", partitions);
+        Producer::in_namespace(client, NAMESPACE, partitions).await
+    }
+
+    /// A producer on the `customer` stream of `namespace`.
+    pub async fn in_namespace(
+        client: &async_nats::Client,
+        namespace: &str,
+        partitions: u32,
+    ) -> Self {
+        let names = StreamNames::new(namespace, "customer", partitions);
         ensure_stream(client, &names, &Default::default())
             .await
             .unwrap();
@@ -211,7 +234,7 @@ impl Bed {
         let nats = NatsServer::start().await.unwrap();
         let client = nats.client().await.unwrap();
         let database = TestDatabase::create().await.unwrap();
-        let pool = database.pool().await.unwrap();
+        let pool = database.pool_in_schema(SCHEMA).await.unwrap();
         let producer = Producer::new(&client, partitions).await;
         Bed {
             nats,
@@ -243,12 +266,17 @@ impl Bed {
         replica: &str,
         options: Options,
     ) -> Replica {
+        let namespace = projection
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(NAMESPACE);
         let pool = database.pool().await.unwrap();
         let client = self.nats.client().await.unwrap();
         let metrics = Metrics::default();
         let projector = Projector::new(
             projection,
-            &entity(self.partitions),
+            &entity_in(namespace, self.partitions),
             replica,
             pool,
             client,
@@ -276,7 +304,7 @@ impl Bed {
     /// A fresh single-replica replay of `projection` into a new database: its view's rows.
     pub async fn fresh_replay(&self, projection: &Projection, view: &str) -> Vec<String> {
         let database = TestDatabase::create().await.unwrap();
-        let pool = database.pool().await.unwrap();
+        let pool = database.pool_in_schema(SCHEMA).await.unwrap();
         let replica = self
             .replica_on(&database, projection, "fresh", fast_options())
             .await;

@@ -1,9 +1,10 @@
 //! Where each partition of a generation stands, and recording one that cannot move.
 
-use sqlx::{PgPool, Row};
+use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::super::plan::Plan;
 use super::{DatabaseError, Fence, query_error, storable_text};
+use crate::sql::{Schema, tables};
 
 /// Where a partition of a generation stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,10 +34,11 @@ pub async fn checkpoint(
     plan: &Plan,
     partition: u32,
 ) -> Result<Checkpoint, DatabaseError> {
-    let row: Option<(i64, Option<i64>, bool)> = sqlx::query_as(
-        "select sequence, lag, failing is not null from dp_checkpoints
-         where projection = $1 and generation = $2 and partition = $3",
-    )
+    let checkpoints = plan.schema.table(tables::CHECKPOINTS);
+    let row: Option<(i64, Option<i64>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+        "select sequence, lag, failing is not null from {checkpoints}
+         where projection = $1 and generation = $2 and partition = $3"
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .bind(partition as i32)
@@ -65,14 +67,16 @@ pub async fn record_stall(
     lag: Option<u64>,
     failing: Option<&str>,
 ) -> Result<bool, DatabaseError> {
-    let recorded = sqlx::query(
-        "update dp_checkpoints c
+    let checkpoints = plan.schema.table(tables::CHECKPOINTS);
+    let leases = plan.schema.table(tables::LEASES);
+    let recorded = sqlx::query(AssertSqlSafe(format!(
+        "update {checkpoints} c
          set lag = coalesce($5, c.lag), failing = $6, updated_at = now()
          where c.projection = $1 and c.generation = $2 and c.partition = $3 and c.sequence = $4
-           and exists (select 1 from dp_leases l
+           and exists (select 1 from {leases} l
                        where l.projection = $1 and l.partition = $3
-                         and l.owner = $7 and l.epoch = $8)",
-    )
+                         and l.owner = $7 and l.epoch = $8)"
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .bind(partition as i32)
@@ -104,16 +108,19 @@ pub struct PartitionRow {
 /// Checkpoints (with the lease owner) of every generation of `projection`.
 pub async fn partitions(
     pool: &PgPool,
+    schema: &Schema,
     projection: &str,
 ) -> Result<Vec<PartitionRow>, DatabaseError> {
-    let rows = sqlx::query(
+    let checkpoints = schema.table(tables::CHECKPOINTS);
+    let leases = schema.table(tables::LEASES);
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "select c.generation, c.partition, c.sequence, c.events, c.lag, c.stopped, c.failing,
                 case when l.expires_at > now() then l.owner end as owner
-         from dp_checkpoints c
-         left join dp_leases l on l.projection = c.projection and l.partition = c.partition
+         from {checkpoints} c
+         left join {leases} l on l.projection = c.projection and l.partition = c.partition
          where c.projection = $1
-         order by c.generation, c.partition",
-    )
+         order by c.generation, c.partition"
+    )))
     .bind(projection)
     .fetch_all(pool)
     .await

@@ -12,6 +12,7 @@ use super::super::rows::{
 use super::super::schema::Write;
 use super::dead_letters::record_dead_letters;
 use super::{CommitError, DeadLetter, Fence, Progress, storable_text};
+use crate::sql::tables;
 
 /// One batch of a partition, as [`commit`] writes it.
 #[derive(Clone, Debug)]
@@ -48,6 +49,8 @@ pub async fn commit(
         progress,
         stopped,
     } = batch;
+    let checkpoints = plan.schema.table(tables::CHECKPOINTS);
+    let leases = plan.schema.table(tables::LEASES);
     let mut tx = pool.begin().await?;
     if let (Some(write), Some(view)) = (write, plan.postgres())
         && !rows.is_empty()
@@ -57,15 +60,15 @@ pub async fn commit(
     if !dead_letters.is_empty() {
         record_dead_letters(&mut tx, plan, *partition, dead_letters).await?;
     }
-    let moved = sqlx::query(
-        "update dp_checkpoints c
+    let moved = sqlx::query(AssertSqlSafe(format!(
+        "update {checkpoints} c
          set sequence = $5, events = c.events + $6, lag = $7, stopped = $8, failing = null,
              updated_at = now()
          where c.projection = $1 and c.generation = $2 and c.partition = $3 and c.sequence = $4
-           and exists (select 1 from dp_leases l
+           and exists (select 1 from {leases} l
                        where l.projection = $1 and l.partition = $3
-                         and l.owner = $9 and l.epoch = $10)",
-    )
+                         and l.owner = $9 and l.epoch = $10)"
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .bind(*partition as i32)

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use serde_json::Value as Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::super::plan::Plan;
 use super::{CommitError, DatabaseError, query_error, storable_text};
+use crate::sql::{Schema, tables};
 
 /// A poison event, recorded with its reason.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +98,7 @@ pub(super) async fn record_dead_letters(
     partition: u32,
     dead_letters: &[DeadLetter],
 ) -> Result<(), CommitError> {
+    let dead_letters_table = plan.schema.table(tables::DEAD_LETTERS);
     let sequences: Vec<i64> = dead_letters.iter().map(|d| d.sequence as i64).collect();
     let versions: Vec<Option<i64>> = dead_letters
         .iter()
@@ -115,11 +117,11 @@ pub(super) async fn record_dead_letters(
         reasons.push(letter.reason);
     }
     sqlx::query(
-        "insert into dp_dead_letters (projection, generation, partition, sequence, key, version, event, payload, message, reason)
+        AssertSqlSafe(format!("insert into {dead_letters_table} (projection, generation, partition, sequence, key, version, event, payload, message, reason)
          select $1, $2, $3, s, k, v, e::jsonb, p, m, r
          from unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bytea[], $10::text[])
               as d(s, k, v, e, p, m, r)
-         on conflict do nothing",
+         on conflict do nothing")),
     )
     .bind(&plan.projection)
     .bind(&plan.generation)
@@ -139,11 +141,13 @@ pub(super) async fn record_dead_letters(
 /// Dead letters per generation of `projection`.
 pub async fn dead_letter_counts(
     pool: &PgPool,
+    schema: &Schema,
     projection: &str,
 ) -> Result<HashMap<String, u64>, DatabaseError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select generation, count(*) from dp_dead_letters where projection = $1 group by generation",
-    )
+    let dead_letters = schema.table(tables::DEAD_LETTERS);
+    let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "select generation, count(*) from {dead_letters} where projection = $1 group by generation"
+    )))
     .bind(projection)
     .fetch_all(pool)
     .await

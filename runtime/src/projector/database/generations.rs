@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use super::super::plan::{Definition, Plan};
 use super::super::schema::{quote, statements};
 use super::{DatabaseError, lock_ddl, prepare, query_error};
+use crate::sql::{Schema, tables};
 
 /// Lifecycle of a generation in `dp_generations`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,20 +51,35 @@ pub struct GenerationRow {
 
 /// Records `plan` as a generation of its projection and creates its tables, unless it exists.
 /// A generation that was retired or dropped (the configuration went back to it) is rebuilt
-/// from scratch.
+/// from scratch. The view name is claimed first: when another Projection of the namespace
+/// owns it, nothing is created and the answer is [`DatabaseError::ViewConflict`].
 pub async fn register(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseError> {
+    let schema = &plan.schema;
     let mut tx = pool.begin().await.map_err(query_error("begin"))?;
     lock_ddl(&mut tx).await?;
-    let state: Option<String> = sqlx::query_scalar(
-        "select state from dp_generations where projection = $1 and generation = $2",
-    )
+    if let Some(postgres) = plan.postgres() {
+        sqlx::query(AssertSqlSafe(format!(
+            "insert into {} (view, projection) values ($1, $2) on conflict (view) do nothing",
+            schema.table(tables::VIEWS)
+        )))
+        .bind(&postgres.view)
+        .bind(&plan.projection)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("claim the view"))?;
+        refuse_other_owner(&mut tx, plan, &postgres.view).await?;
+    }
+    let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "select state from {} where projection = $1 and generation = $2",
+        schema.table(tables::GENERATIONS)
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .fetch_optional(&mut *tx)
     .await
     .map_err(query_error("read the generation"))?;
     let state = state.as_deref().map(GenerationState::parse);
-    let statements = plan.postgres().map(statements);
+    let statements = plan.postgres().map(|postgres| statements(schema, postgres));
     if matches!(
         state,
         None | Some(GenerationState::Retired | GenerationState::Dropped)
@@ -76,26 +92,27 @@ pub async fn register(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseError> {
                     .map_err(query_error("create the generation's tables"))?;
             }
         }
-        for statement in [
-            "delete from dp_checkpoints where projection = $1 and generation = $2",
-            "delete from dp_dead_letters where projection = $1 and generation = $2",
-        ] {
-            sqlx::query(statement)
-                .bind(&plan.projection)
-                .bind(&plan.generation)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("reset the generation"))?;
+        for table in [tables::CHECKPOINTS, tables::DEAD_LETTERS] {
+            sqlx::query(AssertSqlSafe(format!(
+                "delete from {} where projection = $1 and generation = $2",
+                schema.table(table)
+            )))
+            .bind(&plan.projection)
+            .bind(&plan.generation)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("reset the generation"))?;
         }
         let definition =
             serde_json::to_value(&plan.definition).expect("a definition always serialises");
-        sqlx::query(
-            "insert into dp_generations (projection, generation, state, definition)
+        sqlx::query(AssertSqlSafe(format!(
+            "insert into {} (projection, generation, state, definition)
              values ($1, $2, 'building', $3)
              on conflict (projection, generation) do update
              set state = 'building', definition = excluded.definition, created_at = now(),
                  live_at = null, retired_at = null",
-        )
+            schema.table(tables::GENERATIONS)
+        )))
         .bind(&plan.projection)
         .bind(&plan.generation)
         .bind(definition)
@@ -104,11 +121,12 @@ pub async fn register(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseError> {
         .map_err(query_error("record the generation"))?;
         tracing::info!(projection = %plan.projection, generation = %plan.generation, "new generation: building from sequence 1");
     }
-    sqlx::query(
-        "insert into dp_checkpoints (projection, generation, partition)
+    sqlx::query(AssertSqlSafe(format!(
+        "insert into {} (projection, generation, partition)
          select $1, $2, p from generate_series(0, $3 - 1) as p
          on conflict do nothing",
-    )
+        schema.table(tables::CHECKPOINTS)
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .bind(plan.definition.partitions as i32)
@@ -118,17 +136,59 @@ pub async fn register(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseError> {
     tx.commit().await.map_err(query_error("commit"))
 }
 
+/// Fails with [`DatabaseError::ViewConflict`] unless `plan`'s projection owns `view`; the
+/// claim's row stays locked until the transaction ends, so the owner cannot change meanwhile.
+async fn refuse_other_owner(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    plan: &Plan,
+    view: &str,
+) -> Result<(), DatabaseError> {
+    let owner: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "select projection from {} where view = $1 for update",
+        plan.schema.table(tables::VIEWS)
+    )))
+    .bind(view)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(query_error("read the view's owner"))?;
+    match owner {
+        Some(owner) if owner != plan.projection => Err(DatabaseError::ViewConflict {
+            view: view.to_owned(),
+            owner,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The Projection (`<namespace>/<name>`) that owns `view` in `schema`, if any.
+pub async fn view_owner(
+    pool: &PgPool,
+    schema: &Schema,
+    view: &str,
+) -> Result<Option<String>, DatabaseError> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "select projection from {} where view = $1",
+        schema.table(tables::VIEWS)
+    )))
+    .bind(view)
+    .fetch_optional(pool)
+    .await
+    .map_err(query_error("read the view's owner"))
+}
+
 /// The generations of `projection` that are not dropped.
 pub async fn generations(
     pool: &PgPool,
+    schema: &Schema,
     projection: &str,
 ) -> Result<Vec<GenerationRow>, DatabaseError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "select generation, state, definition,
                 extract(epoch from now() - retired_at)::float8 as retired_for
-         from dp_generations where projection = $1 and state <> 'dropped'
+         from {} where projection = $1 and state <> 'dropped'
          order by created_at",
-    )
+        schema.table(tables::GENERATIONS)
+    )))
     .bind(projection)
     .fetch_all(pool)
     .await
@@ -162,11 +222,13 @@ pub async fn swap_if_caught_up(
     max_lag: u64,
     reader_role: Option<&str>,
 ) -> Result<bool, DatabaseError> {
+    let schema = &plan.schema;
     let mut tx = pool.begin().await.map_err(query_error("begin"))?;
     lock_ddl(&mut tx).await?;
-    let state: Option<String> = sqlx::query_scalar(
-        "select state from dp_generations where projection = $1 and generation = $2 for update",
-    )
+    let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "select state from {} where projection = $1 and generation = $2 for update",
+        schema.table(tables::GENERATIONS)
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .fetch_optional(&mut *tx)
@@ -175,10 +237,11 @@ pub async fn swap_if_caught_up(
     if state.as_deref() != Some("building") {
         return Ok(false);
     }
-    let caught_up: bool = sqlx::query_scalar(
+    let caught_up: bool = sqlx::query_scalar(AssertSqlSafe(format!(
         "select count(*) = $3 and coalesce(bool_and(lag is not null and lag <= $4 and stopped is null and failing is null), false)
-         from dp_checkpoints where projection = $1 and generation = $2",
-    )
+         from {} where projection = $1 and generation = $2",
+        schema.table(tables::CHECKPOINTS)
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .bind(i64::from(plan.definition.partitions))
@@ -190,7 +253,9 @@ pub async fn swap_if_caught_up(
         return Ok(false);
     }
     if let Some(postgres) = plan.postgres() {
-        for statement in statements(postgres).publish_view {
+        // The view is switched only by its owner, whatever happened since registration.
+        refuse_other_owner(&mut tx, plan, &postgres.view).await?;
+        for statement in statements(schema, postgres).publish_view {
             sqlx::query(AssertSqlSafe(statement))
                 .execute(&mut *tx)
                 .await
@@ -200,7 +265,7 @@ pub async fn swap_if_caught_up(
         if let Some(role) = reader_role {
             let grant = format!(
                 "grant select on {} to {}",
-                quote(&postgres.view),
+                schema.table(&postgres.view),
                 quote(role)
             );
             sqlx::query(AssertSqlSafe(grant))
@@ -209,19 +274,21 @@ pub async fn swap_if_caught_up(
                 .map_err(query_error("grant the reader role the view"))?;
         }
     }
-    sqlx::query(
-        "update dp_generations set state = 'retired', retired_at = now()
+    sqlx::query(AssertSqlSafe(format!(
+        "update {} set state = 'retired', retired_at = now()
          where projection = $1 and state = 'live' and generation <> $2",
-    )
+        schema.table(tables::GENERATIONS)
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .execute(&mut *tx)
     .await
     .map_err(query_error("retire the previous generation"))?;
-    sqlx::query(
-        "update dp_generations set state = 'live', live_at = now()
+    sqlx::query(AssertSqlSafe(format!(
+        "update {} set state = 'live', live_at = now()
          where projection = $1 and generation = $2",
-    )
+        schema.table(tables::GENERATIONS)
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .execute(&mut *tx)
@@ -234,12 +301,14 @@ pub async fn swap_if_caught_up(
 
 /// Drops the tables of a retired generation and forgets its checkpoints.
 pub async fn drop_generation(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseError> {
+    let schema = &plan.schema;
     let mut tx = pool.begin().await.map_err(query_error("begin"))?;
     lock_ddl(&mut tx).await?;
-    let updated = sqlx::query(
-        "update dp_generations set state = 'dropped'
+    let updated = sqlx::query(AssertSqlSafe(format!(
+        "update {} set state = 'dropped'
          where projection = $1 and generation = $2 and state = 'retired'",
-    )
+        schema.table(tables::GENERATIONS)
+    )))
     .bind(&plan.projection)
     .bind(&plan.generation)
     .execute(&mut *tx)
@@ -249,19 +318,22 @@ pub async fn drop_generation(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseE
         return Ok(()); // another replica dropped it, or it was revived
     }
     if let Some(postgres) = plan.postgres() {
-        for statement in statements(postgres).drop {
+        for statement in statements(schema, postgres).drop {
             sqlx::query(AssertSqlSafe(statement))
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("drop the generation's tables"))?;
         }
     }
-    sqlx::query("delete from dp_checkpoints where projection = $1 and generation = $2")
-        .bind(&plan.projection)
-        .bind(&plan.generation)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error("forget the checkpoints"))?;
+    sqlx::query(AssertSqlSafe(format!(
+        "delete from {} where projection = $1 and generation = $2",
+        schema.table(tables::CHECKPOINTS)
+    )))
+    .bind(&plan.projection)
+    .bind(&plan.generation)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_error("forget the checkpoints"))?;
     tx.commit().await.map_err(query_error("commit"))?;
     tracing::info!(projection = %plan.projection, generation = %plan.generation, "retired generation dropped");
     Ok(())
@@ -269,26 +341,41 @@ pub async fn drop_generation(pool: &PgPool, plan: &Plan) -> Result<(), DatabaseE
 
 /// Drops everything `projection` wrote to Postgres: its stable `view`, the tables of every
 /// generation it registered, and its rows in the bookkeeping tables. One transaction under the
-/// DDL lock; running it again finds nothing to drop. Returns the generations dropped.
+/// DDL lock; running it again finds nothing to drop. The view is dropped only when this
+/// projection owns it, and its claim is released with the rest. Returns the generations
+/// dropped.
 pub async fn drop_projection(
     pool: &PgPool,
+    schema: &Schema,
     projection: &str,
     view: Option<&str>,
 ) -> Result<Vec<String>, DatabaseError> {
-    prepare(pool).await?;
+    prepare(pool, schema).await?;
     let mut tx = pool.begin().await.map_err(query_error("begin"))?;
     lock_ddl(&mut tx).await?;
-    let rows = sqlx::query(
-        "select generation, definition from dp_generations
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "select generation, definition from {}
          where projection = $1 and state <> 'dropped'",
-    )
+        schema.table(tables::GENERATIONS)
+    )))
     .bind(projection)
     .fetch_all(&mut *tx)
     .await
     .map_err(query_error("read the generations"))?;
     let mut drops = Vec::new();
     if let Some(view) = view {
-        drops.push(format!("drop view if exists {}", quote(view)));
+        let owner: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "select projection from {} where view = $1",
+            schema.table(tables::VIEWS)
+        )))
+        .bind(view)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("read the view's owner"))?;
+        // Another Projection's view is left alone: this one was refused and never served it.
+        if owner.as_deref().is_none_or(|owner| owner == projection) {
+            drops.push(format!("drop view if exists {}", schema.table(view)));
+        }
     }
     let mut generations = Vec::with_capacity(rows.len());
     for row in rows {
@@ -310,7 +397,7 @@ pub async fn drop_projection(
             },
         )?;
         if let Some(postgres) = plan.postgres() {
-            drops.extend(statements(postgres).drop);
+            drops.extend(statements(schema, postgres).drop);
         }
         generations.push(generation);
     }
@@ -320,15 +407,10 @@ pub async fn drop_projection(
             .await
             .map_err(query_error("drop the projection's view and tables"))?;
     }
-    for table in [
-        "dp_generations",
-        "dp_checkpoints",
-        "dp_leases",
-        "dp_replicas",
-        "dp_dead_letters",
-    ] {
+    for table in tables::PER_PROJECTION.iter().chain(&[tables::VIEWS]) {
         sqlx::query(AssertSqlSafe(format!(
-            "delete from {table} where projection = $1"
+            "delete from {} where projection = $1",
+            schema.table(table)
         )))
         .bind(projection)
         .execute(&mut *tx)

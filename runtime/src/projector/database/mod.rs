@@ -17,14 +17,15 @@ mod leases;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::plan::Plan;
-use super::schema::{BOOKKEEPING, DDL_LOCK, Statements, quote, statements};
+use super::schema::{DDL_LOCK, Statements, bookkeeping, quote, statements};
+use crate::sql::Schema;
 
 pub use checkpoints::{Checkpoint, PartitionRow, Progress, checkpoint, partitions, record_stall};
 pub use commit::{Batch, commit};
 pub use dead_letters::{DeadLetter, dead_letter_counts};
 pub use generations::{
     GenerationRow, GenerationState, drop_generation, drop_projection, generations, register,
-    swap_if_caught_up,
+    swap_if_caught_up, view_owner,
 };
 pub use leases::{acquire, heartbeat, leave, release, renew};
 
@@ -38,9 +39,22 @@ pub enum DatabaseError {
         source: sqlx::Error,
     },
     #[error(
-        "the reader role {0:?} does not exist: create it (the Helm chart's Postgres init does)"
+        "the reader role {role:?} does not exist and this user may not create it: run `create role \"{role}\" nologin` as an administrator, or grant the projector's user CREATEROLE (the Helm chart's Postgres init does)"
     )]
-    NoReaderRole(String),
+    NoReaderRole {
+        role: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "the role {member:?} to be made a member of the reader role {role:?} does not exist: create it, or drop it from DREAMPIPE_READER_MEMBERS"
+    )]
+    NoReaderMember { role: String, member: String },
+    /// Another Projection of the namespace owns the view (DESIGN §10): this one is refused.
+    #[error(
+        "view {view:?} is owned by Projection {owner}: rename this Projection's view or delete the owner"
+    )]
+    ViewConflict { view: String, owner: String },
     #[error(
         "generation {generation} of {projection} has a definition this release cannot compile: {reason}"
     )]
@@ -116,12 +130,12 @@ fn storable_text(text: &str) -> String {
     text.replace('\0', "\\u0000")
 }
 
-/// Creates the shared bookkeeping tables.
-pub async fn prepare(pool: &PgPool) -> Result<(), DatabaseError> {
+/// Creates the namespace's schema and the bookkeeping tables its projections share.
+pub async fn prepare(pool: &PgPool, schema: &Schema) -> Result<(), DatabaseError> {
     let mut tx = pool.begin().await.map_err(query_error("begin"))?;
     lock_ddl(&mut tx).await?;
-    for statement in BOOKKEEPING {
-        sqlx::query(*statement)
+    for statement in bookkeeping(schema) {
+        sqlx::query(AssertSqlSafe(statement))
             .execute(&mut *tx)
             .await
             .map_err(query_error("create the bookkeeping tables"))?;
@@ -131,24 +145,40 @@ pub async fn prepare(pool: &PgPool) -> Result<(), DatabaseError> {
 
 /// Opens the projection's stable view, and nothing else, to the analysts' `role`: PUBLIC
 /// loses the right to create in `public` and to create temporary tables, the role may
-/// connect and use the schema, and it may select from the live view (each swap grants the
-/// new one). Idempotent; run at start.
+/// connect and use the namespace's schema (and no other DreamPipe schema: it is never granted
+/// one), and it may select from the live view (each swap grants the new one). A missing
+/// `role` is created as a NOLOGIN group role (ADR 61); `members` (login roles, such as the
+/// query service's) are made its members. Idempotent; run at start, after [`prepare`].
 pub async fn open_to_reader(
     pool: &PgPool,
+    schema: &Schema,
     role: &str,
+    members: &[String],
     view: Option<&str>,
 ) -> Result<(), DatabaseError> {
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
-            .bind(role)
-            .fetch_one(pool)
-            .await
-            .map_err(query_error("look up the reader role"))?;
-    if !exists {
-        return Err(DatabaseError::NoReaderRole(role.to_owned()));
-    }
     let mut tx = pool.begin().await.map_err(query_error("begin"))?;
     lock_ddl(&mut tx).await?;
+    if !role_exists(&mut tx, role).await? {
+        sqlx::query(AssertSqlSafe(format!(
+            "create role {} nologin",
+            quote(role)
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(|source| DatabaseError::NoReaderRole {
+            role: role.to_owned(),
+            source,
+        })?;
+        tracing::info!(%role, "reader role created (nologin)");
+    }
+    for member in members {
+        if !role_exists(&mut tx, member).await? {
+            return Err(DatabaseError::NoReaderMember {
+                role: role.to_owned(),
+                member: member.clone(),
+            });
+        }
+    }
     let database: String = sqlx::query_scalar("select current_database()")
         .fetch_one(&mut *tx)
         .await
@@ -158,16 +188,22 @@ pub async fn open_to_reader(
         "revoke create on schema public from public".to_owned(),
         format!("revoke temporary on database {database} from public"),
         format!("grant connect on database {database} to {role_name}"),
-        format!("grant usage on schema public to {role_name}"),
+        format!("grant usage on schema {} to {role_name}", schema.quoted()),
     ];
+    for member in members {
+        statements.push(format!("grant {role_name} to {}", quote(member)));
+    }
     if let Some(view) = view {
         let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
-            .bind(quote(view))
+            .bind(schema.table(view))
             .fetch_one(&mut *tx)
             .await
             .map_err(query_error("look up the view"))?;
         if exists {
-            statements.push(format!("grant select on {} to {role_name}", quote(view)));
+            statements.push(format!(
+                "grant select on {} to {role_name}",
+                schema.table(view)
+            ));
         }
     }
     for statement in statements {
@@ -177,6 +213,17 @@ pub async fn open_to_reader(
             .map_err(query_error("open the view to the reader role"))?;
     }
     tx.commit().await.map_err(query_error("commit"))
+}
+
+async fn role_exists(
+    tx: &mut Transaction<'_, Postgres>,
+    role: &str,
+) -> Result<bool, DatabaseError> {
+    sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
+        .bind(role)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(query_error("look up a role"))
 }
 
 async fn lock_ddl(tx: &mut Transaction<'_, Postgres>) -> Result<(), DatabaseError> {
@@ -190,7 +237,8 @@ async fn lock_ddl(tx: &mut Transaction<'_, Postgres>) -> Result<(), DatabaseErro
 
 /// The statements that apply batches of `plan` (None for a NATS sink).
 pub fn write_statements(plan: &Plan) -> Option<Statements> {
-    plan.postgres().map(statements)
+    plan.postgres()
+        .map(|postgres| statements(&plan.schema, postgres))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, Context};
 use crds::projection::OnError;
+use crds::report::ViewConflict;
 use crds::{Entity, Projection};
 use process::Backoff;
 use sqlx::PgPool;
@@ -58,6 +59,8 @@ pub struct Options {
     pub caught_up_lag: u64,
     /// The analysts' read-only Postgres role, granted SELECT on the stable view.
     pub reader_role: Option<String>,
+    /// Login roles made members of the reader role.
+    pub reader_members: Vec<String>,
     pub worker: WorkerOptions,
 }
 
@@ -69,6 +72,7 @@ impl Default for Options {
             retire_after: Duration::from_secs(300),
             caught_up_lag: 0,
             reader_role: None,
+            reader_members: Vec::new(),
             worker: WorkerOptions::default(),
         }
     }
@@ -84,6 +88,8 @@ pub struct Projector {
     jetstream: Context,
     metrics: Metrics,
     owned: Arc<Mutex<BTreeSet<u32>>>,
+    /// Set while another Projection owns the view; the status endpoint reports it.
+    conflict: Arc<Mutex<Option<ViewConflict>>>,
 }
 
 /// A worker task; aborted when dropped, so that a replica that is itself aborted (a crash
@@ -141,6 +147,7 @@ impl Projector {
             jetstream: jetstream::new(client),
             metrics,
             owned: Arc::default(),
+            conflict: Arc::default(),
         })
     }
 
@@ -154,6 +161,7 @@ impl Projector {
         let plan = &self.configured.plan;
         StatusSource {
             pool: self.pool.clone(),
+            schema: plan.schema.clone(),
             projection: plan.projection.clone(),
             replica: self.replica.clone(),
             view: match &plan.output {
@@ -163,6 +171,7 @@ impl Projector {
             configured_generation: plan.generation.clone(),
             owned: Arc::clone(&self.owned),
             jetstream: Some(self.jetstream.clone()),
+            conflict: Arc::clone(&self.conflict),
         }
     }
 
@@ -179,15 +188,42 @@ impl Projector {
         let mut backoff = Backoff::new(PREPARE_RETRY_FIRST, PREPARE_RETRY_MAX);
         loop {
             let prepared = async {
-                database::prepare(&self.pool).await?;
+                database::prepare(&self.pool, &plan.schema).await?;
                 if let Some(role) = &self.options.reader_role {
                     let view = plan.postgres().map(|p| p.view.as_str());
-                    database::open_to_reader(&self.pool, role, view).await?;
+                    database::open_to_reader(
+                        &self.pool,
+                        &plan.schema,
+                        role,
+                        &self.options.reader_members,
+                        view,
+                    )
+                    .await?;
                 }
                 database::register(&self.pool, plan).await
             };
             match prepared.await {
-                Ok(()) => break,
+                Ok(()) => {
+                    if self.set_conflict(None).is_some() {
+                        tracing::info!(%projection, "the view is free again; this projection owns it now");
+                        ready(false); // until the stream is found, as on any start
+                    }
+                    break;
+                }
+                Err(DatabaseError::ViewConflict { view, owner }) => {
+                    // Refused, not broken: the process stays up and ready so that its status
+                    // (the conflict, naming the owner) reaches the Projection (ADR 60).
+                    if self
+                        .set_conflict(Some(ViewConflict {
+                            view: view.clone(),
+                            owner: owner.clone(),
+                        }))
+                        .is_none()
+                    {
+                        tracing::warn!(%projection, %view, %owner, "view owned by another projection: refused; projecting nothing until it is free");
+                    }
+                    ready(true);
+                }
                 Err(error) => {
                     tracing::warn!(error = %crate::error_chain(&error), "cannot prepare the database yet; retrying");
                 }
@@ -228,18 +264,33 @@ impl Projector {
         ready(false);
         let stopping: Vec<WorkerTask> = state.workers.drain().map(|(_, w)| w).collect();
         futures::future::join_all(stopping.into_iter().map(WorkerTask::stop)).await;
-        if let Err(error) = database::leave(&self.pool, &projection, &self.replica).await {
+        if let Err(error) =
+            database::leave(&self.pool, &plan.schema, &projection, &self.replica).await
+        {
             tracing::warn!(error = %crate::error_chain(&error), "could not release the leases; they will expire");
         }
         tracing::info!(%projection, "projector stopped");
         Ok(())
     }
 
+    /// Records (or clears) a view conflict; returns the previous one.
+    fn set_conflict(&self, conflict: Option<ViewConflict>) -> Option<ViewConflict> {
+        match self.conflict.lock() {
+            Ok(mut shared) => std::mem::replace(&mut *shared, conflict),
+            Err(_) => None,
+        }
+    }
+
     /// One round of housekeeping: leases, generations, workers, swap, retirement.
     async fn tick(&self, state: &mut Supervision) -> Result<(), ProjectorError> {
         self.reap(state).await;
         self.rebalance(state).await?;
-        let rows = database::generations(&self.pool, &self.configured.plan.projection).await?;
+        let rows = database::generations(
+            &self.pool,
+            &self.configured.plan.schema,
+            &self.configured.plan.projection,
+        )
+        .await?;
         let running = self.running(state, &rows)?;
         self.start_and_stop_workers(state, &running).await;
         self.export_build_progress(&rows).await?;
@@ -256,7 +307,12 @@ impl Projector {
         let mut ratios = Vec::with_capacity(building.len());
         if !building.is_empty() {
             let partitions =
-                database::partitions(&self.pool, &self.configured.plan.projection).await?;
+                database::partitions(
+                    &self.pool,
+                    &self.configured.plan.schema,
+                    &self.configured.plan.projection,
+                )
+                .await?;
             for generation in building {
                 let rows: Vec<&database::PartitionRow> = partitions
                     .iter()
@@ -294,13 +350,15 @@ impl Projector {
     /// Heartbeats, renews the leases held, and moves them towards this replica's share.
     async fn rebalance(&self, state: &mut Supervision) -> Result<(), ProjectorError> {
         let projection = self.configured.plan.projection.as_str();
+        let schema = &self.configured.plan.schema;
         let partitions = self.configured.plan.definition.partitions;
         let ttl = self.options.lease_ttl;
-        let replicas = database::heartbeat(&self.pool, projection, &self.replica, ttl).await?;
+        let replicas =
+            database::heartbeat(&self.pool, schema, projection, &self.replica, ttl).await?;
         let assigned = decide::assigned_partitions(&replicas, &self.replica, partitions);
         let owned: Vec<(u32, i64)> = state.leases.iter().map(|(p, f)| (*p, f.epoch)).collect();
         let renewed: HashSet<u32> =
-            database::renew(&self.pool, projection, &self.replica, &owned, ttl)
+            database::renew(&self.pool, schema, projection, &self.replica, &owned, ttl)
                 .await?
                 .into_iter()
                 .collect();
@@ -314,13 +372,20 @@ impl Projector {
             // Hand it over once its workers have committed and stopped.
             self.stop_partition(state, partition).await;
             if let Some(fence) = state.leases.remove(&partition) {
-                database::release(&self.pool, projection, partition, &fence).await?;
+                database::release(&self.pool, schema, projection, partition, &fence).await?;
                 tracing::info!(partition, "partition handed over");
             }
         }
         for partition in changes.acquire {
-            if let Some(fence) =
-                database::acquire(&self.pool, projection, partition, &self.replica, ttl).await?
+            if let Some(fence) = database::acquire(
+                &self.pool,
+                schema,
+                projection,
+                partition,
+                &self.replica,
+                ttl,
+            )
+            .await?
             {
                 tracing::info!(partition, epoch = fence.epoch, "partition lease acquired");
                 state.leases.insert(partition, fence);
