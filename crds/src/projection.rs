@@ -275,6 +275,9 @@ pub struct ProjectionStatus {
     /// Poison events recorded in the dead-letter table.
     #[serde(default)]
     pub dead_letters: u64,
+    /// Dead letters nobody marked handled yet; `dreampipe deadletters list` shows them.
+    #[serde(default)]
+    pub unhandled_dead_letters: u64,
 }
 
 /// SQL types a column may declare, in their canonical spelling.

@@ -42,6 +42,8 @@ pub mod reasons {
     pub const STREAM_DELETED: &str = "StreamDeleted";
     pub const VIEWS_DROPPED: &str = "ViewsDropped";
     pub const DROP_FAILED: &str = "DropFailed";
+    /// More dead letters wait to be handled than at the last reconcile.
+    pub const NEW_DEAD_LETTERS: &str = "NewDeadLetters";
 }
 
 /// Event actions (what the operator was doing).

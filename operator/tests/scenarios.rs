@@ -243,6 +243,28 @@ async fn a_rebuild_token_rolls_the_projector_while_the_old_generation_keeps_serv
 }
 
 #[tokio::test]
+async fn new_dead_letters_show_in_the_status_and_in_a_warning_event() {
+    let outcome = scenarios::projection_dead_letters_arrive().await;
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["deadLetters"], 5);
+    assert_eq!(status["unhandledDeadLetters"], 4);
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["reason"], "NewDeadLetters");
+    let note = events[0]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("3 new dead letter(s), 4 unhandled"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
 async fn a_projection_with_bad_cel_is_not_ready_and_names_the_filter() {
     let outcome = scenarios::projection_invalid().await;
     let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));

@@ -73,6 +73,19 @@ impl Reconciled for Projection {
         .await?;
         driver::announce(&ctx, &*self, &owner, &children, &pods).await;
 
+        if let Some(note) =
+            status::new_dead_letters(previous, &status, &owner.name, &owner.namespace)
+        {
+            events::warning(
+                &ctx,
+                &*self,
+                reasons::NEW_DEAD_LETTERS,
+                actions::RECONCILE,
+                note,
+            )
+            .await;
+        }
+
         let before = previous.and_then(|s| s.active_generation.as_deref());
         if let (Some(before), Some(after)) = (before, status.active_generation.as_deref())
             && before != after

@@ -225,6 +225,11 @@ pub fn projection_status(
         });
         status.lag = active.or(building).map(|g| g.lag);
         status.dead_letters = report.generations.iter().map(|g| g.dead_letters).sum();
+        status.unhandled_dead_letters = report
+            .generations
+            .iter()
+            .map(|g| g.unhandled_dead_letters)
+            .sum();
     }
     rollout_conditions(
         &mut status.conditions,
@@ -269,6 +274,25 @@ pub fn projection_status(
         set_condition(&mut status.conditions, c);
     }
     status
+}
+
+/// The note of a Warning Event when more dead letters wait to be handled than the previous
+/// status said; `None` when there are no new ones (or some were marked handled).
+pub fn new_dead_letters(
+    previous: Option<&ProjectionStatus>,
+    status: &ProjectionStatus,
+    projection: &str,
+    namespace: &str,
+) -> Option<String> {
+    let before = previous.map_or(0, |p| p.unhandled_dead_letters);
+    let now = status.unhandled_dead_letters;
+    (now > before).then(|| {
+        format!(
+            "{} new dead letter(s), {now} unhandled: `dreampipe deadletters list {projection} \
+             --namespace {namespace} --unhandled` lists them",
+            now - before
+        )
+    })
 }
 
 /// The Adapter's status from its Deployment and the adapter's report.
@@ -353,6 +377,7 @@ mod tests {
             events: 0,
             progress,
             dead_letters: dead,
+            unhandled_dead_letters: dead,
             partitions: Vec::new(),
         }
     }
@@ -440,6 +465,7 @@ mod tests {
         assert_eq!(status.lag, Some(3));
         assert_eq!(status.build_progress, Some(40));
         assert_eq!(status.dead_letters, 3);
+        assert_eq!(status.unhandled_dead_letters, 3);
         assert_eq!(status.building_generation.as_deref(), Some("g2"));
         let progressing = find(&status.conditions, "Progressing").unwrap();
         assert_eq!(progressing.reason, "BuildingGeneration");
@@ -447,6 +473,31 @@ mod tests {
         assert_eq!(
             find(&status.conditions, "Ready").unwrap().status,
             ConditionStatus::True
+        );
+    }
+
+    #[test]
+    fn only_a_growing_count_of_unhandled_dead_letters_is_news() {
+        let with = |unhandled| ProjectionStatus {
+            unhandled_dead_letters: unhandled,
+            ..ProjectionStatus::default()
+        };
+        let note = new_dead_letters(Some(&with(2)), &with(5), "customers", "shop").unwrap();
+        assert!(
+            note.starts_with("3 new dead letter(s), 5 unhandled"),
+            "{note}"
+        );
+        assert!(
+            note.contains("deadletters list customers --namespace shop"),
+            "{note}"
+        );
+        assert!(new_dead_letters(None, &with(1), "c", "n").is_some());
+        assert_eq!(new_dead_letters(None, &with(0), "c", "n"), None);
+        assert_eq!(new_dead_letters(Some(&with(5)), &with(5), "c", "n"), None);
+        assert_eq!(
+            new_dead_letters(Some(&with(5)), &with(1), "c", "n"),
+            None,
+            "marking some handled is no news"
         );
     }
 

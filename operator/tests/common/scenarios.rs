@@ -398,6 +398,29 @@ pub async fn projection_rebuild_asked() -> Outcome {
     .await
 }
 
+/// The projector reports 4 unhandled dead letters where the status said 1: the status says 4
+/// and a Warning Event says 3 are new (the spec is unchanged, so no other Event).
+pub async fn projection_dead_letters_arrive() -> Outcome {
+    let mut projection = shop().projection;
+    projection.metadata.generation = Some(1);
+    projection.status = Some(crds::ProjectionStatus {
+        observed_generation: Some(1),
+        active_generation: Some("g1".into()),
+        dead_letters: 1,
+        unhandled_dead_letters: 1,
+        ..Default::default()
+    });
+    let mut report = projector_report("g1", None);
+    report["generations"][0]["deadLetters"] = json!(5);
+    report["generations"][0]["unhandledDeadLetters"] = json!(4);
+    play_projection(
+        projection,
+        projection_script(deployment_status(2, 2), None),
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+    )
+    .await
+}
+
 /// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
 /// nothing applied.
 pub async fn projection_invalid() -> Outcome {
@@ -651,6 +674,7 @@ pub async fn all_calls() -> Vec<Call> {
         projection_scaled().await,
         projection_generation_swapped().await,
         projection_rebuild_asked().await,
+        projection_dead_letters_arrive().await,
         projection_invalid().await,
         projection_unknown_entity().await,
         projection_deleted().await,
