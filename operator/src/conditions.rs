@@ -22,6 +22,8 @@ pub mod reasons {
 
     pub const ALL_READY: &str = "AllReady";
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// An Adapter's `spec.suspend` is true: no pod reads its source.
+    pub const SUSPENDED: &str = "Suspended";
     /// Pods are not ready yet and none reports a problem of its own.
     pub const PODS_NOT_READY: &str = "PodsNotReady";
     pub const ROLLING_OUT: &str = "RollingOut";

@@ -265,6 +265,40 @@ async fn new_dead_letters_show_in_the_status_and_in_a_warning_event() {
 }
 
 #[tokio::test]
+async fn a_suspended_adapter_scales_to_zero_keeps_everything_and_says_suspended() {
+    let outcome = scenarios::adapter_suspended().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/crm-adapter"));
+    assert_eq!(deployment["spec"]["replicas"], 0);
+    let deleted: Vec<&str> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "DELETE")
+        .map(|c| c.path.as_str())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "/api/v1/namespaces/shop/services/crm-adapter",
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/crm-adapter"
+        ],
+        "only what a polling adapter never has"
+    );
+    assert!(
+        outcome.asked.is_empty(),
+        "no pod to ask: {:?}",
+        outcome.asked
+    );
+    let status = outcome.body("PATCH", &format!("{DP}/adapters/crm/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("Suspended"))
+    );
+    assert_eq!(condition(status, "Degraded")["status"], "False");
+    assert_eq!(status["status"]["recordsRead"], 100, "the figures are kept");
+}
+
+#[tokio::test]
 async fn a_projection_with_bad_cel_is_not_ready_and_names_the_filter() {
     let outcome = scenarios::projection_invalid().await;
     let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));

@@ -295,12 +295,14 @@ pub fn new_dead_letters(
     })
 }
 
-/// The Adapter's status from its Deployment and the adapter's report.
+/// The Adapter's status from its Deployment and the adapter's report; a `suspended` one is
+/// not ready, for that reason, and not degraded by a report it cannot give.
 pub fn adapter_status(
     previous: Option<&AdapterStatus>,
     generation: Option<i64>,
     pods: &Pods,
     report: Result<&AdapterReport, &str>,
+    suspended: bool,
     now: &str,
 ) -> AdapterStatus {
     let mut status = previous.cloned().unwrap_or_default();
@@ -336,6 +338,24 @@ pub fn adapter_status(
         );
         c.observed_generation = generation;
         set_condition(&mut status.conditions, c);
+    }
+    if suspended {
+        let message = "spec.suspend is true: the adapter Deployment is scaled to 0 and reads \
+                       nothing; its configuration and cursor are kept"
+            .to_owned();
+        for mut c in [
+            condition(types::READY, false, reasons::SUSPENDED, message, now),
+            condition(
+                types::DEGRADED,
+                false,
+                reasons::SUSPENDED,
+                String::new(),
+                now,
+            ),
+        ] {
+            c.observed_generation = generation;
+            set_condition(&mut status.conditions, c);
+        }
     }
     status
 }
@@ -576,12 +596,39 @@ mod tests {
             last_error: Some("HTTP 503 from source".into()),
             ..AdapterReport::default()
         };
-        let status = adapter_status(None, Some(1), &rollout(1, 1), Ok(&report), "t");
+        let status = adapter_status(None, Some(1), &rollout(1, 1), Ok(&report), false, "t");
         assert_eq!(status.records_read, 5);
         assert_eq!(status.last_error.as_deref(), Some("HTTP 503 from source"));
         assert_eq!(
             find(&status.conditions, "Degraded").unwrap().reason,
             "SourceFailing"
+        );
+    }
+
+    #[test]
+    fn a_suspended_adapter_is_not_ready_because_suspended_and_keeps_its_figures() {
+        let previous = AdapterStatus {
+            records_read: 40,
+            ..AdapterStatus::default()
+        };
+        let status = adapter_status(
+            Some(&previous),
+            Some(2),
+            &rollout(0, 0),
+            Err("no running adapter pod to ask for its status"),
+            true,
+            "t",
+        );
+        assert_eq!(status.records_read, 40);
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "Suspended")
+        );
+        assert!(ready.message.contains("scaled to 0"), "{}", ready.message);
+        assert_eq!(
+            find(&status.conditions, types::DEGRADED).unwrap().status,
+            ConditionStatus::False
         );
     }
 

@@ -502,6 +502,37 @@ pub async fn adapter_polling() -> Outcome {
     .await
 }
 
+/// `suspend: true` on a running polling Adapter: its Deployment is applied with 0 replicas,
+/// nothing is deleted but the Service it never had, no pod is asked for a report, and the
+/// status says Suspended (with an Updated Event for the new generation).
+pub async fn adapter_suspended() -> Outcome {
+    let mut adapter = shop().adapter;
+    adapter.metadata.generation = Some(2);
+    adapter.spec.suspend = true;
+    adapter.status = Some(crds::AdapterStatus {
+        observed_generation: Some(1),
+        records_read: 100,
+        ..Default::default()
+    });
+    let mut script = vec![Expect::get(
+        format!("{DP}/entities/customer"),
+        entity_json(&shop().entity),
+    )];
+    script.extend(children(
+        "crm-adapter",
+        false,
+        deployment_status(0, 0),
+        Budget::Absent,
+    ));
+    script.push(Expect::get(format!("{CORE}/pods"), pod_list(json!([]))));
+    script.push(Expect::apply_onto(
+        format!("{DP}/adapters/crm/status"),
+        serde_json::to_value(shop().adapter).unwrap(),
+    ));
+    script.push(Expect::create(EVENTS));
+    play_adapter(adapter, script, Arc::new(FakeProbe::default())).await
+}
+
 /// A webhook Adapter: a Service, and its status read through it.
 pub async fn adapter_webhook() -> Outcome {
     let mut script = vec![Expect::get(
@@ -682,6 +713,7 @@ pub async fn all_calls() -> Vec<Call> {
         projection_deletion_waits().await.0,
         entity_pods_failing().await,
         adapter_polling().await,
+        adapter_suspended().await,
         adapter_webhook().await,
     ] {
         calls.extend(outcome.calls);

@@ -48,7 +48,9 @@ impl Source for FileSource {
         shutdown: &CancellationToken,
     ) -> Result<(), FileError> {
         health.set_ready(true);
-        let records = read(Path::new(&self.spec.path), self.spec.format).await?;
+        // With a volume, the operator mounts it at crds::adapter::FILE_VOLUME_DIR.
+        let path = self.spec.resolved_path();
+        let records = read(Path::new(&path), self.spec.format).await?;
         let good: Vec<Json> = records
             .into_iter()
             .filter_map(|record| record.map_err(|error| feed.reject(&error)).ok())
@@ -58,7 +60,7 @@ impl Source for FileSource {
             .await
             .or_else(super::ignore_shutdown)?;
         feed.stats().synced();
-        tracing::info!(path = %self.spec.path, records = good.len(), "file read; idle until shut down");
+        tracing::info!(%path, records = good.len(), "file read; idle until shut down");
         shutdown.cancelled().await;
         Ok(())
     }
