@@ -32,7 +32,7 @@ pub struct StreamStats {
 }
 
 /// A projector replica's report of its Projection.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectorReport {
     pub projection: String,
@@ -52,6 +52,9 @@ pub struct ProjectorReport {
     pub configured_generation: String,
     #[serde(default)]
     pub generations: Vec<GenerationReport>,
+    /// Seconds the serving generation is behind the stream head (what autoscaling acts on).
+    #[serde(default)]
+    pub lag_seconds: Option<f64>,
 }
 
 /// One generation's figures.

@@ -44,6 +44,8 @@ pub mod reasons {
     pub const STREAM_DELETED: &str = "StreamDeleted";
     pub const VIEWS_DROPPED: &str = "ViewsDropped";
     pub const DROP_FAILED: &str = "DropFailed";
+    /// `spec.autoscale` changed the projector's replicas.
+    pub const AUTOSCALED: &str = "Autoscaled";
     /// More dead letters wait to be handled than at the last reconcile.
     pub const NEW_DEAD_LETTERS: &str = "NewDeadLetters";
 }
@@ -53,5 +55,6 @@ pub mod actions {
     pub const VALIDATE: &str = "Validate";
     pub const RECONCILE: &str = "Reconcile";
     pub const SWAP: &str = "Swap";
+    pub const SCALE: &str = "Scale";
     pub const DELETE: &str = "Delete";
 }

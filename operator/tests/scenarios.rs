@@ -299,6 +299,40 @@ async fn a_suspended_adapter_scales_to_zero_keeps_everything_and_says_suspended(
 }
 
 #[tokio::test]
+async fn a_lagging_autoscaled_projector_gets_more_replicas_and_says_so() {
+    let outcome = scenarios::projection_autoscaled_up().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    assert_eq!(
+        deployment["spec"]["replicas"], 4,
+        "spec.replicas (2) is not used"
+    );
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["lagSeconds"], 40.0);
+    assert_eq!(status["autoscale"]["replicas"], 4);
+    assert_ne!(status["autoscale"]["lastScaleTime"], "2026-01-01T00:00:00Z");
+    assert!(
+        status["autoscale"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("above the target")
+    );
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["reason"], "Autoscaled");
+    assert!(
+        events[0]["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("projector scaled from 2 to 4 replicas")
+    );
+}
+
+#[tokio::test]
 async fn a_projection_with_bad_cel_is_not_ready_and_names_the_filter() {
     let outcome = scenarios::projection_invalid().await;
     let status = outcome.body("PATCH", &format!("{DP}/projections/customers/status"));

@@ -224,6 +224,7 @@ pub fn projection_status(
             (None, None) => Phase::Building,
         });
         status.lag = active.or(building).map(|g| g.lag);
+        status.lag_seconds = report.lag_seconds;
         status.dead_letters = report.generations.iter().map(|g| g.dead_letters).sum();
         status.unhandled_dead_letters = report
             .generations

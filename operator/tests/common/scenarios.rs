@@ -421,6 +421,37 @@ pub async fn projection_dead_letters_arrive() -> Outcome {
     .await
 }
 
+/// `spec.autoscale` {1..4, 10 s} with 2 replicas chosen long ago, and the projector 40 s
+/// behind: the Deployment gets 4 (doubling, the most one step adds), the status records the
+/// decision, and an Autoscaled Event says so.
+pub async fn projection_autoscaled_up() -> Outcome {
+    let mut projection = shop().projection;
+    projection.metadata.generation = Some(1);
+    projection.spec.autoscale = Some(crds::projection::Autoscale {
+        min_replicas: 1,
+        max_replicas: 4,
+        target_lag_seconds: 10,
+    });
+    projection.status = Some(crds::ProjectionStatus {
+        observed_generation: Some(1),
+        active_generation: Some("g1".into()),
+        autoscale: Some(crds::projection::AutoscaleStatus {
+            replicas: 2,
+            last_scale_time: Some("2026-01-01T00:00:00Z".into()),
+            reason: None,
+        }),
+        ..Default::default()
+    });
+    let mut report = projector_report("g1", None);
+    report["lagSeconds"] = json!(40.0);
+    play_projection(
+        projection,
+        projection_script(deployment_status(4, 4), None),
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+    )
+    .await
+}
+
 /// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
 /// nothing applied.
 pub async fn projection_invalid() -> Outcome {
@@ -706,6 +737,7 @@ pub async fn all_calls() -> Vec<Call> {
         projection_generation_swapped().await,
         projection_rebuild_asked().await,
         projection_dead_letters_arrive().await,
+        projection_autoscaled_up().await,
         projection_invalid().await,
         projection_unknown_entity().await,
         projection_deleted().await,

@@ -90,6 +90,9 @@ pub fn report(
         building_generation: find("building"),
         configured_generation: source.configured_generation.clone(),
         generations,
+        // Lag in seconds is measured by the metrics work (issue 15); until then the operator's
+        // autoscaler holds replicas where they are.
+        lag_seconds: None,
     }
 }
 
@@ -246,6 +249,7 @@ mod tests {
                 "activeGeneration": "g1",
                 "buildingGeneration": "g2",
                 "configuredGeneration": "g2",
+                "lagSeconds": null,
                 "generations": [
                     {
                         "generation": "g1", "state": "live", "phase": "Live", "lag": 0,
