@@ -675,3 +675,42 @@ fn a_path_in_a_file_volume_is_relative_and_stays_inside_it() {
         "/data/customers.jsonl"
     );
 }
+
+#[test]
+fn projection_autoscale_bounds_must_be_ordered_and_positive() {
+    let ok: Projection =
+        edited(
+            PROJECTION,
+            |v| {
+                v["spec"]["autoscale"] =
+                    serde_json::json!({"minReplicas": 1, "maxReplicas": 4, "targetLagSeconds": 30})
+            },
+        );
+    validate_projection(&ok).unwrap();
+    let inverted: Projection =
+        edited(
+            PROJECTION,
+            |v| {
+                v["spec"]["autoscale"] =
+                    serde_json::json!({"minReplicas": 5, "maxReplicas": 4, "targetLagSeconds": 30})
+            },
+        );
+    assert_single(
+        validate_projection(&inverted),
+        "spec.autoscale.maxReplicas",
+        "must not be below minReplicas (5)",
+    );
+    let zero: Projection =
+        edited(
+            PROJECTION,
+            |v| {
+                v["spec"]["autoscale"] =
+                    serde_json::json!({"minReplicas": 0, "maxReplicas": 4, "targetLagSeconds": 30})
+            },
+        );
+    assert_single(
+        validate_projection(&zero),
+        "spec.autoscale.minReplicas",
+        "at least 1",
+    );
+}
