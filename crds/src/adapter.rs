@@ -23,6 +23,7 @@ use crate::validate::{Invalid, Problems, is_nats_subject};
     category = "dreampipe",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Entity","type":"string","jsonPath":".spec.entity"}"#,
+    printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,
     printcolumn = r#"{"name":"Last Sync","type":"date","jsonPath":".status.lastSyncTime"}"#,
     printcolumn = r#"{"name":"Read","type":"integer","jsonPath":".status.recordsRead"}"#,
     printcolumn = r#"{"name":"Changed","type":"integer","jsonPath":".status.changed"}"#,
@@ -58,6 +59,11 @@ pub struct AdapterSpec {
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 10000))]
     pub batch_size: u32,
+    /// `true` stops reading the source without deleting anything, as on a CronJob: the
+    /// adapter Deployment is scaled to 0 (its ConfigMap, Service and the http cursor stay),
+    /// and `false` again resumes where the cursor is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
     /// Pod settings of the adapter pods: resources, placement, spread, labels and annotations,
     /// image pull secrets, ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,13 +221,77 @@ pub struct NatsSource {
 /// A file read once from start to end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.volume) || (!self.path.startsWith('/') && !self.path.matches('(^|/)[.][.](/|$)'))").message("with a volume, path is relative to it and has no '..'"))]
 pub struct FileSource {
-    /// Path of the file inside the adapter's container (mount it from a volume).
+    /// Path of the file: with `volume`, relative to the volume (e.g. `customers.jsonl`, a
+    /// ConfigMap's or Secret's key); without, a path inside the adapter's container.
     #[schemars(length(min = 1, max = 4096))]
     pub path: String,
     /// `JsonLines` (one JSON object a line) or `Csv` (a header row, then records).
     #[serde(default)]
     pub format: FileFormat,
+    /// The volume holding the file: exactly one of a ConfigMap, a Secret or a
+    /// PersistentVolumeClaim of the Adapter's namespace, mounted read-only at
+    /// `/var/run/dreampipe/source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<FileVolume>,
+}
+
+/// Where the adapter mounts a file source's volume; `path` is read below it.
+pub const FILE_VOLUME_DIR: &str = "/var/run/dreampipe/source";
+
+impl FileSource {
+    /// The path the adapter opens: below [`FILE_VOLUME_DIR`] with a volume, `path` without.
+    pub fn resolved_path(&self) -> String {
+        match &self.volume {
+            Some(_) => format!("{FILE_VOLUME_DIR}/{}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// A volume a file source reads from; exactly one field of `configMap`, `secret` and
+/// `persistentVolumeClaim` is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.configMap), has(self.secret), has(self.persistentVolumeClaim)].filter(x, x).size() == 1").message("set exactly one of configMap, secret or persistentVolumeClaim"))]
+pub struct FileVolume {
+    /// Name of a ConfigMap; each key is a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: Option<String>,
+    /// Name of a Secret; each key is a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret: Option<String>,
+    /// Name of a PersistentVolumeClaim, mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub persistent_volume_claim: Option<String>,
+}
+
+/// The kind and name of a file source's volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeKind<'a> {
+    ConfigMap(&'a str),
+    Secret(&'a str),
+    PersistentVolumeClaim(&'a str),
+}
+
+impl FileVolume {
+    /// Every kind that is set; a valid volume has exactly one.
+    pub fn kinds(&self) -> Vec<VolumeKind<'_>> {
+        [
+            self.config_map.as_deref().map(VolumeKind::ConfigMap),
+            self.secret.as_deref().map(VolumeKind::Secret),
+            self.persistent_volume_claim
+                .as_deref()
+                .map(VolumeKind::PersistentVolumeClaim),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// Format of a file source.
@@ -397,6 +467,9 @@ fn check_source(problems: &mut Problems, source: &SourceKind<'_>) {
             if file.path.is_empty() {
                 problems.add("spec.source.file.path", "must not be empty");
             }
+            if let Some(volume) = &file.volume {
+                check_file_volume(problems, &file.path, volume);
+            }
         }
         SourceKind::Generator(generator) => {
             if generator.rate == 0 {
@@ -409,6 +482,49 @@ fn check_source(problems: &mut Problems, source: &SourceKind<'_>) {
                 problems.add("spec.source.generator.keys", "must be at least 1");
             }
         }
+    }
+}
+
+/// A file source's volume names exactly one object by a DNS name, and the path stays inside it.
+fn check_file_volume(problems: &mut Problems, path: &str, volume: &FileVolume) {
+    let base = "spec.source.file.volume";
+    match volume.kinds().as_slice() {
+        [one] => {
+            let (field, name) = match one {
+                VolumeKind::ConfigMap(name) => ("configMap", name),
+                VolumeKind::Secret(name) => ("secret", name),
+                VolumeKind::PersistentVolumeClaim(name) => ("persistentVolumeClaim", name),
+            };
+            if !crate::validate::is_dns_subdomain(name) {
+                problems.add(
+                    format!("{base}.{field}"),
+                    format!("{name:?} is not a Kubernetes object name"),
+                );
+            }
+        }
+        [] => problems.add(
+            base,
+            "set one of configMap, secret or persistentVolumeClaim",
+        ),
+        many => problems.add(
+            base,
+            format!(
+                "set exactly one of configMap, secret or persistentVolumeClaim, found {}",
+                many.len()
+            ),
+        ),
+    }
+    if path.starts_with('/') {
+        problems.add(
+            "spec.source.file.path",
+            format!("{path:?} must be relative to the volume, e.g. customers.jsonl"),
+        );
+    }
+    if path.split('/').any(|segment| segment == "..") {
+        problems.add(
+            "spec.source.file.path",
+            format!("{path:?} must not leave the volume with '..'"),
+        );
     }
 }
 

@@ -79,6 +79,29 @@ pub struct ProjectionSpec {
     /// projector's pod does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<ProjectionDatabase>,
+    /// Scale the projector on its lag in seconds: the operator owns the replicas between
+    /// `minReplicas` and `maxReplicas` (never above the Entity's partitions) and
+    /// `spec.replicas` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Bounds and target of a projector scaled on its lag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not be above maxReplicas"))]
+pub struct Autoscale {
+    /// Fewest projector pods, at least 1.
+    #[schemars(range(min = 1, max = 1024))]
+    pub min_replicas: i32,
+    /// Most projector pods; the Entity's partitions bound it too (a replica without a
+    /// partition does nothing).
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_replicas: i32,
+    /// The lag, in seconds behind the stream head, the projector should keep below: above it
+    /// replicas are added, well below it (half) one is taken away.
+    #[schemars(range(min = 1, max = 86400))]
+    pub target_lag_seconds: u32,
 }
 
 /// Where a projector finds its database.
@@ -312,6 +335,26 @@ pub struct ProjectionStatus {
     /// Poison events recorded in the dead-letter table.
     #[serde(default)]
     pub dead_letters: u64,
+    /// Dead letters nobody marked handled yet; `dreampipe deadletters list` shows them.
+    #[serde(default)]
+    pub unhandled_dead_letters: u64,
+    /// With `spec.autoscale`: the replicas the operator chose and when it last changed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleStatus>,
+}
+
+/// What the operator decided for an autoscaled projector.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscaleStatus {
+    /// Projector pods the operator asks for.
+    pub replicas: i32,
+    /// When it last changed them (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// Why it holds or changes them, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// SQL types a column may declare, in their canonical spelling.
@@ -446,6 +489,20 @@ pub fn validate_projection(projection: &Projection) -> Result<(), Invalid> {
     }
     if spec.replicas < 0 {
         problems.add("spec.replicas", "must not be negative");
+    }
+    if let Some(autoscale) = &spec.autoscale {
+        if autoscale.min_replicas < 1 {
+            problems.add("spec.autoscale.minReplicas", "must be at least 1");
+        }
+        if autoscale.min_replicas > autoscale.max_replicas {
+            problems.add(
+                "spec.autoscale.maxReplicas",
+                format!("must not be below minReplicas ({})", autoscale.min_replicas),
+            );
+        }
+        if autoscale.target_lag_seconds == 0 {
+            problems.add("spec.autoscale.targetLagSeconds", "must be at least 1");
+        }
     }
     if let Some(pod) = &spec.pod {
         pod.check(&mut problems, "spec.pod");

@@ -89,6 +89,9 @@ pub struct GenerationReport {
     /// Percentage of the stream replayed (100 once caught up).
     pub progress: u8,
     pub dead_letters: u64,
+    /// Dead letters nobody marked handled yet (`dreampipe deadletters handle`).
+    #[serde(default)]
+    pub unhandled_dead_letters: u64,
     #[serde(default)]
     pub partitions: Vec<PartitionReport>,
 }

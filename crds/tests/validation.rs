@@ -590,3 +590,127 @@ fn problems_render_with_their_paths_in_one_message() {
         "{message}"
     );
 }
+
+const FILE_ADAPTER: &str = r#"
+apiVersion: dreampipe.io/v1alpha1
+kind: Adapter
+metadata: {name: customers-file}
+spec:
+  entity: customer
+  source:
+    file:
+      path: exports/customers.jsonl
+      volume: {configMap: customer-export}
+  mapping:
+    id: record.id
+"#;
+
+#[test]
+fn a_file_source_may_read_from_one_named_volume() {
+    let adapter: Adapter = parse(FILE_ADAPTER);
+    validate_adapter(&adapter).unwrap();
+    let file = adapter.spec.source.file.as_ref().unwrap();
+    assert_eq!(
+        file.resolved_path(),
+        "/var/run/dreampipe/source/exports/customers.jsonl"
+    );
+    for kind in ["secret", "persistentVolumeClaim"] {
+        let adapter: Adapter = edited(FILE_ADAPTER, |v| {
+            v["spec"]["source"]["file"]["volume"] = serde_json::json!({kind: "exports"})
+        });
+        validate_adapter(&adapter).unwrap();
+    }
+}
+
+#[test]
+fn a_file_volume_names_exactly_one_kind_by_an_object_name() {
+    let adapter: Adapter = edited(FILE_ADAPTER, |v| {
+        v["spec"]["source"]["file"]["volume"]["secret"] = "exports".into()
+    });
+    assert_single(
+        validate_adapter(&adapter),
+        "spec.source.file.volume",
+        "exactly one of configMap, secret or persistentVolumeClaim, found 2",
+    );
+    let adapter: Adapter = edited(FILE_ADAPTER, |v| {
+        v["spec"]["source"]["file"]["volume"] = serde_json::json!({})
+    });
+    assert_single(
+        validate_adapter(&adapter),
+        "spec.source.file.volume",
+        "set one of",
+    );
+    let adapter: Adapter = edited(FILE_ADAPTER, |v| {
+        v["spec"]["source"]["file"]["volume"] = serde_json::json!({"configMap": "Not_A_Name"})
+    });
+    assert_single(
+        validate_adapter(&adapter),
+        "spec.source.file.volume.configMap",
+        "not a Kubernetes object name",
+    );
+}
+
+#[test]
+fn a_path_in_a_file_volume_is_relative_and_stays_inside_it() {
+    for (path, words) in [
+        ("/etc/passwd", "must be relative to the volume"),
+        ("../other/file", "must not leave the volume"),
+        ("a/../../b", "must not leave the volume"),
+    ] {
+        let adapter: Adapter = edited(FILE_ADAPTER, |v| {
+            v["spec"]["source"]["file"]["path"] = path.into()
+        });
+        assert_single(validate_adapter(&adapter), "spec.source.file.path", words);
+    }
+    let dotted: Adapter = edited(FILE_ADAPTER, |v| {
+        v["spec"]["source"]["file"]["path"] = "..data/customers.jsonl".into()
+    });
+    validate_adapter(&dotted).expect("a name starting with dots is no parent folder");
+    let without: Adapter = edited(FILE_ADAPTER, |v| {
+        v["spec"]["source"]["file"] = serde_json::json!({"path": "/data/customers.jsonl"})
+    });
+    validate_adapter(&without).expect("without a volume, a container path");
+    assert_eq!(
+        without.spec.source.file.unwrap().resolved_path(),
+        "/data/customers.jsonl"
+    );
+}
+
+#[test]
+fn projection_autoscale_bounds_must_be_ordered_and_positive() {
+    let ok: Projection =
+        edited(
+            PROJECTION,
+            |v| {
+                v["spec"]["autoscale"] =
+                    serde_json::json!({"minReplicas": 1, "maxReplicas": 4, "targetLagSeconds": 30})
+            },
+        );
+    validate_projection(&ok).unwrap();
+    let inverted: Projection =
+        edited(
+            PROJECTION,
+            |v| {
+                v["spec"]["autoscale"] =
+                    serde_json::json!({"minReplicas": 5, "maxReplicas": 4, "targetLagSeconds": 30})
+            },
+        );
+    assert_single(
+        validate_projection(&inverted),
+        "spec.autoscale.maxReplicas",
+        "must not be below minReplicas (5)",
+    );
+    let zero: Projection =
+        edited(
+            PROJECTION,
+            |v| {
+                v["spec"]["autoscale"] =
+                    serde_json::json!({"minReplicas": 0, "maxReplicas": 4, "targetLagSeconds": 30})
+            },
+        );
+    assert_single(
+        validate_projection(&zero),
+        "spec.autoscale.minReplicas",
+        "at least 1",
+    );
+}

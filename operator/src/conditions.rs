@@ -22,6 +22,8 @@ pub mod reasons {
 
     pub const ALL_READY: &str = "AllReady";
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// An Adapter's `spec.suspend` is true: no pod reads its source.
+    pub const SUSPENDED: &str = "Suspended";
     /// Pods are not ready yet and none reports a problem of its own.
     pub const PODS_NOT_READY: &str = "PodsNotReady";
     pub const ROLLING_OUT: &str = "RollingOut";
@@ -45,6 +47,10 @@ pub mod reasons {
     pub const STREAM_DELETED: &str = "StreamDeleted";
     pub const VIEWS_DROPPED: &str = "ViewsDropped";
     pub const DROP_FAILED: &str = "DropFailed";
+    /// `spec.autoscale` changed the projector's replicas.
+    pub const AUTOSCALED: &str = "Autoscaled";
+    /// More dead letters wait to be handled than at the last reconcile.
+    pub const NEW_DEAD_LETTERS: &str = "NewDeadLetters";
 }
 
 /// Event actions (what the operator was doing).
@@ -52,5 +58,6 @@ pub mod actions {
     pub const VALIDATE: &str = "Validate";
     pub const RECONCILE: &str = "Reconcile";
     pub const SWAP: &str = "Swap";
+    pub const SCALE: &str = "Scale";
     pub const DELETE: &str = "Delete";
 }

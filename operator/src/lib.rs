@@ -7,6 +7,7 @@
 //! [`leader`], [`probe`] and [`streams`] do IO.
 
 pub mod apply;
+pub mod autoscale;
 pub mod build;
 pub mod conditions;
 pub mod context;

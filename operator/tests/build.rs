@@ -769,3 +769,108 @@ fn a_resource_without_a_uid_cannot_be_owned() {
     let error = build::Owner::of(&entity).unwrap_err();
     assert!(error.to_string().contains("uid"), "{error}");
 }
+
+/// An Adapter of the shop reading `customers.jsonl` from the volume `volume` (YAML).
+fn file_adapter(volume: &str, suspend: bool) -> crds::Adapter {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: dreampipe.io/v1alpha1
+kind: Adapter
+metadata: {{name: export, namespace: shop, uid: 6f1d6c4e-0000-4000-8000-000000000009, generation: 1}}
+spec:
+  entity: customer
+  suspend: {suspend}
+  source:
+    file:
+      path: daily/customers.jsonl
+      volume: {volume}
+  mapping:
+    id: record.id
+"#
+    ))
+    .expect("the adapter parses")
+}
+
+#[test]
+fn a_file_source_volume_is_mounted_read_only_where_the_adapter_reads() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let cases = [
+        ("{configMap: customer-export}", "configMap"),
+        ("{secret: customer-export}", "secret"),
+        (
+            "{persistentVolumeClaim: customer-export}",
+            "persistentVolumeClaim",
+        ),
+    ];
+    for (volume, kind) in cases {
+        let deployment =
+            common::adapter(&file_adapter(volume, false), &shop.entity, &settings).deployment;
+        let volumes = pod_spec(&deployment).volumes.as_ref().unwrap();
+        let source = volumes
+            .iter()
+            .find(|v| v.name == "source")
+            .expect("a source volume");
+        let json = serde_json::to_value(source).unwrap();
+        let named = match kind {
+            "configMap" => &json["configMap"]["name"],
+            "secret" => &json["secret"]["secretName"],
+            _ => &json["persistentVolumeClaim"]["claimName"],
+        };
+        assert_eq!(named, "customer-export", "{kind}: {json}");
+        assert_eq!(
+            json.as_object().unwrap().len(),
+            2,
+            "the name and one kind only: {json}"
+        );
+        if kind == "persistentVolumeClaim" {
+            assert_eq!(json["persistentVolumeClaim"]["readOnly"], true);
+        }
+        let mount = container(&deployment)
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "source")
+            .expect("a source mount");
+        assert_eq!(mount.mount_path, crds::adapter::FILE_VOLUME_DIR);
+        assert_eq!(mount.read_only, Some(true));
+    }
+    let plain = common::adapter(&shop.adapter, &shop.entity, &settings).deployment;
+    assert!(
+        !pod_spec(&plain)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "source"),
+        "no volume for a source that names none"
+    );
+}
+
+#[test]
+fn a_suspended_adapter_runs_no_pod_and_keeps_its_configuration() {
+    let shop = common::shop();
+    let settings = RuntimeSettings::example();
+    let running = common::adapter(
+        &file_adapter("{configMap: e}", false),
+        &shop.entity,
+        &settings,
+    );
+    let suspended = common::adapter(
+        &file_adapter("{configMap: e}", true),
+        &shop.entity,
+        &settings,
+    );
+    assert_eq!(running.deployment.spec.replicas, Some(1));
+    assert_eq!(suspended.deployment.spec.replicas, Some(0));
+    assert_eq!(
+        suspended.config_map.data, running.config_map.data,
+        "the ConfigMap is kept as it is: suspending changes no configuration"
+    );
+    assert_eq!(
+        config_hash(&suspended.deployment),
+        config_hash(&running.deployment),
+        "resuming brings back the same pods"
+    );
+}

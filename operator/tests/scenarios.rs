@@ -278,6 +278,28 @@ async fn a_projection_whose_view_another_owns_is_refused_naming_the_owner() {
 }
 
 #[tokio::test]
+async fn new_dead_letters_show_in_the_status_and_in_a_warning_event() {
+    let outcome = scenarios::projection_dead_letters_arrive().await;
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["deadLetters"], 5);
+    assert_eq!(status["unhandledDeadLetters"], 4);
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["reason"], "NewDeadLetters");
+    let note = events[0]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("3 new dead letter(s), 4 unhandled"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_database_secret_is_named_with_the_command_that_creates_it() {
     let outcome = scenarios::projection_database_secret_missing().await;
     let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
@@ -313,6 +335,74 @@ async fn a_missing_database_secret_is_named_with_the_command_that_creates_it() {
             .as_str()
             .unwrap()
             .contains("kubectl create secret generic shop-db -n shop")
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_adapter_scales_to_zero_keeps_everything_and_says_suspended() {
+    let outcome = scenarios::adapter_suspended().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/crm-adapter"));
+    assert_eq!(deployment["spec"]["replicas"], 0);
+    let deleted: Vec<&str> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "DELETE")
+        .map(|c| c.path.as_str())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "/api/v1/namespaces/shop/services/crm-adapter",
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/crm-adapter"
+        ],
+        "only what a polling adapter never has"
+    );
+    assert!(
+        outcome.asked.is_empty(),
+        "no pod to ask: {:?}",
+        outcome.asked
+    );
+    let status = outcome.body("PATCH", &format!("{DP}/adapters/crm/status"));
+    let ready = condition(status, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("Suspended"))
+    );
+    assert_eq!(condition(status, "Degraded")["status"], "False");
+    assert_eq!(status["status"]["recordsRead"], 100, "the figures are kept");
+}
+
+#[tokio::test]
+async fn a_lagging_autoscaled_projector_gets_more_replicas_and_says_so() {
+    let outcome = scenarios::projection_autoscaled_up().await;
+    let deployment = outcome.body("PATCH", &format!("{APPS}/deployments/customers-projector"));
+    assert_eq!(
+        deployment["spec"]["replicas"], 4,
+        "spec.replicas (2) is not used"
+    );
+    let status = &outcome.body("PATCH", &format!("{DP}/projections/customers/status"))["status"];
+    assert_eq!(status["lagSeconds"], 40.0);
+    assert_eq!(status["autoscale"]["replicas"], 4);
+    assert_ne!(status["autoscale"]["lastScaleTime"], "2026-01-01T00:00:00Z");
+    assert!(
+        status["autoscale"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("above the target")
+    );
+    let events: Vec<&Value> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/events"))
+        .map(|c| &c.body)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["reason"], "Autoscaled");
+    assert!(
+        events[0]["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("projector scaled from 2 to 4 replicas")
     );
 }
 

@@ -37,6 +37,8 @@ pub enum Command {
     CrmSimulator(crate::simulator::Args),
     /// Everything of a folder of YAML in one process, with NATS and Postgres started if needed.
     Dev(crate::dev::Args),
+    /// A Projection's dead letters: list them, show one, mark them handled.
+    Deadletters(crate::deadletters::Args),
 }
 
 impl Command {
@@ -49,6 +51,7 @@ impl Command {
             Command::Query(_) => "query",
             Command::CrmSimulator(_) => "crm-simulator",
             Command::Dev(_) => "dev",
+            Command::Deadletters(_) => "deadletters",
         }
     }
 
@@ -68,6 +71,9 @@ impl Command {
                 crate::simulator::run(args, shutdown).await.map_err(chain)
             }
             Command::Dev(args) => crate::dev::run(args, shutdown).await.map_err(chain),
+            Command::Deadletters(args) => {
+                crate::deadletters::run(args, shutdown).await.map_err(chain)
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use axum::Router;
 use axum::http::Method;
 use receiver_support::{call, open_receiver, put};
 use runtime::auth::Tokens;
+use runtime::query::deadletters::DeadLetters;
 use runtime::query::entities::Entities;
 use runtime::query::http::{Readers, routes};
 use runtime::query::views::Views;
@@ -129,9 +130,25 @@ async fn the_query_service_keeps_to_its_openapi_document() {
     ] {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
+    // Dead letters as a projector records them, one handled, one not.
+    runtime::projector::database::prepare(&pool, &runtime::sql::Schema::of_namespace("shop"))
+        .await
+        .unwrap();
+    for sql in [
+        "insert into dp_dead_letters (projection, generation, partition, sequence, key, version, event, message, reason)
+         values ('shop/customers', '0123456789abcdef', 0, 7, 'c9', 1, '{\"key\": \"c9\"}', '\\x7b7d', 'a filter failed')",
+        "insert into dp_dead_letters (projection, generation, partition, sequence, key, payload, reason, handled_at, handled_by)
+         values ('shop/customers', '0123456789abcdef', 1, 9, null, 'not json', 'not an event', now(), 'ada')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
     let readers = Readers {
         entities: Entities::new(nats.client().await.unwrap(), "shop".to_owned()),
-        views: Some(Views::new(pool, runtime::sql::Schema::of_namespace("shop"))),
+        views: Some(Views::new(
+            pool.clone(),
+            runtime::sql::Schema::of_namespace("shop"),
+        )),
+        dead_letters: Some(DeadLetters::new(pool, "shop".to_owned())),
     };
     let (base, stop) = serve(routes(Arc::new(readers), Tokens::default())).await;
     assert_conforms(&base, "query service").await;

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use receiver_support::{call, open_receiver, put};
 use runtime::auth::Tokens;
+use runtime::query::deadletters::DeadLetters;
 use runtime::query::entities::Entities;
 use runtime::query::http::{Readers, routes};
 use runtime::query::views::Views;
@@ -16,16 +17,23 @@ use serde_json::{Value, json};
 use testbed::{NatsServer, TestDatabase};
 
 async fn query_service(nats: &NatsServer, database: Option<&TestDatabase>) -> Router {
-    let views = match database {
-        Some(database) => Some(Views::new(
-            database.pool().await.unwrap(),
-            runtime::sql::Schema::of_namespace("shop"),
-        )),
-        None => None,
+    let (views, dead_letters) = match database {
+        Some(database) => {
+            let pool = database.pool().await.unwrap();
+            (
+                Some(Views::new(
+                    pool.clone(),
+                    runtime::sql::Schema::of_namespace("shop"),
+                )),
+                Some(DeadLetters::new(pool, "shop".to_owned())),
+            )
+        }
+        None => (None, None),
     };
     let readers = Readers {
         entities: Entities::new(nats.client().await.unwrap(), "shop".to_owned()),
         views,
+        dead_letters,
     };
     routes(Arc::new(readers), Tokens::default())
 }
@@ -333,6 +341,17 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
     let nats = NatsServer::start().await.unwrap();
     let database = TestDatabase::create().await.unwrap();
     projected(&database).await;
+    let pool = database.pool().await.unwrap();
+    runtime::projector::database::prepare(&pool, &runtime::sql::Schema::of_namespace("shop"))
+        .await
+        .unwrap();
+    let dead_letter: i64 = sqlx::query_scalar(
+        "insert into dp_shop.dp_dead_letters (projection, generation, partition, sequence, reason)
+         values ('shop/customers', 'g1', 0, 3, 'a filter failed') returning id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     let receiver = open_receiver(&nats).await;
     put(&receiver, "c1", json!({"id": "c1", "name": "Ada"})).await;
     let query = query_service(&nats, Some(&database)).await;
@@ -349,6 +368,8 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
         "/v1/entities/{entity}/{key}",
         "/v1/entities/{entity}/{key}/history",
         "/v1/views/{view}",
+        "/v1/projections/{projection}/deadletters",
+        "/v1/projections/{projection}/deadletters/{id}",
         "/openapi.json",
     ];
     for route in routes {
@@ -361,7 +382,9 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
         let uri = path
             .replace("{entity}", "customer")
             .replace("{key}", "c1")
-            .replace("{view}", "customers");
+            .replace("{view}", "customers")
+            .replace("{projection}", "customers")
+            .replace("{id}", &dead_letter.to_string());
         let (status, body) = get(&query, &uri).await;
         assert_eq!(status, StatusCode::OK, "documented {path} answers: {body}");
     }

@@ -1,7 +1,11 @@
 //! An Adapter's children: its ConfigMap, Deployment, and a Service for webhook sources.
 
-use crds::adapter::SourceKind;
+use crds::adapter::{FILE_VOLUME_DIR, SourceKind, VolumeKind};
 use crds::{Adapter, Entity};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, PersistentVolumeClaimVolumeSource, SecretVolumeSource, Volume,
+    VolumeMount,
+};
 
 use super::{
     Children, ConfigFiles, Owner, RuntimePod, SECRETS_DIR, common_env, config_map,
@@ -16,12 +20,13 @@ use crate::validate::ValidAdapter;
 /// File name of the Adapter in the mounted configuration.
 pub const ADAPTER_FILE: &str = "adapter.yaml";
 
-/// The adapter's mounted configuration: the Adapter (less its pod settings, the Deployment's
-/// business) and the Entity it feeds.
+/// The adapter's mounted configuration: the Adapter (less its pod settings and `suspend`,
+/// the Deployment's business) and the Entity it feeds.
 pub fn adapter_config(adapter: &Adapter, entity: &Entity, owner: &Owner) -> ConfigFiles {
     let mut spec = serde_json::to_value(&adapter.spec).expect("an AdapterSpec serialises");
     if let Some(object) = spec.as_object_mut() {
         object.remove("pod");
+        object.remove("suspend");
     }
     ConfigFiles::from([
         (
@@ -48,6 +53,43 @@ pub fn referenced_secrets(adapter: &Adapter) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// The volume a file source names, mounted read-only at [`FILE_VOLUME_DIR`].
+pub fn source_volume(adapter: &Adapter) -> Option<(Volume, VolumeMount)> {
+    let volume = adapter.spec.source.file.as_ref()?.volume.as_ref()?;
+    let name = "source".to_owned();
+    let mut built = Volume {
+        name: name.clone(),
+        ..Volume::default()
+    };
+    match volume.kinds().first()? {
+        VolumeKind::ConfigMap(config_map) => {
+            built.config_map = Some(ConfigMapVolumeSource {
+                name: (*config_map).to_owned(),
+                ..ConfigMapVolumeSource::default()
+            });
+        }
+        VolumeKind::Secret(secret) => {
+            built.secret = Some(SecretVolumeSource {
+                secret_name: Some((*secret).to_owned()),
+                ..SecretVolumeSource::default()
+            });
+        }
+        VolumeKind::PersistentVolumeClaim(claim) => {
+            built.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
+                claim_name: (*claim).to_owned(),
+                read_only: Some(true),
+            });
+        }
+    }
+    let mount = VolumeMount {
+        name,
+        mount_path: FILE_VOLUME_DIR.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    Some((built, mount))
 }
 
 /// Whether the adapter receives records over HTTP and so needs a Service.
@@ -77,10 +119,12 @@ pub fn build(valid: &ValidAdapter<'_>, settings: &RuntimeSettings) -> Children {
     }
     let pod = RuntimePod {
         role: Role::Adapter,
-        // An adapter keeps one cursor; two replicas would read every page twice.
-        replicas: 1,
+        // An adapter keeps one cursor; two replicas would read every page twice. Suspended,
+        // it runs none and keeps everything else (ADR 0053).
+        replicas: if adapter.spec.suspend { 0 } else { 1 },
         env: environment,
         secrets,
+        volumes: source_volume(adapter).into_iter().collect(),
         overlay: adapter.spec.pod.clone().unwrap_or_default(),
     };
     Children {

@@ -58,6 +58,7 @@ pub fn build(valid: &ValidEntity<'_>, settings: &RuntimeSettings) -> Children {
         replicas: receiver.replicas,
         env: environment,
         secrets,
+        volumes: Vec::new(),
         overlay: entity.spec.receiver_pod(),
     };
     Children {

@@ -281,6 +281,8 @@ pub struct RuntimePod {
     pub replicas: i32,
     pub env: Vec<EnvVar>,
     pub secrets: Vec<String>,
+    /// Volumes of the resource's own (an adapter's file source), each with its mount.
+    pub volumes: Vec<(Volume, VolumeMount)>,
     /// The resource's pod settings, laid over what every runtime pod has.
     pub overlay: PodOverlay,
 }
@@ -351,6 +353,10 @@ pub fn runtime_deployment(
         mount_path: "/tmp".to_owned(),
         ..VolumeMount::default()
     });
+    for (volume, mount) in pod.volumes {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
 
     let container = Container {
         name: role.as_str().to_owned(),

@@ -157,6 +157,7 @@ fn projector_pod(projection: &Projection, owner: &Owner, settings: &RuntimeSetti
         replicas: projection.spec.replicas,
         env: environment,
         secrets: Vec::new(),
+        volumes: Vec::new(),
         overlay: projection.spec.pod.clone().unwrap_or_default(),
     }
 }

@@ -53,6 +53,7 @@ impl Reconciled for Adapter {
             self.metadata.generation,
             &pods,
             report.as_ref().map_err(String::as_str),
+            self.spec.suspend,
             &now(),
         );
         apply_status(&driver::api::<Adapter>(&ctx, &owner), &owner.name, &status).await?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crds::Projection;
-use crds::projection::{ProjectionDeletionPolicy, ProjectionStatus};
+use crds::projection::{AutoscaleStatus, ProjectionDeletionPolicy, ProjectionStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::controller::Action;
@@ -13,6 +13,7 @@ use kube::{Api, ResourceExt};
 use super::driver::{self, Reconciled};
 use super::now;
 use crate::apply::{self, apply_children, apply_status};
+use crate::autoscale;
 use crate::build::{self, Owner};
 use crate::conditions::{actions, reasons};
 use crate::context::{Context, REFRESH};
@@ -46,7 +47,25 @@ impl Reconciled for Projection {
     async fn apply(self: Arc<Self>, owner: Owner, ctx: Arc<Context>) -> Result<Action, Error> {
         let unresolved = validate::projection(&self, &owner)?;
         let entity = driver::referenced_entity(&ctx, &owner, &unresolved).await?;
-        let valid = unresolved.resolve(entity)?;
+        let partitions = entity.as_ref().map(|e| e.spec.partitions);
+        // The report first: with spec.autoscale it decides the replicas the Deployment gets.
+        let url = format!(
+            "{}/v1/status",
+            names::service_url(&owner.name, Role::Projector, &owner.namespace)
+        );
+        let report = probe::report::<ProjectorReport>(ctx.probe.as_ref(), url).await;
+        let previous = self.status.as_ref();
+        let now = now();
+        let scaled = autoscaled(&self, report.as_ref().ok(), partitions, &now);
+        let projection = match &scaled {
+            Some(decision) => {
+                let mut scaled = (*self).clone();
+                scaled.spec.replicas = decision.replicas;
+                scaled
+            }
+            None => (*self).clone(),
+        };
+        let valid = validate::projection(&projection, &owner)?.resolve(entity)?;
 
         let children = build::projection::build(&valid, &ctx.settings);
         let deployment = apply_children(&ctx.client, &owner.namespace, &children).await?;
@@ -60,23 +79,30 @@ impl Reconciled for Projection {
                 "postgres://USER:PASSWORD@HOST:5432/DATABASE",
             );
         }
-        let url = format!(
-            "{}/v1/status",
-            names::service_url(&owner.name, Role::Projector, &owner.namespace)
-        );
-        let report = probe::report::<ProjectorReport>(ctx.probe.as_ref(), url).await;
-        let previous = self.status.as_ref();
         let was_conflict = previous
             .and_then(|s| status::find(&s.conditions, crate::conditions::types::READY))
             .is_some_and(|c| c.reason == reasons::VIEW_CONFLICT);
-        let status = status::projection_status(
+        let mut status = status::projection_status(
             previous,
             self.metadata.generation,
             &pods,
             report.as_ref().map_err(String::as_str),
             names::selector_string(&owner.name, Role::Projector),
-            &now(),
+            &now,
         );
+        let before = previous.and_then(|s| s.autoscale.as_ref());
+        status.autoscale = scaled.as_ref().map(|decision| {
+            let changed = before.is_none_or(|b| b.replicas != decision.replicas);
+            AutoscaleStatus {
+                replicas: decision.replicas,
+                last_scale_time: if changed {
+                    Some(now.clone())
+                } else {
+                    before.and_then(|b| b.last_scale_time.clone())
+                },
+                reason: Some(decision.reason.clone()),
+            }
+        });
         apply_status(
             &driver::api::<Projection>(&ctx, &owner),
             &owner.name,
@@ -96,6 +122,29 @@ impl Reconciled for Projection {
                 note,
             )
             .await;
+        }
+
+        if let Some(note) =
+            status::new_dead_letters(previous, &status, &owner.name, &owner.namespace)
+        {
+            events::warning(
+                &ctx,
+                &*self,
+                reasons::NEW_DEAD_LETTERS,
+                actions::RECONCILE,
+                note,
+            )
+            .await;
+        }
+
+        if let (Some(decision), Some(before)) = (&scaled, before)
+            && before.replicas != decision.replicas
+        {
+            let note = format!(
+                "projector scaled from {} to {} replicas: {}",
+                before.replicas, decision.replicas, decision.reason
+            );
+            events::normal(&ctx, &*self, reasons::AUTOSCALED, actions::SCALE, note).await;
         }
 
         let before = previous.and_then(|s| s.active_generation.as_deref());
@@ -175,6 +224,31 @@ impl Reconciled for Projection {
             owner.name
         )))
     }
+}
+
+/// With `spec.autoscale`, the replicas the projector should run now (ADR 0054): from the
+/// reported lag, the replicas last chosen (or `spec.replicas` at first) and the time since
+/// they changed, never above the Entity's partitions.
+fn autoscaled(
+    projection: &Projection,
+    report: Option<&ProjectorReport>,
+    partitions: Option<u32>,
+    now: &str,
+) -> Option<autoscale::Decision> {
+    let spec = projection.spec.autoscale.as_ref()?;
+    let previous = projection
+        .status
+        .as_ref()
+        .and_then(|s| s.autoscale.as_ref());
+    let seen = autoscale::Observation {
+        lag_seconds: report.and_then(|r| r.lag_seconds),
+        current: previous.map_or(projection.spec.replicas, |p| p.replicas),
+        since_last_change: previous
+            .and_then(|p| p.last_scale_time.as_deref())
+            .and_then(|then| autoscale::elapsed(then, now)),
+        partitions,
+    };
+    Some(autoscale::decide(spec, seen))
 }
 
 /// The drop Job as it is: read first, and created only when there is none. A Job's template

@@ -228,6 +228,11 @@ pub fn projection_status(
         status.lag = active.or(building).map(|g| g.lag);
         status.lag_seconds = report.lag_seconds;
         status.dead_letters = report.generations.iter().map(|g| g.dead_letters).sum();
+        status.unhandled_dead_letters = report
+            .generations
+            .iter()
+            .map(|g| g.unhandled_dead_letters)
+            .sum();
     }
     rollout_conditions(
         &mut status.conditions,
@@ -293,12 +298,33 @@ pub fn view_conflict_message(conflict: &ViewConflict) -> String {
     )
 }
 
-/// The Adapter's status from its Deployment and the adapter's report.
+/// The note of a Warning Event when more dead letters wait to be handled than the previous
+/// status said; `None` when there are no new ones (or some were marked handled).
+pub fn new_dead_letters(
+    previous: Option<&ProjectionStatus>,
+    status: &ProjectionStatus,
+    projection: &str,
+    namespace: &str,
+) -> Option<String> {
+    let before = previous.map_or(0, |p| p.unhandled_dead_letters);
+    let now = status.unhandled_dead_letters;
+    (now > before).then(|| {
+        format!(
+            "{} new dead letter(s), {now} unhandled: `dreampipe deadletters list {projection} \
+             --namespace {namespace} --unhandled` lists them",
+            now - before
+        )
+    })
+}
+
+/// The Adapter's status from its Deployment and the adapter's report; a `suspended` one is
+/// not ready, for that reason, and not degraded by a report it cannot give.
 pub fn adapter_status(
     previous: Option<&AdapterStatus>,
     generation: Option<i64>,
     pods: &Pods,
     report: Result<&AdapterReport, &str>,
+    suspended: bool,
     now: &str,
 ) -> AdapterStatus {
     let mut status = previous.cloned().unwrap_or_default();
@@ -334,6 +360,24 @@ pub fn adapter_status(
         );
         c.observed_generation = generation;
         set_condition(&mut status.conditions, c);
+    }
+    if suspended {
+        let message = "spec.suspend is true: the adapter Deployment is scaled to 0 and reads \
+                       nothing; its configuration and cursor are kept"
+            .to_owned();
+        for mut c in [
+            condition(types::READY, false, reasons::SUSPENDED, message, now),
+            condition(
+                types::DEGRADED,
+                false,
+                reasons::SUSPENDED,
+                String::new(),
+                now,
+            ),
+        ] {
+            c.observed_generation = generation;
+            set_condition(&mut status.conditions, c);
+        }
     }
     status
 }
@@ -375,6 +419,7 @@ mod tests {
             events: 0,
             progress,
             dead_letters: dead,
+            unhandled_dead_letters: dead,
             partitions: Vec::new(),
         }
     }
@@ -464,6 +509,7 @@ mod tests {
         assert_eq!(status.lag_seconds, Some(2.5), "copied from the report");
         assert_eq!(status.build_progress, Some(40));
         assert_eq!(status.dead_letters, 3);
+        assert_eq!(status.unhandled_dead_letters, 3);
         assert_eq!(status.building_generation.as_deref(), Some("g2"));
         let progressing = find(&status.conditions, "Progressing").unwrap();
         assert_eq!(progressing.reason, "BuildingGeneration");
@@ -471,6 +517,31 @@ mod tests {
         assert_eq!(
             find(&status.conditions, "Ready").unwrap().status,
             ConditionStatus::True
+        );
+    }
+
+    #[test]
+    fn only_a_growing_count_of_unhandled_dead_letters_is_news() {
+        let with = |unhandled| ProjectionStatus {
+            unhandled_dead_letters: unhandled,
+            ..ProjectionStatus::default()
+        };
+        let note = new_dead_letters(Some(&with(2)), &with(5), "customers", "shop").unwrap();
+        assert!(
+            note.starts_with("3 new dead letter(s), 5 unhandled"),
+            "{note}"
+        );
+        assert!(
+            note.contains("deadletters list customers --namespace shop"),
+            "{note}"
+        );
+        assert!(new_dead_letters(None, &with(1), "c", "n").is_some());
+        assert_eq!(new_dead_letters(None, &with(0), "c", "n"), None);
+        assert_eq!(new_dead_letters(Some(&with(5)), &with(5), "c", "n"), None);
+        assert_eq!(
+            new_dead_letters(Some(&with(5)), &with(1), "c", "n"),
+            None,
+            "marking some handled is no news"
         );
     }
 
@@ -549,12 +620,39 @@ mod tests {
             last_error: Some("HTTP 503 from source".into()),
             ..AdapterReport::default()
         };
-        let status = adapter_status(None, Some(1), &rollout(1, 1), Ok(&report), "t");
+        let status = adapter_status(None, Some(1), &rollout(1, 1), Ok(&report), false, "t");
         assert_eq!(status.records_read, 5);
         assert_eq!(status.last_error.as_deref(), Some("HTTP 503 from source"));
         assert_eq!(
             find(&status.conditions, "Degraded").unwrap().reason,
             "SourceFailing"
+        );
+    }
+
+    #[test]
+    fn a_suspended_adapter_is_not_ready_because_suspended_and_keeps_its_figures() {
+        let previous = AdapterStatus {
+            records_read: 40,
+            ..AdapterStatus::default()
+        };
+        let status = adapter_status(
+            Some(&previous),
+            Some(2),
+            &rollout(0, 0),
+            Err("no running adapter pod to ask for its status"),
+            true,
+            "t",
+        );
+        assert_eq!(status.records_read, 40);
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "Suspended")
+        );
+        assert!(ready.message.contains("scaled to 0"), "{}", ready.message);
+        assert_eq!(
+            find(&status.conditions, types::DEGRADED).unwrap().status,
+            ConditionStatus::False
         );
     }
 

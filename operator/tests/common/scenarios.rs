@@ -415,6 +415,29 @@ pub async fn projection_view_conflict() -> Outcome {
     .await
 }
 
+/// The projector reports 4 unhandled dead letters where the status said 1: the status says 4
+/// and a Warning Event says 3 are new (the spec is unchanged, so no other Event).
+pub async fn projection_dead_letters_arrive() -> Outcome {
+    let mut projection = shop().projection;
+    projection.metadata.generation = Some(1);
+    projection.status = Some(crds::ProjectionStatus {
+        observed_generation: Some(1),
+        active_generation: Some("g1".into()),
+        dead_letters: 1,
+        unhandled_dead_letters: 1,
+        ..Default::default()
+    });
+    let mut report = projector_report("g1", None);
+    report["generations"][0]["deadLetters"] = json!(5);
+    report["generations"][0]["unhandledDeadLetters"] = json!(4);
+    play_projection(
+        projection,
+        projection_script(deployment_status(2, 2), None),
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+    )
+    .await
+}
+
 /// A Projection naming its database Secret (`spec.database.secretRef`) that does not exist in
 /// its namespace: the projector pods cannot start, and the status names the Secret with the
 /// command that creates it.
@@ -434,6 +457,37 @@ pub async fn projection_database_secret_missing() -> Outcome {
     let mut script = projection_script(deployment_status(2, 0), Some(json!([failing])));
     script.push(Expect::create(EVENTS));
     play_projection(projection, script, Arc::new(FakeProbe::default())).await
+}
+
+/// `spec.autoscale` {1..4, 10 s} with 2 replicas chosen long ago, and the projector 40 s
+/// behind: the Deployment gets 4 (doubling, the most one step adds), the status records the
+/// decision, and an Autoscaled Event says so.
+pub async fn projection_autoscaled_up() -> Outcome {
+    let mut projection = shop().projection;
+    projection.metadata.generation = Some(1);
+    projection.spec.autoscale = Some(crds::projection::Autoscale {
+        min_replicas: 1,
+        max_replicas: 4,
+        target_lag_seconds: 10,
+    });
+    projection.status = Some(crds::ProjectionStatus {
+        observed_generation: Some(1),
+        active_generation: Some("g1".into()),
+        autoscale: Some(crds::projection::AutoscaleStatus {
+            replicas: 2,
+            last_scale_time: Some("2026-01-01T00:00:00Z".into()),
+            reason: None,
+        }),
+        ..Default::default()
+    });
+    let mut report = projector_report("g1", None);
+    report["lagSeconds"] = json!(40.0);
+    play_projection(
+        projection,
+        projection_script(deployment_status(4, 4), None),
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+    )
+    .await
 }
 
 /// A Projection whose filter does not compile: Ready=False naming the field, a Warning, and
@@ -515,6 +569,37 @@ pub async fn adapter_polling() -> Outcome {
         FakeProbe::with("http://10.1.2.3:8080/v1/status", adapter_report()),
     )
     .await
+}
+
+/// `suspend: true` on a running polling Adapter: its Deployment is applied with 0 replicas,
+/// nothing is deleted but the Service it never had, no pod is asked for a report, and the
+/// status says Suspended (with an Updated Event for the new generation).
+pub async fn adapter_suspended() -> Outcome {
+    let mut adapter = shop().adapter;
+    adapter.metadata.generation = Some(2);
+    adapter.spec.suspend = true;
+    adapter.status = Some(crds::AdapterStatus {
+        observed_generation: Some(1),
+        records_read: 100,
+        ..Default::default()
+    });
+    let mut script = vec![Expect::get(
+        format!("{DP}/entities/customer"),
+        entity_json(&shop().entity),
+    )];
+    script.extend(children(
+        "crm-adapter",
+        false,
+        deployment_status(0, 0),
+        Budget::Absent,
+    ));
+    script.push(Expect::get(format!("{CORE}/pods"), pod_list(json!([]))));
+    script.push(Expect::apply_onto(
+        format!("{DP}/adapters/crm/status"),
+        serde_json::to_value(shop().adapter).unwrap(),
+    ));
+    script.push(Expect::create(EVENTS));
+    play_adapter(adapter, script, Arc::new(FakeProbe::default())).await
 }
 
 /// A webhook Adapter: a Service, and its status read through it.
@@ -689,6 +774,8 @@ pub async fn all_calls() -> Vec<Call> {
         projection_scaled().await,
         projection_generation_swapped().await,
         projection_rebuild_asked().await,
+        projection_dead_letters_arrive().await,
+        projection_autoscaled_up().await,
         projection_invalid().await,
         projection_unknown_entity().await,
         projection_deleted().await,
@@ -696,6 +783,7 @@ pub async fn all_calls() -> Vec<Call> {
         projection_deletion_waits().await.0,
         entity_pods_failing().await,
         adapter_polling().await,
+        adapter_suspended().await,
         adapter_webhook().await,
     ] {
         calls.extend(outcome.calls);

@@ -179,7 +179,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
             &supervision,
         ));
     }
-    for adapter in &resources.adapters {
+    let (adapters, suspended) = running_adapters(&resources.adapters);
+    for adapter in adapters {
         let name = name_of(&adapter.metadata);
         let receiver_port = roles
             .iter()
@@ -236,6 +237,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
             role.role, role.name, role.port
         )
         .map_err(DevError::Terminal)?;
+    }
+    for adapter in suspended {
+        let name = name_of(&adapter.metadata);
+        tracing::info!(adapter = name, "suspended (spec.suspend): not started");
+        writeln!(out, "  {:<10} {name:<24} suspended", Role::Adapter)
+            .map_err(DevError::Terminal)?;
     }
     out.flush().map_err(DevError::Terminal)?;
 
@@ -430,6 +437,12 @@ fn start_projector(
     })
 }
 
+/// The adapters to run and those `spec.suspend` keeps stopped, as the operator scales them
+/// to 0 on a cluster (ADR 0053).
+fn running_adapters(adapters: &[crds::Adapter]) -> (Vec<&crds::Adapter>, Vec<&crds::Adapter>) {
+    adapters.iter().partition(|adapter| !adapter.spec.suspend)
+}
+
 /// The Adapter and its Entity as YAML for the local run, with the hosts of `services`
 /// replaced in its HTTP source's URL (in-cluster Service names do not resolve locally).
 fn local_adapter_config(
@@ -517,5 +530,26 @@ mod tests {
             Ok(("a".to_owned(), "b:1".to_owned()))
         );
         assert!(parse_service("nohost").is_err());
+    }
+
+    #[test]
+    fn a_suspended_adapter_is_not_started() {
+        let adapter = |name: &str, suspend: bool| -> crds::Adapter {
+            serde_yaml::from_str(&format!(
+                "apiVersion: dreampipe.io/v1alpha1\nkind: Adapter\nmetadata: {{name: {name}}}\n\
+                 spec:\n  entity: customer\n  suspend: {suspend}\n  source: {{generator: {{rate: 1}}}}\n\
+                 \x20 mapping: {{id: record.id}}\n"
+            ))
+            .unwrap()
+        };
+        let adapters = [adapter("a", false), adapter("b", true), adapter("c", false)];
+        let (running, suspended) = running_adapters(&adapters);
+        let names = |list: Vec<&crds::Adapter>| -> Vec<String> {
+            list.iter()
+                .map(|a| name_of(&a.metadata).to_owned())
+                .collect()
+        };
+        assert_eq!(names(running), ["a", "c"]);
+        assert_eq!(names(suspended), ["b"]);
     }
 }

@@ -13,6 +13,8 @@ pub fn query(service: ServiceArgs, database_url: Option<String>) -> crate::query
     crate::query::Args {
         service,
         database_url,
+        // As the chart's query service: dead letters are read with `dreampipe deadletters`.
+        dead_letters_database_url: None,
         auth: TokenArgs::default(),
     }
 }

@@ -18,10 +18,10 @@ use crds::projection::Phase;
 use crds::report::{GenerationReport, PartitionReport, ProjectorReport, ViewConflict};
 use sqlx::PgPool;
 
-use super::database::{self, GenerationRow, GenerationState, PartitionRow};
+use super::database::{self, DeadLetterCounts, GenerationRow, GenerationState, PartitionRow};
 use super::lag::oldest_pending_age;
-use crate::store::StreamNames;
 use crate::sql::Schema;
+use crate::store::StreamNames;
 
 /// What the status endpoint needs besides the database.
 #[derive(Clone, Debug)]
@@ -126,7 +126,7 @@ pub fn report(
     owned_partitions: Vec<u32>,
     generations: &[GenerationRow],
     partitions: &[PartitionRow],
-    dead_letters: &HashMap<String, u64>,
+    dead_letters: &HashMap<String, DeadLetterCounts>,
 ) -> ProjectorReport {
     let generations: Vec<GenerationReport> = generations
         .iter()
@@ -139,7 +139,7 @@ pub fn report(
             generation_status(
                 g,
                 &rows,
-                dead_letters.get(&g.generation).copied().unwrap_or(0),
+                dead_letters.get(&g.generation).copied().unwrap_or_default(),
             )
         })
         .collect();
@@ -182,7 +182,7 @@ pub fn progress_ratio(partitions: &[&PartitionRow]) -> f64 {
 pub fn generation_status(
     generation: &GenerationRow,
     partitions: &[&PartitionRow],
-    dead_letters: u64,
+    dead_letters: DeadLetterCounts,
 ) -> GenerationReport {
     let lag: u64 = partitions.iter().filter_map(|p| p.lag).sum();
     let events: u64 = partitions.iter().map(|p| p.events).sum();
@@ -210,7 +210,8 @@ pub fn generation_status(
         last_applied_sequence: partitions.iter().map(|p| p.sequence).max().unwrap_or(0),
         events,
         progress,
-        dead_letters,
+        dead_letters: dead_letters.total,
+        unhandled_dead_letters: dead_letters.unhandled,
         partitions: partitions
             .iter()
             .map(|p| PartitionReport {
@@ -311,7 +312,13 @@ mod tests {
                 row("g2", GenerationState::Building),
             ],
             &[partition("g1", 0, 9, 9, Some(0)), stopped],
-            &HashMap::from([("g2".to_owned(), 1)]),
+            &HashMap::from([(
+                "g2".to_owned(),
+                DeadLetterCounts {
+                    total: 1,
+                    unhandled: 1,
+                },
+            )]),
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
@@ -324,16 +331,19 @@ mod tests {
                 "activeGeneration": "g1",
                 "buildingGeneration": "g2",
                 "configuredGeneration": "g2",
+                "lagSeconds": null,
                 "generations": [
                     {
                         "generation": "g1", "state": "live", "phase": "Live", "lag": 0,
                         "lastAppliedSequence": 9, "events": 9, "progress": 100, "deadLetters": 0,
+                        "unhandledDeadLetters": 0,
                         "partitions": [{"partition": 0, "sequence": 9, "lag": 0, "owner": "r1",
                                         "stopped": null, "failing": null}]
                     },
                     {
                         "generation": "g2", "state": "building", "phase": "Degraded", "lag": 0,
                         "lastAppliedSequence": 5, "events": 5, "progress": 99, "deadLetters": 1,
+                        "unhandledDeadLetters": 1,
                         "partitions": [{"partition": 1, "sequence": 5, "lag": null, "owner": "r1",
                                         "stopped": "sequence 6: a filter failed", "failing": null}]
                     }
@@ -352,12 +362,15 @@ mod tests {
         let status = generation_status(
             &row("g2", GenerationState::Building),
             &rows.iter().collect::<Vec<_>>(),
-            2,
+            DeadLetterCounts {
+                total: 2,
+                unhandled: 1,
+            },
         );
         assert_eq!(status.phase, Phase::Building);
         assert_eq!((status.lag, status.events, status.progress), (90, 60, 40));
         assert_eq!(status.last_applied_sequence, 41);
-        assert_eq!(status.dead_letters, 2);
+        assert_eq!((status.dead_letters, status.unhandled_dead_letters), (2, 1));
     }
 
     #[test]
@@ -368,7 +381,7 @@ mod tests {
         let status = generation_status(
             &row("g1", GenerationState::Live),
             &rows.iter().collect::<Vec<_>>(),
-            0,
+            DeadLetterCounts::default(),
         );
         assert_eq!(status.phase, Phase::Degraded);
         let caught_up = [
@@ -378,7 +391,7 @@ mod tests {
         let status = generation_status(
             &row("g1", GenerationState::Live),
             &caught_up.iter().collect::<Vec<_>>(),
-            0,
+            DeadLetterCounts::default(),
         );
         assert_eq!(
             (status.phase, status.progress, status.lag),
@@ -394,7 +407,7 @@ mod tests {
         let status = generation_status(
             &row("g1", GenerationState::Live),
             &rows.iter().collect::<Vec<_>>(),
-            0,
+            DeadLetterCounts::default(),
         );
         assert_eq!((status.phase, status.lag), (Phase::Degraded, 12));
         assert_eq!(
@@ -404,7 +417,7 @@ mod tests {
         let building = generation_status(
             &row("g2", GenerationState::Building),
             &rows.iter().collect::<Vec<_>>(),
-            0,
+            DeadLetterCounts::default(),
         );
         assert_eq!(building.phase, Phase::Degraded);
     }

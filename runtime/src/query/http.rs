@@ -9,10 +9,14 @@ use axum::routing::get;
 use utoipa::OpenApi;
 
 use super::QueryError;
+use super::deadletters::DeadLetters;
 use super::entities::{AsOf, Entities, History, State as KeyState, truncate};
 use super::views::{ViewPage, Views};
 use crate::auth::{Tokens, require_token};
 use crate::problem::{Path, Problem, Query};
+use crate::projector::database::{
+    DeadLetterFilter, DeadLetterPage, DeadLetterRecord, DeadLetterSummary,
+};
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE: usize = 1000;
@@ -23,6 +27,8 @@ const DEFAULT_PAGE: usize = 100;
 pub struct Readers {
     pub entities: Entities,
     pub views: Option<Views>,
+    /// Dead letters, when the service was given a database URL for them.
+    pub dead_letters: Option<DeadLetters>,
 }
 
 /// The query routes over `readers`, guarded by `tokens`; `/openapi.json` is open.
@@ -31,6 +37,14 @@ pub fn routes(readers: Arc<Readers>, tokens: Tokens) -> Router {
         .route("/v1/entities/{entity}/{key}", get(current))
         .route("/v1/entities/{entity}/{key}/history", get(history))
         .route("/v1/views/{view}", get(view))
+        .route(
+            "/v1/projections/{projection}/deadletters",
+            get(dead_letter_page),
+        )
+        .route(
+            "/v1/projections/{projection}/deadletters/{id}",
+            get(dead_letter),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(tokens),
             require_token,
@@ -46,10 +60,19 @@ pub fn routes(readers: Arc<Readers>, tokens: Tokens) -> Router {
 #[openapi(
     info(
         title = "DreamPipe Event Query Service",
-        description = "Entity states and history from the event store; projected views from Postgres."
+        description = "Entity states and history from the event store; projected views from Postgres; the dead letters of Projections."
     ),
-    paths(current, history, view, openapi),
-    components(schemas(KeyState, History, ViewPage, Problem, crate::problem::Violation))
+    paths(current, history, view, dead_letter_page, dead_letter, openapi),
+    components(schemas(
+        KeyState,
+        History,
+        ViewPage,
+        DeadLetterPage,
+        DeadLetterSummary,
+        DeadLetterRecord,
+        Problem,
+        crate::problem::Violation
+    ))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -248,6 +271,146 @@ async fn view(
             .filter(|(name, _)| name != "limit" && name != "pageToken")
             .collect();
         views.page(&view, &filters, limit, offset).await
+    }
+    .await;
+    respond(result)
+}
+
+/// A positive id as the documents describe it: 1 to 2^63-1.
+#[derive(Debug)]
+pub struct IdParam;
+
+impl utoipa::PartialSchema for IdParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(utoipa::Number::Int(i64::MAX as isize)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for IdParam {}
+
+fn dead_letters_of(readers: &Readers) -> Result<&DeadLetters, QueryError> {
+    readers.dead_letters.as_ref().ok_or_else(|| {
+        QueryError::NotFound(
+            "dead letters are not served here: the query service has no DEAD_LETTERS_DATABASE_URL"
+                .to_owned(),
+        )
+    })
+}
+
+fn positive_id(name: &str, text: &str) -> Result<i64, QueryError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id >= 1)
+        .ok_or_else(|| {
+            QueryError::BadRequest(format!(
+                "{name} must be a dead letter id (1 or more), not {:?}",
+                truncate(text)
+            ))
+        })
+}
+
+/// The dead-letter filter a request asks for.
+fn dead_letter_filter(params: &[(String, String)]) -> Result<DeadLetterFilter, QueryError> {
+    let generation = match param(params, "generation") {
+        None => None,
+        Some(g)
+            if g.len() == 16
+                && g.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Some(g.to_owned())
+        }
+        Some(g) => {
+            return Err(QueryError::BadRequest(format!(
+                "generation must be 16 lowercase hex digits, not {:?}",
+                truncate(g)
+            )));
+        }
+    };
+    let unhandled_only = match param(params, "unhandled") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(QueryError::BadRequest(format!(
+                "unhandled must be true or false, not {:?}",
+                truncate(other)
+            )));
+        }
+    };
+    let after_id = match param(params, "afterId") {
+        None => None,
+        Some(text) => Some(positive_id("afterId", text)?),
+    };
+    Ok(DeadLetterFilter {
+        generation,
+        unhandled_only,
+        after_id,
+        limit: page_size(params)? as u32,
+    })
+}
+
+/// A page of a Projection's dead letters (of this namespace), oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/projections/{projection}/deadletters",
+    params(
+        ("projection" = String, Path, description = "Projection name (a DNS label)", pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", example = "customers"),
+        ("generation" = Option<String>, Query, description = "Only this generation's dead letters", pattern = "^[0-9a-f]{16}$"),
+        ("unhandled" = Option<bool>, Query, description = "Only those nobody marked handled"),
+        ("afterId" = inline(Option<IdParam>), Query, description = "From the previous page's nextAfterId"),
+        ("limit" = Option<usize>, Query, description = "Dead letters per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page of dead letters (none for a Projection that has none)", body = DeadLetterPage),
+        (status = 400, description = "Bad name, filter or paging", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Dead letters are not served by this query service", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The dead-letter database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn dead_letter_page(
+    State(readers): State<Arc<Readers>>,
+    Path(projection): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let result = async {
+        let dead_letters = dead_letters_of(&readers)?;
+        let filter = dead_letter_filter(&params)?;
+        dead_letters.page(&projection, &filter).await
+    }
+    .await;
+    respond(result)
+}
+
+/// One dead letter with its event.
+#[utoipa::path(
+    get,
+    path = "/v1/projections/{projection}/deadletters/{id}",
+    params(
+        ("projection" = String, Path, description = "Projection name (a DNS label)", pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", example = "customers"),
+        ("id" = inline(IdParam), Path, description = "The dead letter's id"),
+    ),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetterRecord),
+        (status = 400, description = "Bad name or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter, or dead letters are not served here", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The dead-letter database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn dead_letter(
+    State(readers): State<Arc<Readers>>,
+    Path((projection, id)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        let dead_letters = dead_letters_of(&readers)?;
+        let id = positive_id("id", &id)?;
+        dead_letters.one(&projection, id).await
     }
     .await;
     respond(result)

@@ -1,6 +1,7 @@
 //! The Event Query Service (DESIGN §6): entity states and history read from JetStream, and
 //! projected views read from Postgres through their stable names.
 
+pub mod deadletters;
 pub mod entities;
 pub mod http;
 pub mod views;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokensError;
 use crate::role::ServiceArgs;
 use crate::store::jetstream::StoreError;
+use deadletters::DeadLetters;
 use entities::Entities;
 use http::Readers;
 use views::Views;
@@ -30,6 +32,10 @@ pub struct Args {
     /// Postgres URL of the views, best as the read-only role; views are not served without it.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Postgres URL of a role that may read `dp_dead_letters` (not the analysts' role, which
+    /// must not); `/v1/projections/{projection}/deadletters` is not served without it.
+    #[arg(long, env = "DEAD_LETTERS_DATABASE_URL", hide_env_values = true)]
+    pub dead_letters_database_url: Option<String>,
     #[command(flatten)]
     pub auth: crate::auth::TokenArgs,
 }
@@ -51,6 +57,8 @@ pub enum QueryError {
     Store(#[from] StoreError),
     #[error("the view database is unavailable")]
     Database(#[from] sqlx::Error),
+    #[error("the dead-letter database is unavailable")]
+    DeadLetters(#[source] crate::projector::database::DatabaseError),
 }
 
 impl IntoResponse for QueryError {
@@ -69,6 +77,10 @@ impl IntoResponse for QueryError {
                 tracing::error!(error = %crate::error_chain(error), "view database failed");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
+            QueryError::DeadLetters(error) => {
+                tracing::error!(error = %crate::error_chain(error), "dead-letter database failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
         };
         crate::problem::respond(status, reason, self.to_string(), Vec::new())
     }
@@ -83,6 +95,8 @@ pub enum QueryServiceError {
     Nats(#[from] crate::nats::ConnectError),
     #[error("invalid DATABASE_URL")]
     DatabaseUrl(#[source] sqlx::Error),
+    #[error("invalid DEAD_LETTERS_DATABASE_URL")]
+    DeadLettersUrl(#[source] sqlx::Error),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
 }
@@ -97,6 +111,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
                 listen,
             },
         database_url,
+        dead_letters_database_url,
         auth,
     } = args;
     let tokens = auth.load()?;
@@ -120,9 +135,20 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
             None
         }
     };
+    let dead_letters = match &dead_letters_database_url {
+        Some(url) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .connect_lazy(url)
+                .map_err(QueryServiceError::DeadLettersUrl)?;
+            Some(DeadLetters::new(pool, namespace.clone()))
+        }
+        None => None,
+    };
     let readers = Arc::new(Readers {
         entities: Entities::new(client.clone(), namespace),
         views,
+        dead_letters,
     });
     let health = Health::new(Registry::default());
     let app = process::probe_routes(health.clone())

@@ -49,8 +49,10 @@ impl Source for FileSource {
         shutdown: &CancellationToken,
     ) -> Result<(), FileError> {
         health.set_ready(true);
+        // With a volume, the operator mounts it at crds::adapter::FILE_VOLUME_DIR.
+        let path = self.spec.resolved_path();
         let poll = async {
-            let records = read(Path::new(&self.spec.path), self.spec.format).await?;
+            let records = read(Path::new(&path), self.spec.format).await?;
             let good: Vec<Json> = records
                 .into_iter()
                 .filter_map(|record| record.map_err(|error| feed.reject(&error)).ok())
@@ -62,10 +64,10 @@ impl Source for FileSource {
             Ok::<_, FileError>(good.len())
         };
         let read_records = poll
-            .instrument(crate::span!("adapter.poll", source = "file", path = %self.spec.path))
+            .instrument(crate::span!("adapter.poll", source = "file", path = %path))
             .await?;
         feed.stats().synced();
-        tracing::info!(path = %self.spec.path, records = read_records, "file read; idle until shut down");
+        tracing::info!(%path, records = read_records, "file read; idle until shut down");
         shutdown.cancelled().await;
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! - `commit`: a batch's rows, dead letters and fenced checkpoint in one transaction.
 //! - `checkpoints`: where each partition stands; recording a partition that cannot move.
 //! - `leases`: replica heartbeats and partition leases (the fence).
-//! - `dead_letters`: poison events as stored, whatever bytes they hold.
+//! - `dead_letters`: poison events as stored, whatever bytes they hold; listing, reading and
+//!   marking them handled.
 
 mod checkpoints;
 mod commit;
@@ -22,7 +23,10 @@ use crate::sql::Schema;
 
 pub use checkpoints::{Checkpoint, PartitionRow, Progress, checkpoint, partitions, record_stall};
 pub use commit::{Batch, commit};
-pub use dead_letters::{DeadLetter, dead_letter_counts};
+pub use dead_letters::{
+    DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterPage, DeadLetterRecord,
+    DeadLetterSummary, Handled, dead_letter, dead_letter_counts, list_dead_letters, mark_handled,
+};
 pub use generations::{
     GenerationRow, GenerationState, drop_generation, drop_projection, generations, register,
     swap_if_caught_up, view_owner,

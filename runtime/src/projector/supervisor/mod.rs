@@ -306,13 +306,12 @@ impl Projector {
         let stopped: Vec<String> = others.iter().map(|g| g.generation.clone()).collect();
         let mut ratios = Vec::with_capacity(building.len());
         if !building.is_empty() {
-            let partitions =
-                database::partitions(
-                    &self.pool,
-                    &self.configured.plan.schema,
-                    &self.configured.plan.projection,
-                )
-                .await?;
+            let partitions = database::partitions(
+                &self.pool,
+                &self.configured.plan.schema,
+                &self.configured.plan.projection,
+            )
+            .await?;
             for generation in building {
                 let rows: Vec<&database::PartitionRow> = partitions
                     .iter()
