@@ -117,8 +117,9 @@ pub enum DeadLettersError {
     #[error("cannot reach the database at --database-url")]
     Unreachable(#[source] sqlx::Error),
     #[error(
-        "the database has no dp_dead_letters table: no projector has run against it (is \
-         --database-url the projectors' database?)"
+        "the database has no dp_dead_letters table in the namespace's schema: no projector of \
+         that namespace has run against it (is --database-url the projectors' database, and \
+         --namespace the Projection's?)"
     )]
     NoTable(#[source] DatabaseError),
     #[error(
