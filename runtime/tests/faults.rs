@@ -18,30 +18,11 @@ use std::time::{Duration, Instant};
 
 use ledger_support::{Ledger, events_by_key};
 use projector_support::{Bed, SCHEMA, customer, projection, rows, view_exists, wait_until};
-use role_support::start;
+use role_support::{CONFIG, start};
 use runtime::store::StreamNames;
 use serde_json::{Value, json};
 use testbed::child::{http, terminate, wait_until_ready};
 use testbed::{NatsServer, TestDatabase};
-
-const CONFIG: &str = r#"apiVersion: dreampipe.io/v1alpha1
-kind: Entity
-metadata: {name: customer}
-spec:
-  key: /id
-  partitions: 2
-  schema: {type: object, required: [id], properties: {id: {type: string}, name: {type: string}}}
----
-apiVersion: dreampipe.io/v1alpha1
-kind: Projection
-metadata: {name: customers}
-spec:
-  entity: customer
-  sink:
-    postgres:
-      view: customers
-      columns: [{name: name, type: text}]
-"#;
 
 /// The Projection of [`CONFIG`], for the in-process fresh replay.
 const VIEW_SPEC: &str =

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
-use role_support::start;
+use role_support::{CONFIG, start};
 use testbed::child::{terminate, wait_until_ready};
 use testbed::{NatsServer, TestDatabase};
 
@@ -77,25 +77,6 @@ fn attributes(
         })
         .collect()
 }
-
-const CONFIG: &str = r#"apiVersion: dreampipe.io/v1alpha1
-kind: Entity
-metadata: {name: customer}
-spec:
-  key: /id
-  partitions: 2
-  schema: {type: object, required: [id], properties: {id: {type: string}, name: {type: string}}}
----
-apiVersion: dreampipe.io/v1alpha1
-kind: Projection
-metadata: {name: customers}
-spec:
-  entity: customer
-  sink:
-    postgres:
-      view: customers
-      columns: [{name: name, type: text}]
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_record_from_the_adapters_poll_to_the_projectors_commit() {

@@ -11,6 +11,27 @@ use testbed::child::{free_port, wait_for_port};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_dreampipe");
 
+/// The `customer` Entity and its `customers` Projection, the `config.yaml` the process tests
+/// mount for a receiver, a projector and the query service.
+pub const CONFIG: &str = r#"apiVersion: dreampipe.io/v1alpha1
+kind: Entity
+metadata: {name: customer}
+spec:
+  key: /id
+  partitions: 2
+  schema: {type: object, required: [id], properties: {id: {type: string}, name: {type: string}}}
+---
+apiVersion: dreampipe.io/v1alpha1
+kind: Projection
+metadata: {name: customers}
+spec:
+  entity: customer
+  sink:
+    postgres:
+      view: customers
+      columns: [{name: name, type: text}]
+"#;
+
 /// Starts `role` over `dir/config.yaml`, listening on a free port (returned), with `env`
 /// added; its log goes to `dir/<role>-<port>.log`.
 pub fn start(role: &str, dir: &Path, env: &[(&str, String)]) -> (Child, u16) {
