@@ -1,6 +1,7 @@
 //! Bearer tokens: read from a mounted file (one per line) and/or the environment, compared in
 //! constant time. With no token configured an API is open, and its role says so at start.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -106,9 +107,12 @@ impl Tokens {
     /// Whether an `Authorization` header value carries an accepted token. Every configured
     /// token is compared, in constant time, so timing does not reveal which one nearly matched.
     pub fn admits(&self, authorization: Option<&str>) -> bool {
-        if self.is_open() {
-            return true;
-        }
+        self.is_open() || self.contains(authorization)
+    }
+
+    /// Whether an `Authorization` header value carries one of these tokens (never, when there
+    /// are none).
+    pub fn contains(&self, authorization: Option<&str>) -> bool {
         let Some(presented) = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
@@ -121,6 +125,107 @@ impl Tokens {
                 any | token.as_slice().ct_eq(presented.as_bytes())
             })
             .into()
+    }
+}
+
+/// Bearer tokens of a service that serves several namespaces: some read every namespace it
+/// serves, others only the namespace they are scoped to (ADR 63).
+#[derive(Clone, Debug, Default)]
+pub struct ScopedTokens {
+    /// Tokens that read every served namespace.
+    every: Tokens,
+    /// Tokens by the one namespace they read.
+    scoped: BTreeMap<String, Tokens>,
+}
+
+/// What a request's token allows for the namespace it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// No token, or one this service does not know: 401.
+    Unauthorized,
+    /// A known token, scoped to other namespaces: 403.
+    Forbidden,
+}
+
+/// Why scoped tokens could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopedTokensError {
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error("cannot list the token folder {path}")]
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not named by a namespace: each file of the token folder holds the tokens of the namespace it is named after"
+    )]
+    NotANamespace { path: String },
+}
+
+impl ScopedTokens {
+    /// `every` read all namespaces; each file of `folder` (a mounted Secret whose keys are
+    /// namespace names) holds the tokens of the namespace it is named after. Entries starting
+    /// with `.` are skipped: Kubernetes keeps its `..data` links there.
+    pub fn load(every: Tokens, folder: Option<&Path>) -> Result<Self, ScopedTokensError> {
+        let mut scoped = BTreeMap::new();
+        if let Some(folder) = folder {
+            let entries =
+                std::fs::read_dir(folder).map_err(|source| ScopedTokensError::Folder {
+                    path: folder.display().to_string(),
+                    source,
+                })?;
+            for entry in entries {
+                let entry = entry.map_err(|source| ScopedTokensError::Folder {
+                    path: folder.display().to_string(),
+                    source,
+                })?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                if name.starts_with('.') || path.is_dir() {
+                    continue;
+                }
+                if !crds::validate::is_dns_label(&name) {
+                    return Err(ScopedTokensError::NotANamespace {
+                        path: path.display().to_string(),
+                    });
+                }
+                scoped.insert(name, Tokens::load(Some(&path), None)?);
+            }
+        }
+        Ok(ScopedTokens { every, scoped })
+    }
+
+    /// Whether anyone may read without a token.
+    pub fn is_open(&self) -> bool {
+        self.every.is_open() && self.scoped.values().all(Tokens::is_open)
+    }
+
+    /// The namespaces that have tokens of their own.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scoped.keys().map(String::as_str)
+    }
+
+    /// What `authorization` may do in `namespace`. Every token is compared, so the answer's
+    /// timing does not tell which namespace a token belongs to.
+    pub fn admit(&self, authorization: Option<&str>, namespace: &str) -> Admission {
+        if self.is_open() {
+            return Admission::Admitted;
+        }
+        let mut admitted = self.every.contains(authorization);
+        let mut known = admitted;
+        for (scope, tokens) in &self.scoped {
+            let matches = tokens.contains(authorization);
+            known |= matches;
+            admitted |= matches && scope == namespace;
+        }
+        match (admitted, known) {
+            (true, _) => Admission::Admitted,
+            (false, true) => Admission::Forbidden,
+            (false, false) => Admission::Unauthorized,
+        }
     }
 }
 
@@ -161,6 +266,50 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "cannot read bearer tokens from /nonexistent/token"
+        );
+    }
+
+    #[test]
+    fn a_scoped_token_reads_its_namespace_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("team-a"), "token-a\n").unwrap();
+        std::fs::write(dir.path().join("team-b"), "token-b\n").unwrap();
+        std::fs::create_dir(dir.path().join("..2026_12_02")).unwrap();
+        std::fs::write(dir.path().join("..data"), "kubelet's own").unwrap();
+        let every = Tokens::load(None, Some("admin")).unwrap();
+        let tokens = ScopedTokens::load(every, Some(dir.path())).unwrap();
+        assert_eq!(tokens.scopes().collect::<Vec<_>>(), ["team-a", "team-b"]);
+        let admit = |token: &str, namespace| tokens.admit(Some(token), namespace);
+        assert_eq!(admit("Bearer token-a", "team-a"), Admission::Admitted);
+        assert_eq!(admit("Bearer token-a", "team-b"), Admission::Forbidden);
+        assert_eq!(admit("Bearer token-b", "team-b"), Admission::Admitted);
+        assert_eq!(admit("Bearer admin", "team-b"), Admission::Admitted);
+        assert_eq!(admit("Bearer admin", "other"), Admission::Admitted);
+        assert_eq!(admit("Bearer token-c", "team-a"), Admission::Unauthorized);
+        assert_eq!(tokens.admit(None, "team-a"), Admission::Unauthorized);
+    }
+
+    #[test]
+    fn scoped_tokens_alone_close_the_service() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("team-a"), "token-a\n").unwrap();
+        let tokens = ScopedTokens::load(Tokens::default(), Some(dir.path())).unwrap();
+        assert!(!tokens.is_open());
+        assert_eq!(tokens.admit(None, "team-a"), Admission::Unauthorized);
+        let open = ScopedTokens::load(Tokens::default(), None).unwrap();
+        assert_eq!(open.admit(None, "team-a"), Admission::Admitted);
+    }
+
+    #[test]
+    fn a_token_file_not_named_by_a_namespace_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Team_A"), "token-a\n").unwrap();
+        let error = ScopedTokens::load(Tokens::default(), Some(dir.path())).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("Team_A is not named by a namespace"),
+            "{error}"
         );
     }
 }

@@ -12,10 +12,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use projector_support::*;
-use runtime::auth::Tokens;
-use runtime::query::deadletters::DeadLetters;
-use runtime::query::entities::Entities;
-use runtime::query::http::{Readers, routes};
+use runtime::auth::{ScopedTokens, Tokens};
+use runtime::query::http::routes;
+use runtime::query::namespaces::Readers;
 use serde_json::{Value, json};
 use testbed::TestDatabase;
 use tower::ServiceExt;
@@ -346,12 +345,8 @@ async fn get(router: &axum::Router, uri: &str, token: Option<&str>) -> (StatusCo
 async fn the_query_service_serves_dead_letters_behind_its_tokens() {
     let (bed, replica) = three_dead_letters().await;
     let tokens = Tokens::load(None, Some("s3cret")).unwrap();
-    let readers = Readers {
-        entities: Entities::new(bed.client.clone(), "default".to_owned()),
-        views: None,
-        dead_letters: Some(DeadLetters::new(bed.pool.clone(), "default".to_owned())),
-    };
-    let query = routes(Arc::new(readers), tokens);
+    let readers = Readers::new(bed.client.clone(), "default").with_dead_letters(bed.pool.clone());
+    let query = routes(Arc::new(readers), ScopedTokens::load(tokens, None).unwrap());
     let list = "/v1/projections/customers/deadletters";
 
     let (status, _) = get(&query, list, None).await;
@@ -443,12 +438,8 @@ async fn the_query_service_serves_dead_letters_behind_its_tokens() {
 
     // Without a database URL for them, dead letters are not served, and it says why.
     let without = routes(
-        Arc::new(Readers {
-            entities: Entities::new(bed.client.clone(), "default".to_owned()),
-            views: None,
-            dead_letters: None,
-        }),
-        Tokens::default(),
+        Arc::new(Readers::new(bed.client.clone(), "default")),
+        ScopedTokens::default(),
     );
     let (status, problem) = get(&without, list, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -15,11 +15,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Method;
 use receiver_support::{call, open_receiver, put};
-use runtime::auth::Tokens;
-use runtime::query::deadletters::DeadLetters;
-use runtime::query::entities::Entities;
-use runtime::query::http::{Readers, routes};
-use runtime::query::views::Views;
+use runtime::auth::ScopedTokens;
+use runtime::query::http::routes;
+use runtime::query::namespaces::Readers;
 use serde_json::json;
 use testbed::{NatsServer, TestDatabase};
 use tokio_util::sync::CancellationToken;
@@ -142,15 +140,10 @@ async fn the_query_service_keeps_to_its_openapi_document() {
     ] {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
-    let readers = Readers {
-        entities: Entities::new(nats.client().await.unwrap(), "shop".to_owned()),
-        views: Some(Views::new(
-            pool.clone(),
-            runtime::sql::Schema::of_namespace("shop"),
-        )),
-        dead_letters: Some(DeadLetters::new(pool, "shop".to_owned())),
-    };
-    let (base, stop) = serve(routes(Arc::new(readers), Tokens::default())).await;
+    let readers = Readers::new(nats.client().await.unwrap(), "shop")
+        .with_views(pool.clone())
+        .with_dead_letters(pool);
+    let (base, stop) = serve(routes(Arc::new(readers), ScopedTokens::default())).await;
     assert_conforms(&base, "query service").await;
     stop.cancel();
 }

@@ -8,34 +8,19 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use receiver_support::{call, open_receiver, put};
-use runtime::auth::Tokens;
-use runtime::query::deadletters::DeadLetters;
-use runtime::query::entities::Entities;
-use runtime::query::http::{Readers, routes};
-use runtime::query::views::Views;
+use runtime::auth::ScopedTokens;
+use runtime::query::http::routes;
+use runtime::query::namespaces::Readers;
 use serde_json::{Value, json};
 use testbed::{NatsServer, TestDatabase};
 
 async fn query_service(nats: &NatsServer, database: Option<&TestDatabase>) -> Router {
-    let (views, dead_letters) = match database {
-        Some(database) => {
-            let pool = database.pool().await.unwrap();
-            (
-                Some(Views::new(
-                    pool.clone(),
-                    runtime::sql::Schema::of_namespace("shop"),
-                )),
-                Some(DeadLetters::new(pool, "shop".to_owned())),
-            )
-        }
-        None => (None, None),
-    };
-    let readers = Readers {
-        entities: Entities::new(nats.client().await.unwrap(), "shop".to_owned()),
-        views,
-        dead_letters,
-    };
-    routes(Arc::new(readers), Tokens::default())
+    let mut readers = Readers::new(nats.client().await.unwrap(), "shop");
+    if let Some(database) = database {
+        let pool = database.pool().await.unwrap();
+        readers = readers.with_views(pool.clone()).with_dead_letters(pool);
+    }
+    routes(Arc::new(readers), ScopedTokens::default())
 }
 
 async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
@@ -370,6 +355,11 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
         "/v1/views/{view}",
         "/v1/projections/{projection}/deadletters",
         "/v1/projections/{projection}/deadletters/{id}",
+        "/v1/namespaces/{namespace}/entities/{entity}/{key}",
+        "/v1/namespaces/{namespace}/entities/{entity}/{key}/history",
+        "/v1/namespaces/{namespace}/views/{view}",
+        "/v1/namespaces/{namespace}/projections/{projection}/deadletters",
+        "/v1/namespaces/{namespace}/projections/{projection}/deadletters/{id}",
         "/openapi.json",
     ];
     for route in routes {
@@ -380,6 +370,7 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
     }
     for path in &documented {
         let uri = path
+            .replace("{namespace}", "shop")
             .replace("{entity}", "customer")
             .replace("{key}", "c1")
             .replace("{view}", "customers")
@@ -504,4 +495,148 @@ async fn the_openapi_document_declares_problems_and_bounds() {
         (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
         (&json!(1), &json!(1000))
     );
+}
+
+/// A query service whose own namespace is `platform`, serving `shop` and `team-b` too, with a
+/// token for each of those two and one for every namespace.
+async fn multi_namespace_query_service(nats: &NatsServer, database: &TestDatabase) -> Router {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("shop"), "shop-token\n").unwrap();
+    std::fs::write(folder.path().join("team-b"), "team-b-token\n").unwrap();
+    let every = runtime::auth::Tokens::load(None, Some("admin-token")).unwrap();
+    let tokens = ScopedTokens::load(every, Some(folder.path())).unwrap();
+    let readers = Readers::new(nats.client().await.unwrap(), "platform")
+        .with_views(database.pool().await.unwrap())
+        .serving("shop,team-b".parse().unwrap());
+    routes(Arc::new(readers), tokens)
+}
+
+async fn get_as(router: &Router, uri: &str, token: &str) -> (StatusCode, Value) {
+    let bearer = format!("Bearer {token}");
+    let answer = call(
+        router,
+        Method::GET,
+        uri,
+        None,
+        &[("authorization", bearer.as_str())],
+    )
+    .await;
+    (answer.status, answer.body)
+}
+
+#[tokio::test]
+async fn a_namespace_token_reads_its_namespace_and_gets_403_on_another() {
+    let nats = NatsServer::start().await.unwrap();
+    let receiver = open_receiver(&nats).await;
+    put(&receiver, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    let database = TestDatabase::create().await.unwrap();
+    let pool = database.pool().await.unwrap();
+    for sql in [
+        "create schema dp_shop",
+        "create table dp_shop.g1 (dp_key text primary key, name text)",
+        "insert into dp_shop.g1 values ('c1', 'Ada')",
+        "create view dp_shop.customers as select dp_key, name from dp_shop.g1",
+        "create schema dp_team_b",
+        "create table dp_team_b.g1 (dp_key text primary key, name text)",
+        "insert into dp_team_b.g1 values ('b1', 'Bo')",
+        "create view dp_team_b.customers as select dp_key, name from dp_team_b.g1",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let query = multi_namespace_query_service(&nats, &database).await;
+
+    let shop_state = "/v1/namespaces/shop/entities/customer/c1";
+    let (status, state) = get_as(&query, shop_state, "shop-token").await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    assert_eq!(state["state"]["name"], "Ada");
+    let (status, page) = get_as(&query, "/v1/namespaces/shop/views/customers", "shop-token").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["rows"], json!([{"dp_key": "c1", "name": "Ada"}]));
+    let (status, page) = get_as(
+        &query,
+        "/v1/namespaces/team-b/views/customers",
+        "team-b-token",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["rows"], json!([{"dp_key": "b1", "name": "Bo"}]));
+
+    // Each team's token is refused on the other's namespace, whatever the path.
+    for (uri, token) in [
+        ("/v1/namespaces/team-b/views/customers", "shop-token"),
+        ("/v1/namespaces/team-b/entities/customer/c1", "shop-token"),
+        (
+            "/v1/namespaces/team-b/entities/customer/c1/history",
+            "shop-token",
+        ),
+        (
+            "/v1/namespaces/team-b/projections/customers/deadletters",
+            "shop-token",
+        ),
+        ("/v1/namespaces/shop/entities/customer/c1", "team-b-token"),
+        ("/v1/namespaces/shop/views/customers", "team-b-token"),
+        // The paths without a namespace are the service's own namespace's.
+        ("/v1/views/customers", "shop-token"),
+    ] {
+        let (status, problem) = get_as(&query, uri, token).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{uri} with {token}: {problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("this token may not read namespace"),
+            "{problem}"
+        );
+    }
+    let (status, _) = get_as(&query, shop_state, "someone-else").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The platform's token reads every namespace served, and only those.
+    let (status, _) = get_as(&query, shop_state, "admin-token").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = get_as(
+        &query,
+        "/v1/namespaces/elsewhere/entities/customer/c1",
+        "admin-token",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        problem["detail"],
+        "namespace \"elsewhere\" is not served here"
+    );
+    let (status, problem) = get_as(&query, "/v1/entities/customer/c1", "admin-token").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "no entity \"customer\" in this namespace"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_path_under_a_namespace_too() {
+    let nats = NatsServer::start().await.unwrap();
+    let query = query_service(&nats, None).await;
+    let (_, document) = get(&query, "/openapi.json").await;
+    let paths = document["paths"].as_object().unwrap();
+    for path in [
+        "/v1/entities/{entity}/{key}",
+        "/v1/entities/{entity}/{key}/history",
+        "/v1/views/{view}",
+        "/v1/projections/{projection}/deadletters",
+        "/v1/projections/{projection}/deadletters/{id}",
+    ] {
+        let namespaced = path.replacen("/v1/", "/v1/namespaces/{namespace}/", 1);
+        let operation = &paths[&namespaced]["get"];
+        assert_eq!(
+            operation["parameters"][0]["name"], "namespace",
+            "{namespaced}"
+        );
+        assert!(operation["responses"]["403"].is_object(), "{namespaced}");
+        assert!(paths[path]["get"]["responses"]["403"].is_object(), "{path}");
+    }
 }

@@ -12,10 +12,13 @@ use crate::role::{ResourceArgs, ServiceArgs};
 pub fn query(service: ServiceArgs, database_url: Option<String>) -> crate::query::Args {
     crate::query::Args {
         service,
+        // dev runs one namespace's folder: the paths under /v1/namespaces/{ns} serve it too.
+        served: Default::default(),
         database_url,
         // As the chart's query service: dead letters are read with `dreampipe deadletters`.
         dead_letters_database_url: None,
         auth: TokenArgs::default(),
+        scoped_tokens_dir: None,
     }
 }
 

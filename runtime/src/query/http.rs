@@ -10,9 +10,10 @@ use utoipa::OpenApi;
 
 use super::QueryError;
 use super::deadletters::DeadLetters;
-use super::entities::{AsOf, Entities, History, State as KeyState, truncate};
-use super::views::{ViewPage, Views};
-use crate::auth::{Tokens, require_token};
+use super::entities::{AsOf, History, State as KeyState, truncate};
+use super::namespaces::{NamespaceReaders, Readers};
+use super::views::ViewPage;
+use crate::auth::{Admission, ScopedTokens};
 use crate::problem::{Path, Problem, Query};
 use crate::projector::database::{
     DeadLetterFilter, DeadLetterPage, DeadLetterRecord, DeadLetterSummary,
@@ -22,37 +23,140 @@ use crate::projector::database::{
 pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 
-/// What the query handlers read from.
-#[derive(Debug)]
-pub struct Readers {
-    pub entities: Entities,
-    pub views: Option<Views>,
-    /// Dead letters, when the service was given a database URL for them.
-    pub dead_letters: Option<DeadLetters>,
-}
+/// Where the namespaced copy of every path starts (ADR 63).
+const NAMESPACED: &str = "/v1/namespaces/{namespace}";
 
-/// The query routes over `readers`, guarded by `tokens`; `/openapi.json` is open.
-pub fn routes(readers: Arc<Readers>, tokens: Tokens) -> Router {
+/// The query routes over `readers`, guarded by `tokens`; `/openapi.json` is open. Each path
+/// is served twice: under `/v1/namespaces/{namespace}` for any namespace served here, and
+/// under `/v1` for the service's own namespace.
+pub fn routes(readers: Arc<Readers>, tokens: ScopedTokens) -> Router {
+    let api = || {
+        Router::new()
+            .route("/entities/{entity}/{key}", get(current))
+            .route("/entities/{entity}/{key}/history", get(history))
+            .route("/views/{view}", get(view))
+            .route(
+                "/projections/{projection}/deadletters",
+                get(dead_letter_page),
+            )
+            .route(
+                "/projections/{projection}/deadletters/{id}",
+                get(dead_letter),
+            )
+    };
+    let guard = Arc::new(Guard {
+        tokens,
+        own: readers.own_namespace().to_owned(),
+    });
     Router::new()
-        .route("/v1/entities/{entity}/{key}", get(current))
-        .route("/v1/entities/{entity}/{key}/history", get(history))
-        .route("/v1/views/{view}", get(view))
-        .route(
-            "/v1/projections/{projection}/deadletters",
-            get(dead_letter_page),
-        )
-        .route(
-            "/v1/projections/{projection}/deadletters/{id}",
-            get(dead_letter),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(tokens),
-            require_token,
-        ))
+        .nest(NAMESPACED, api())
+        .nest("/v1", api())
+        .route_layer(axum::middleware::from_fn_with_state(guard, require_scope))
         .route("/openapi.json", get(openapi))
         .fallback(crate::problem::no_route)
         .method_not_allowed_fallback(crate::problem::method_not_allowed)
         .with_state(readers)
+}
+
+/// The tokens, and the namespace of paths that name none.
+#[derive(Debug)]
+struct Guard {
+    tokens: ScopedTokens,
+    own: String,
+}
+
+/// The namespace a request's path names, or `own` for the paths without one.
+fn namespace_of<'a>(params: &'a axum::extract::RawPathParams, own: &'a str) -> &'a str {
+    params
+        .iter()
+        .find(|(name, _)| *name == "namespace")
+        .map_or(own, |(_, value)| value)
+}
+
+/// Middleware: 401 without a known token, 403 with a token scoped to other namespaces.
+async fn require_scope(
+    State(guard): State<Arc<Guard>>,
+    params: Result<axum::extract::RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // A path that does not decode names no namespace a scoped token may read; its handler
+    // answers 400 once a token for every namespace let it through.
+    let namespace = match &params {
+        Ok(params) => namespace_of(params, &guard.own),
+        Err(_) => "",
+    };
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match guard.tokens.admit(authorization, namespace) {
+        Admission::Admitted => next.run(request).await,
+        Admission::Unauthorized => crate::problem::respond(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required".to_owned(),
+            Vec::new(),
+        ),
+        Admission::Forbidden => crate::problem::respond(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this token may not read namespace {:?}",
+                truncate(namespace)
+            ),
+            Vec::new(),
+        ),
+    }
+}
+
+/// The readers of the namespace a request's path names (or of the service's own).
+struct Namespace(Arc<NamespaceReaders>);
+
+impl axum::extract::FromRequestParts<Arc<Readers>> for Namespace {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        readers: &Arc<Readers>,
+    ) -> Result<Self, Response> {
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, readers)
+                .await?;
+        let namespace = params
+            .get("namespace")
+            .map_or(readers.own_namespace(), String::as_str);
+        readers
+            .of(namespace)
+            .map(Namespace)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// `{entity}/{key}` of a path.
+#[derive(serde::Deserialize)]
+struct KeyPath {
+    entity: String,
+    key: String,
+}
+
+/// `{view}` of a path.
+#[derive(serde::Deserialize)]
+struct ViewPath {
+    view: String,
+}
+
+/// `{projection}` of a path.
+#[derive(serde::Deserialize)]
+struct ProjectionPath {
+    projection: String,
+}
+
+/// `{projection}/deadletters/{id}` of a path.
+#[derive(serde::Deserialize)]
+struct DeadLetterPath {
+    projection: String,
+    id: String,
 }
 
 /// The OpenAPI document of the query service.
@@ -63,6 +167,7 @@ pub fn routes(readers: Arc<Readers>, tokens: Tokens) -> Router {
         description = "Entity states and history from the event store; projected views from Postgres; the dead letters of Projections."
     ),
     paths(current, history, view, dead_letter_page, dead_letter, openapi),
+    modifiers(&InEveryNamespace),
     components(schemas(
         KeyState,
         History,
@@ -164,13 +269,14 @@ fn respond<T: serde::Serialize>(result: Result<T, QueryError>) -> Response {
         (status = 200, description = "The state", body = KeyState),
         (status = 400, description = "Bad key or asOf", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown entity, or no such key (at that point)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The event store is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn current(
-    State(readers): State<Arc<Readers>>,
-    Path((entity, key)): Path<(String, String)>,
+    Namespace(readers): Namespace,
+    Path(KeyPath { entity, key }): Path<KeyPath>,
     Query(params): Params,
 ) -> Response {
     let result = match param(&params, "asOf") {
@@ -197,13 +303,14 @@ async fn current(
         (status = 200, description = "A page of events", body = History),
         (status = 400, description = "Bad key or paging", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown entity or key", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The event store is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn history(
-    State(readers): State<Arc<Readers>>,
-    Path((entity, key)): Path<(String, String)>,
+    Namespace(readers): Namespace,
+    Path(KeyPath { entity, key }): Path<KeyPath>,
     Query(params): Params,
 ) -> Response {
     let result = async {
@@ -243,13 +350,14 @@ async fn history(
         (status = 200, description = "A page of rows", body = ViewPage),
         (status = 400, description = "Unknown column, bad filter or paging", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown view", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The view database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn view(
-    State(readers): State<Arc<Readers>>,
-    Path(view): Path<String>,
+    Namespace(readers): Namespace,
+    Path(ViewPath { view }): Path<ViewPath>,
     Query(params): Params,
 ) -> Response {
     let result = async {
@@ -293,7 +401,7 @@ impl utoipa::PartialSchema for IdParam {
 
 impl utoipa::ToSchema for IdParam {}
 
-fn dead_letters_of(readers: &Readers) -> Result<&DeadLetters, QueryError> {
+fn dead_letters_of(readers: &NamespaceReaders) -> Result<&DeadLetters, QueryError> {
     readers.dead_letters.as_ref().ok_or_else(|| {
         QueryError::NotFound(
             "dead letters are not served here: the query service has no DEAD_LETTERS_DATABASE_URL"
@@ -369,13 +477,14 @@ fn dead_letter_filter(params: &[(String, String)]) -> Result<DeadLetterFilter, Q
         (status = 200, description = "A page of dead letters (none for a Projection that has none)", body = DeadLetterPage),
         (status = 400, description = "Bad name, filter or paging", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Dead letters are not served by this query service", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The dead-letter database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn dead_letter_page(
-    State(readers): State<Arc<Readers>>,
-    Path(projection): Path<String>,
+    Namespace(readers): Namespace,
+    Path(ProjectionPath { projection }): Path<ProjectionPath>,
     Query(params): Params,
 ) -> Response {
     let result = async {
@@ -399,13 +508,14 @@ async fn dead_letter_page(
         (status = 200, description = "The dead letter", body = DeadLetterRecord),
         (status = 400, description = "Bad name or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter, or dead letters are not served here", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The dead-letter database is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn dead_letter(
-    State(readers): State<Arc<Readers>>,
-    Path((projection, id)): Path<(String, String)>,
+    Namespace(readers): Namespace,
+    Path(DeadLetterPath { projection, id }): Path<DeadLetterPath>,
 ) -> Response {
     let result = async {
         let dead_letters = dead_letters_of(&readers)?;
@@ -414,6 +524,58 @@ async fn dead_letter(
     }
     .await;
     respond(result)
+}
+
+/// Adds, for every path under `/v1`, its copy under `/v1/namespaces/{namespace}`: the same
+/// operation for a namespace the path names, which may be one not served here (404).
+#[derive(Debug)]
+struct InEveryNamespace;
+
+impl utoipa::Modify for InEveryNamespace {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Required, response::Response as Answer};
+
+        let namespace = ParameterBuilder::new()
+            .name("namespace")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(
+                "Kubernetes namespace of the Entity, view or Projection (a DNS label)",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))
+                    .examples(["shop"]),
+            ))
+            .build();
+        let copies: Vec<_> = openapi
+            .paths
+            .paths
+            .iter()
+            .filter_map(|(path, item)| {
+                let rest = path.strip_prefix("/v1/")?;
+                let mut item = item.clone();
+                let operation = item.get.as_mut()?;
+                operation.operation_id = operation
+                    .operation_id
+                    .take()
+                    .map(|id| format!("{id}_in_namespace"));
+                let mut parameters = vec![namespace.clone()];
+                parameters.extend(operation.parameters.take().unwrap_or_default());
+                operation.parameters = Some(parameters);
+                if let Some(utoipa::openapi::RefOr::T(Answer { description, .. })) =
+                    operation.responses.responses.get_mut("404")
+                {
+                    description.push_str(", or the namespace is not served here");
+                }
+                Some((format!("{}/{rest}", NAMESPACED), item))
+            })
+            .collect();
+        openapi.paths.paths.extend(copies);
+    }
 }
 
 /// This document.

@@ -4,6 +4,7 @@
 pub mod deadletters;
 pub mod entities;
 pub mod http;
+pub mod namespaces;
 pub mod views;
 
 use std::sync::Arc;
@@ -14,21 +15,26 @@ use process::Health;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::TokensError;
+use crate::auth::{ScopedTokens, ScopedTokensError};
 use crate::role::ServiceArgs;
 use crate::store::jetstream::StoreError;
-use deadletters::DeadLetters;
-use entities::Entities;
-use http::Readers;
-use views::Views;
+use namespaces::{Readers, ServedNamespaces};
 
 /// Flags of `dreampipe query`.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct Args {
-    /// The namespace whose Entities are served, NATS, and the address of the API and of
-    /// /healthz, /readyz and /metrics.
+    /// The namespace the paths without one serve (`/v1/entities/…`), NATS, and the address of
+    /// the API and of /healthz, /readyz and /metrics.
     #[command(flatten)]
     pub service: ServiceArgs,
+    /// Further namespaces served at `/v1/namespaces/{namespace}/…`: a comma-separated list, or
+    /// `*` for every namespace.
+    #[arg(
+        long = "serve-namespaces",
+        env = "DREAMPIPE_QUERY_NAMESPACES",
+        default_value = ""
+    )]
+    pub served: ServedNamespaces,
     /// Postgres URL of the views, best as the read-only role; views are not served without it.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -36,13 +42,20 @@ pub struct Args {
     /// must not); `/v1/projections/{projection}/deadletters` is not served without it.
     #[arg(long, env = "DEAD_LETTERS_DATABASE_URL", hide_env_values = true)]
     pub dead_letters_database_url: Option<String>,
+    /// Tokens that read every served namespace.
     #[command(flatten)]
     pub auth: crate::auth::TokenArgs,
+    /// Folder of namespace-scoped tokens (a mounted Secret whose keys are namespace names):
+    /// the tokens in file `<namespace>` read that namespace only.
+    #[arg(long, env = "DREAMPIPE_SCOPED_TOKENS_DIR")]
+    pub scoped_tokens_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    #[error("namespace {0:?} is not served here")]
+    UnknownNamespace(String),
     #[error("no entity {0:?} in this namespace")]
     UnknownEntity(String),
     #[error("no view {0:?}")]
@@ -64,6 +77,7 @@ pub enum QueryError {
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
         let (status, reason) = match &self {
+            QueryError::UnknownNamespace(_) => (StatusCode::NOT_FOUND, "unknown_namespace"),
             QueryError::UnknownEntity(_) => (StatusCode::NOT_FOUND, "unknown_entity"),
             QueryError::UnknownView(_) => (StatusCode::NOT_FOUND, "unknown_view"),
             QueryError::UnknownColumn { .. } => (StatusCode::BAD_REQUEST, "unknown_column"),
@@ -90,7 +104,7 @@ impl IntoResponse for QueryError {
 #[derive(Debug, thiserror::Error)]
 pub enum QueryServiceError {
     #[error(transparent)]
-    Tokens(#[from] TokensError),
+    Tokens(#[from] ScopedTokensError),
     #[error(transparent)]
     Nats(#[from] crate::nats::ConnectError),
     #[error("invalid DATABASE_URL")]
@@ -110,46 +124,45 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
                 nats_url,
                 listen,
             },
+        served,
         database_url,
         dead_letters_database_url,
         auth,
+        scoped_tokens_dir,
     } = args;
-    let tokens = auth.load()?;
+    let tokens = ScopedTokens::load(
+        auth.load().map_err(ScopedTokensError::from)?,
+        scoped_tokens_dir.as_deref(),
+    )?;
     if tokens.is_open() {
         tracing::warn!("no bearer tokens configured: the query API answers anyone");
     }
+    tracing::info!(
+        own = %namespace,
+        served = ?served,
+        scoped = ?tokens.scopes().collect::<Vec<_>>(),
+        "namespaces served"
+    );
     let client = crate::nats::connect(&nats_url).await?;
-    let views = match &database_url {
+    let mut readers = Readers::new(client.clone(), namespace).serving(served);
+    match &database_url {
         Some(url) => {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(16)
                 .connect_lazy(url)
                 .map_err(QueryServiceError::DatabaseUrl)?;
-            Some(Views::new(
-                pool,
-                crate::sql::Schema::of_namespace(&namespace),
-            ))
+            readers = readers.with_views(pool);
         }
-        None => {
-            tracing::warn!("no DATABASE_URL: views are not served");
-            None
-        }
-    };
-    let dead_letters = match &dead_letters_database_url {
-        Some(url) => {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(4)
-                .connect_lazy(url)
-                .map_err(QueryServiceError::DeadLettersUrl)?;
-            Some(DeadLetters::new(pool, namespace.clone()))
-        }
-        None => None,
-    };
-    let readers = Arc::new(Readers {
-        entities: Entities::new(client.clone(), namespace),
-        views,
-        dead_letters,
-    });
+        None => tracing::warn!("no DATABASE_URL: views are not served"),
+    }
+    if let Some(url) = &dead_letters_database_url {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy(url)
+            .map_err(QueryServiceError::DeadLettersUrl)?;
+        readers = readers.with_dead_letters(pool);
+    }
+    let readers = Arc::new(readers);
     let health = Health::new(Registry::default());
     let app = process::probe_routes(health.clone())
         .merge(http::routes(readers.clone(), tokens))
@@ -161,7 +174,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
     health.set_ready(true);
     let dependencies = crate::reachability::Dependencies {
         nats: Some(client),
-        postgres: readers.views.as_ref().map(|views| views.pool().clone()),
+        postgres: readers.views_pool().cloned(),
     };
     dependencies.spawn(health, shutdown);
     match server.await {
