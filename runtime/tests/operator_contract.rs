@@ -206,9 +206,22 @@ fn initialise_postgres(node: &Node, postgres: &StatefulSet, init: &Value, port: 
     }
 }
 
-fn get_json(port: u16, path: &str) -> Option<Value> {
-    let (status, body) = http(port, "GET", path, None).ok()?;
-    (status == 200).then(|| serde_json::from_str(&body).ok())?
+/// A GET with a bearer token: its status and JSON body.
+fn get_as(port: u16, path: &str, token: &str) -> Option<(u16, Value)> {
+    let authorization = format!("Bearer {token}");
+    let (status, body) = testbed::child::http_with_headers(
+        port,
+        "GET",
+        path,
+        None,
+        &[("authorization", authorization.as_str())],
+    )
+    .ok()?;
+    Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+fn get_json(port: u16, path: &str, token: &str) -> Option<Value> {
+    get_as(port, path, token).and_then(|(status, body)| (status == 200).then_some(body))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,7 +229,11 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
     let nats = NatsServer::start().await.expect("nats-server");
     let database = TestDatabase::create().await.expect("postgres");
     // The chart's database name is a value; the test database is a fresh one of the test run.
-    let mut chart = render_chart(&[format!("postgres.database={}", database.name())]);
+    let mut chart = render_chart(&[
+        format!("postgres.database={}", database.name()),
+        // Both teams' namespaces, each with a query token of its own.
+        format!("query.namespaces={{{NAMESPACE},{TEAM_B}}}"),
+    ]);
     let settings = operator_settings(&take(&mut chart, "Deployment", "dreampipe-operator"));
     let query: Deployment = take(&mut chart, "Deployment", "dreampipe-query");
     let postgres: StatefulSet = take(&mut chart, "StatefulSet", "dreampipe-postgres");
@@ -294,16 +311,25 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
 
     // The data crossed every pod: CRM -> adapter -> receivers -> stream -> projectors -> views
     // (as the writer) -> query service (as the read-only reader).
+    // The chart's query tokens: one per namespace, read from the Secret it generated.
     let query_port = node.pod("dreampipe-query").http_port();
+    let token_a = node.secret(&format!("{RELEASE}-query-tokens"), NAMESPACE);
+    let token_b = node.secret(&format!("{RELEASE}-query-tokens"), TEAM_B);
+    let (status, _) = get_as(query_port, "/v1/views/customers", "").expect("query answers");
+    assert_eq!(status, 401, "the chart's query service asks for a token");
     let deadline = Instant::now() + Duration::from_secs(90);
     let customers = loop {
-        let rows = get_json(query_port, "/v1/views/customers?limit=1000")
+        let rows = get_json(query_port, "/v1/views/customers?limit=1000", &token_a)
             .and_then(|page| page["rows"].as_array().cloned())
             .unwrap_or_default();
-        let cities = get_json(query_port, "/v1/views/customers_by_city?limit=1000")
-            .and_then(|page| page["rows"].as_array().cloned())
-            .unwrap_or_default();
-        let changes = get_json(query_port, "/v1/views/customer_changes?limit=1")
+        let cities = get_json(
+            query_port,
+            "/v1/views/customers_by_city?limit=1000",
+            &token_a,
+        )
+        .and_then(|page| page["rows"].as_array().cloned())
+        .unwrap_or_default();
+        let changes = get_json(query_port, "/v1/views/customer_changes?limit=1", &token_a)
             .and_then(|page| page["rows"].as_array().cloned())
             .unwrap_or_default();
         if rows.len() >= 150 && !cities.is_empty() && !changes.is_empty() {
@@ -321,8 +347,12 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
     };
     let row = &customers[0];
     let key = row["dp_key"].as_str().expect("a dp_key column");
-    let state = get_json(query_port, &format!("/v1/entities/customer/{key}"))
-        .expect("the query service serves the entity from the stream");
+    let state = get_json(
+        query_port,
+        &format!("/v1/entities/customer/{key}"),
+        &token_a,
+    )
+    .expect("the query service serves the entity from the stream");
     assert_eq!(state["state"]["name"], row["name"]);
 
     // The receiver answers with the Entity's token only (the adapter had it: rows arrived).
@@ -362,6 +392,33 @@ async fn the_rendered_deployments_run_the_example_from_crm_to_query() {
             team_b.pod("salesforce-customers-adapter").log_tail()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // One query service serves both namespaces; each team's token reads its own only.
+    let team_b_views = format!("/v1/namespaces/{TEAM_B}/views/customers?limit=1000");
+    let rows_b = get_json(query_port, &team_b_views, &token_b)
+        .and_then(|page| page["rows"].as_array().map(Vec::len))
+        .expect("team-b's token reads team-b's view");
+    assert!(
+        rows_b >= 150,
+        "team-b's view through the query service: {rows_b} rows"
+    );
+    for (path, token) in [
+        (team_b_views.clone(), &token_a),
+        (
+            format!("/v1/namespaces/{TEAM_B}/entities/customer/{key}"),
+            &token_a,
+        ),
+        (
+            format!("/v1/namespaces/{NAMESPACE}/views/customers"),
+            &token_b,
+        ),
+    ] {
+        let (status, problem) = get_as(query_port, &path, token).expect("query answers");
+        assert_eq!(
+            status, 403,
+            "{path} with another namespace's token: {problem}"
+        );
     }
 
     for (pod, status) in node.stop().into_iter().chain(team_b.stop()) {

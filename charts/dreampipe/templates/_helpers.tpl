@@ -82,3 +82,20 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The namespaces the query service serves besides its own: a comma-separated list, or `*`. */}}
+{{- define "dreampipe.queryNamespaces" -}}
+{{- $listed := .Values.query.namespaces | default .Values.operator.watchNamespaces -}}
+{{- if $listed }}{{ join "," $listed }}{{ else }}*{{ end -}}
+{{- end }}
+
+{{/* The namespaces given a query token of their own, comma-separated. */}}
+{{- define "dreampipe.queryTokenNamespaces" -}}
+{{- $listed := .Values.query.auth.tokenNamespaces | default .Values.query.namespaces | default .Values.operator.watchNamespaces -}}
+{{- join "," ($listed | default (list .Release.Namespace)) -}}
+{{- end }}
+
+{{/* The Secret of namespace-scoped query tokens. */}}
+{{- define "dreampipe.queryTokensSecret" -}}
+{{- .Values.query.auth.existingSecret | default (printf "%s-query-tokens" .Release.Name) -}}
+{{- end }}
