@@ -3,13 +3,14 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::build::Children;
+use crate::build::{Children, IngressPolicy};
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 
@@ -29,7 +30,7 @@ where
 }
 
 /// Applies a resource's children in dependency order (config before the pods that mount it,
-/// the pods before the budget that guards them), and deletes the optional children a spec no
+/// the pods before the budget and the NetworkPolicy that guard them), and deletes the optional children a spec no
 /// longer needs (the Service of an Adapter that stopped being a webhook, the budget of a
 /// Deployment scaled down to one pod); returns the stored Deployment, whose status the
 /// reconcile reports.
@@ -59,6 +60,12 @@ pub async fn apply_children(
     .await?;
     let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
     apply_or_delete(&budgets, name, children.disruption_budget.as_ref()).await?;
+    let policies = || Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
+    match &children.network_policy {
+        IngressPolicy::NotApplicable => {}
+        IngressPolicy::Applied(policy) => apply(&policies(), policy).await.map(drop)?,
+        IngressPolicy::Off => delete(&policies(), name).await.map(drop)?,
+    }
     Ok(deployment)
 }
 

@@ -95,6 +95,24 @@ struct RunArgs {
     /// (`dp_<namespace>_reader`), comma-separated: the query service's role.
     #[arg(long, env = "DREAMPIPE_READER_MEMBERS", value_delimiter = ',')]
     reader_members: Vec<String>,
+    /// NetworkPolicies for every Entity's receivers: only the Entity's adapters, the operator
+    /// and the namespaces of `--receiver-ingress-namespaces` reach them (ADR 64). Off, the
+    /// operator deletes the ones it made.
+    #[arg(
+        long,
+        env = "DREAMPIPE_NETWORK_POLICIES",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    network_policies: bool,
+    /// Namespaces whose pods may also call receivers when NetworkPolicies are on,
+    /// comma-separated (applications writing directly, Prometheus).
+    #[arg(
+        long,
+        env = "DREAMPIPE_RECEIVER_INGRESS_NAMESPACES",
+        value_delimiter = ','
+    )]
+    receiver_ingress_namespaces: Vec<String>,
     /// This operator's pod, named as the reporter of its Events and as its identity in the
     /// leader Lease.
     #[arg(long, env = "POD_NAME")]
@@ -170,6 +188,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         database_secret,
         database_secret_key,
         reader_members,
+        network_policies,
+        receiver_ingress_namespaces,
         pod_name,
         leader_election,
         lease_namespace,
@@ -199,6 +219,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             key: database_secret_key,
         },
         reader_members,
+        receiver_ingress: network_policies.then(|| operator::settings::ReceiverIngress {
+            operator_namespace: lease_namespace.clone(),
+            from_namespaces: receiver_ingress_namespaces
+                .into_iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        }),
     };
     let identity = pod_name
         .clone()

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 pub const RUNTIME_PORT: u16 = 8080;
 /// Annotation on the pod template carrying the hash of the mounted configuration.
 pub const CONFIG_HASH_ANNOTATION: &str = "dreampipe.io/config-hash";
+/// Label of an adapter's pods naming the Entity they submit to: the receivers' NetworkPolicy
+/// lets those pods in (ADR 64).
+pub const ENTITY_LABEL: &str = "dreampipe.io/entity";
 /// Label value of `app.kubernetes.io/managed-by` on every child.
 pub const MANAGER: &str = "dreampipe-operator";
 /// The server-side apply field manager of every write the operator makes.

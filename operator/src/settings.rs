@@ -22,6 +22,19 @@ pub struct RuntimeSettings {
     /// (the chart's query service role, `dreampipe_reader`), so they read every namespace's
     /// stable views and nothing else (ADR 61).
     pub reader_members: Vec<String>,
+    /// NetworkPolicies guarding receivers, when the operator is asked for them (ADR 64).
+    pub receiver_ingress: Option<ReceiverIngress>,
+}
+
+/// Who may reach an Entity's receivers once NetworkPolicies are on: the Adapters of that
+/// Entity (in its namespace), the operator (it reads `/v1/status`), and every pod of the
+/// namespaces listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiverIngress {
+    /// The operator's own namespace.
+    pub operator_namespace: String,
+    /// Namespaces whose pods may call receivers too (applications writing directly, Prometheus).
+    pub from_namespaces: Vec<String>,
 }
 
 impl RuntimeSettings {
@@ -38,6 +51,7 @@ impl RuntimeSettings {
                 key: "writer-url".to_owned(),
             },
             reader_members: vec!["dreampipe_reader".to_owned()],
+            receiver_ingress: None,
         }
     }
 }

@@ -874,3 +874,88 @@ fn a_suspended_adapter_runs_no_pod_and_keeps_its_configuration() {
         "resuming brings back the same pods"
     );
 }
+
+/// The receivers' NetworkPolicy lets in exactly the pods of the Entity's adapters (their
+/// labels match its selector), the operator and the namespaces listed; other roles have none.
+#[test]
+fn the_receivers_network_policy_selects_their_adapters_pods() {
+    let shop = common::shop();
+    let guarded = RuntimeSettings {
+        receiver_ingress: Some(operator::settings::ReceiverIngress {
+            operator_namespace: "dreampipe".to_owned(),
+            from_namespaces: vec!["apps".to_owned()],
+        }),
+        ..RuntimeSettings::example()
+    };
+    let receiver = common::receiver(&shop.entity, &guarded);
+    let build::IngressPolicy::Applied(policy) = receiver.network_policy else {
+        panic!(
+            "no NetworkPolicy with the setting on: {:?}",
+            receiver.network_policy
+        );
+    };
+    let spec = policy.spec.expect("a policy spec");
+    assert_eq!(
+        spec.pod_selector.clone().unwrap().match_labels,
+        receiver.deployment.spec.selector.match_labels,
+        "it guards the receiver pods"
+    );
+    let rule = &spec.ingress.as_ref().unwrap()[0];
+    assert_eq!(
+        rule.ports.as_ref().unwrap()[0].port,
+        Some(IntOrString::String("http".into()))
+    );
+    let peers = rule.from.as_ref().unwrap();
+    let adapter = common::adapter(&shop.adapter, &shop.entity, &guarded);
+    let adapter_labels = adapter
+        .deployment
+        .spec
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    let wanted = peers[0]
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_labels
+        .as_ref()
+        .unwrap();
+    assert!(
+        wanted.iter().all(|(k, v)| adapter_labels.get(k) == Some(v)),
+        "the adapter's pod labels {adapter_labels:?} match {wanted:?}"
+    );
+    assert!(
+        peers[0].namespace_selector.is_none(),
+        "adapters of the Entity's own namespace"
+    );
+    assert_eq!(
+        peers[2]
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0]
+            .values,
+        Some(vec!["apps".to_owned()])
+    );
+
+    let other_entity_adapter = {
+        let mut labels = adapter_labels.clone();
+        labels.insert("dreampipe.io/entity".to_owned(), "order".to_owned());
+        labels
+    };
+    assert!(
+        !wanted
+            .iter()
+            .all(|(k, v)| other_entity_adapter.get(k) == Some(v)),
+        "another Entity's adapters are not let in"
+    );
+    assert_eq!(adapter.network_policy, build::IngressPolicy::NotApplicable);
+    assert_eq!(
+        common::receiver(&shop.entity, &RuntimeSettings::example()).network_policy,
+        build::IngressPolicy::Off
+    );
+}

@@ -84,6 +84,42 @@ async fn replicated_receivers_get_a_disruption_budget_owned_by_their_entity() {
 }
 
 #[tokio::test]
+async fn with_network_policies_on_receivers_get_one_and_without_it_is_deleted() {
+    let outcome = scenarios::entity_created_with_network_policy().await;
+    let path = "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/customer-receiver";
+    let policy = outcome.body("PATCH", path);
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    assert_eq!(policy["metadata"]["ownerReferences"][0]["name"], "customer");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "receiver"
+    );
+    let from = &policy["spec"]["ingress"][0]["from"];
+    assert_eq!(
+        from[0]["podSelector"]["matchLabels"]["dreampipe.io/entity"],
+        "customer"
+    );
+    assert_eq!(
+        from[1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "dreampipe"
+    );
+    assert_eq!(
+        from[2]["namespaceSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["monitoring"])
+    );
+
+    // Off (the default), the reconcile deletes a policy left from when it was on.
+    let outcome = scenarios::entity_created().await;
+    let methods: Vec<&str> = outcome
+        .calls
+        .iter()
+        .filter(|c| c.path == path)
+        .map(|c| c.method.as_str())
+        .collect();
+    assert_eq!(methods, ["DELETE"]);
+}
+
+#[tokio::test]
 async fn scaling_a_receiver_down_to_one_deletes_its_disruption_budget() {
     let outcome = scenarios::entity_scaled_to_one().await;
     let budget: Vec<&str> = outcome

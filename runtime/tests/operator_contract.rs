@@ -110,6 +110,13 @@ fn operator_settings(operator: &Deployment) -> RuntimeSettings {
             .split(',')
             .map(str::to_owned)
             .collect(),
+        // The chart's default: no NetworkPolicies (the emulated node enforces none).
+        receiver_ingress: (env("DREAMPIPE_NETWORK_POLICIES") == "true").then(|| {
+            operator::settings::ReceiverIngress {
+                operator_namespace: NAMESPACE.to_owned(),
+                from_namespaces: Vec::new(),
+            }
+        }),
     }
 }
 

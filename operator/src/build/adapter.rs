@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::{
-    Children, ConfigFiles, Owner, RuntimePod, SECRETS_DIR, common_env, config_map,
+    Children, ConfigFiles, IngressPolicy, Owner, RuntimePod, SECRETS_DIR, common_env, config_map,
     entity_document_for_dependants, env, resource_document, runtime_deployment, secret_file,
     service,
 };
@@ -127,10 +127,22 @@ pub fn build(valid: &ValidAdapter<'_>, settings: &RuntimeSettings) -> Children {
         volumes: source_volume(adapter).into_iter().collect(),
         overlay: adapter.spec.pod.clone().unwrap_or_default(),
     };
+    let mut deployment = runtime_deployment(owner, settings, pod, &files);
+    // The receivers' NetworkPolicy lets in the pods of their Entity's adapters (ADR 64).
+    if let Some(labels) = deployment
+        .spec
+        .template
+        .metadata
+        .as_mut()
+        .and_then(|metadata| metadata.labels.as_mut())
+    {
+        labels.insert(names::ENTITY_LABEL.to_owned(), adapter.spec.entity.clone());
+    }
     Children {
         config_map: config_map(owner, Role::Adapter, &files),
-        deployment: runtime_deployment(owner, settings, pod, &files),
+        deployment,
         service: serves_traffic(adapter).then(|| service(owner, Role::Adapter)),
         disruption_budget: None,
+        network_policy: IngressPolicy::NotApplicable,
     }
 }

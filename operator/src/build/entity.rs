@@ -2,12 +2,24 @@
 
 use crds::Entity;
 
-use super::{
-    Children, ConfigFiles, RuntimePod, common_env, config_map, disruption_budget, env,
-    resource_document, runtime_deployment, secret_file, service,
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
-use crate::names::Role;
-use crate::settings::RuntimeSettings;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    Children, ConfigFiles, IngressPolicy, Owner, RuntimePod, common_env, config_map,
+    disruption_budget, env, metadata, resource_document, runtime_deployment, secret_file, service,
+};
+use crate::names::{self, Role};
+use crate::settings::{ReceiverIngress, RuntimeSettings};
+
+/// The label every namespace carries with its own name (Kubernetes sets it).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 use crate::validate::ValidEntity;
 
 /// File name of the Entity in the mounted configuration.
@@ -66,5 +78,79 @@ pub fn build(valid: &ValidEntity<'_>, settings: &RuntimeSettings) -> Children {
         deployment: runtime_deployment(owner, settings, pod, &files),
         service: Some(service(owner, Role::Receiver)),
         disruption_budget: disruption_budget(owner, Role::Receiver, receiver.replicas),
+        network_policy: match &settings.receiver_ingress {
+            Some(ingress) => IngressPolicy::Applied(receiver_network_policy(owner, ingress)),
+            None => IngressPolicy::Off,
+        },
+    }
+}
+
+fn match_labels(pairs: &[(&str, &str)]) -> Option<LabelSelector> {
+    Some(LabelSelector {
+        match_labels: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        match_expressions: None,
+    })
+}
+
+/// The receivers' NetworkPolicy: their port is open to the Entity's adapters, the operator and
+/// the namespaces `ingress` lists, and to nothing else (kubelet probes are not subject to it).
+pub fn receiver_network_policy(owner: &Owner, ingress: &ReceiverIngress) -> NetworkPolicy {
+    let mut from = vec![
+        NetworkPolicyPeer {
+            pod_selector: match_labels(&[
+                (names::COMPONENT_LABEL, Role::Adapter.as_str()),
+                ("app.kubernetes.io/managed-by", names::MANAGER),
+                (names::ENTITY_LABEL, &owner.name),
+            ]),
+            ..NetworkPolicyPeer::default()
+        },
+        NetworkPolicyPeer {
+            namespace_selector: match_labels(&[(
+                NAMESPACE_NAME_LABEL,
+                &ingress.operator_namespace,
+            )]),
+            pod_selector: match_labels(&[
+                ("app.kubernetes.io/name", "dreampipe"),
+                (names::COMPONENT_LABEL, "operator"),
+            ]),
+            ..NetworkPolicyPeer::default()
+        },
+    ];
+    if !ingress.from_namespaces.is_empty() {
+        from.push(NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: NAMESPACE_NAME_LABEL.to_owned(),
+                    operator: "In".to_owned(),
+                    values: Some(ingress.from_namespaces.clone()),
+                }]),
+            }),
+            ..NetworkPolicyPeer::default()
+        });
+    }
+    NetworkPolicy {
+        metadata: metadata(owner, Role::Receiver),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(names::selector_labels(&owner.name, Role::Receiver)),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(from),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::String("http".to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    end_port: None,
+                }]),
+            }]),
+            egress: None,
+        }),
     }
 }

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
     TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -42,6 +43,19 @@ pub struct Children {
     pub service: Option<Service>,
     /// Present while the Deployment runs more than one pod; deleted when it drops to one.
     pub disruption_budget: Option<PodDisruptionBudget>,
+    /// The receivers' NetworkPolicy; other roles have none.
+    pub network_policy: IngressPolicy,
+}
+
+/// Whether a resource's pods are guarded by a NetworkPolicy of the operator's (ADR 64).
+#[derive(Clone, Debug, PartialEq)]
+pub enum IngressPolicy {
+    /// This kind of resource never has one: nothing to apply or delete.
+    NotApplicable,
+    /// The operator's settings ask for this one.
+    Applied(NetworkPolicy),
+    /// The settings turned policies off: one left from before is deleted.
+    Off,
 }
 
 /// Who a child belongs to: the resource's identity and its controller owner reference.
@@ -80,7 +94,7 @@ pub fn config_hash(files: &ConfigFiles) -> String {
     names::fingerprint(&bytes)
 }
 
-fn metadata(owner: &Owner, role: Role) -> ObjectMeta {
+pub(crate) fn metadata(owner: &Owner, role: Role) -> ObjectMeta {
     ObjectMeta {
         name: Some(names::child_name(&owner.name, role)),
         namespace: Some(owner.namespace.clone()),

@@ -51,6 +51,7 @@ pub fn build(valid: &ValidProjection<'_>, settings: &RuntimeSettings) -> Childre
         deployment: runtime_deployment(owner, settings, pod, &files),
         service: Some(service(owner, Role::Projector)),
         disruption_budget: disruption_budget(owner, Role::Projector, valid.object.spec.replicas),
+        network_policy: super::IngressPolicy::NotApplicable,
     }
 }
 

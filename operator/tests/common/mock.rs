@@ -242,9 +242,19 @@ pub fn context(
     probe: Arc<FakeProbe>,
     streams: Arc<FakeStreams>,
 ) -> Arc<Context> {
+    context_with(scenario, probe, streams, RuntimeSettings::example())
+}
+
+/// [`context`] with the operator's `settings`.
+pub fn context_with(
+    scenario: &Scenario,
+    probe: Arc<FakeProbe>,
+    streams: Arc<FakeStreams>,
+    settings: RuntimeSettings,
+) -> Arc<Context> {
     Arc::new(Context::new(
         scenario.client.clone(),
-        RuntimeSettings::example(),
+        settings,
         probe,
         streams,
         operator::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()),

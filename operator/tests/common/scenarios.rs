@@ -9,7 +9,9 @@ use operator::controller;
 use operator::names::CONFIG_HASH_ANNOTATION;
 use serde_json::{Value, json};
 
-use super::mock::{Call, Expect, FakeProbe, FakeStreams, Scenario, context};
+use operator::settings::RuntimeSettings;
+
+use super::mock::{Call, Expect, FakeProbe, FakeStreams, Scenario, context, context_with};
 use super::shop;
 
 const CORE: &str = "/api/v1/namespaces/shop";
@@ -100,10 +102,34 @@ fn children(name: &str, service: bool, status: Value, budget: Budget) -> Vec<Exp
     script
 }
 
+const NETWORKING: &str = "/apis/networking.k8s.io/v1/namespaces/shop";
+
+/// An Entity's children: the generic ones, then the receivers' NetworkPolicy, applied when
+/// `guarded`, else deleted (here there is none left from before).
+fn receiver_children(status: Value, budget: Budget, guarded: bool) -> Vec<Expect> {
+    let mut script = children("customer-receiver", true, status, budget);
+    let path = format!("{NETWORKING}/networkpolicies/customer-receiver");
+    script.push(if guarded {
+        Expect::apply(path, json!({}))
+    } else {
+        Expect::delete_missing(path)
+    });
+    script
+}
+
 async fn play_entity(entity: Entity, script: Vec<Expect>, probe: Arc<FakeProbe>) -> Outcome {
+    play_entity_with(entity, script, probe, RuntimeSettings::example()).await
+}
+
+async fn play_entity_with(
+    entity: Entity,
+    script: Vec<Expect>,
+    probe: Arc<FakeProbe>,
+    settings: RuntimeSettings,
+) -> Outcome {
     let scenario = Scenario::start(script);
     let streams = Arc::new(FakeStreams::default());
-    let ctx = context(&scenario, probe.clone(), streams.clone());
+    let ctx = context_with(&scenario, probe.clone(), streams.clone(), settings);
     let action = controller::driver::reconcile(Arc::new(entity), ctx)
         .await
         .expect("the reconcile succeeds");
@@ -131,12 +157,7 @@ fn receiver_report() -> Value {
 
 /// A new Entity: ConfigMap, Service and Deployment applied, status from the receiver, an Event.
 pub async fn entity_created() -> Outcome {
-    let mut script = children(
-        "customer-receiver",
-        true,
-        deployment_status(2, 1),
-        Budget::Applied,
-    );
+    let mut script = receiver_children(deployment_status(2, 1), Budget::Applied, false);
     script.push(Expect::get(
         format!("{CORE}/pods"),
         pod_list(json!([starting_pod("customer-receiver-2")])),
@@ -153,6 +174,31 @@ pub async fn entity_created() -> Outcome {
     play_entity(shop().entity, script, probe).await
 }
 
+/// A new Entity while the operator runs with NetworkPolicies: the receivers' policy is applied
+/// with the Deployment.
+pub async fn entity_created_with_network_policy() -> Outcome {
+    let mut script = receiver_children(deployment_status(2, 2), Budget::Applied, true);
+    script.push(Expect::apply_onto(
+        format!("{DP}/entities/customer/status"),
+        entity_json(&shop().entity),
+    ));
+    script.push(Expect::create(EVENTS));
+    let settings = RuntimeSettings {
+        receiver_ingress: Some(operator::settings::ReceiverIngress {
+            operator_namespace: "dreampipe".to_owned(),
+            from_namespaces: vec!["monitoring".to_owned()],
+        }),
+        ..RuntimeSettings::example()
+    };
+    play_entity_with(
+        shop().entity,
+        script,
+        Arc::new(FakeProbe::default()),
+        settings,
+    )
+    .await
+}
+
 /// An Entity whose spec changed (more receivers): the same children re-applied, an Update event.
 pub async fn entity_updated() -> Outcome {
     let mut entity = shop().entity;
@@ -162,12 +208,7 @@ pub async fn entity_updated() -> Outcome {
         observed_generation: Some(1),
         ..Default::default()
     });
-    let mut script = children(
-        "customer-receiver",
-        true,
-        deployment_status(3, 3),
-        Budget::Applied,
-    );
+    let mut script = receiver_children(deployment_status(3, 3), Budget::Applied, false);
     script.push(Expect::apply_onto(
         format!("{DP}/entities/customer/status"),
         entity_json(&shop().entity),
@@ -185,12 +226,7 @@ pub async fn entity_scaled_to_one() -> Outcome {
         observed_generation: Some(1),
         ..Default::default()
     });
-    let mut script = children(
-        "customer-receiver",
-        true,
-        deployment_status(1, 1),
-        Budget::Deleted,
-    );
+    let mut script = receiver_children(deployment_status(1, 1), Budget::Deleted, false);
     script.push(Expect::apply_onto(
         format!("{DP}/entities/customer/status"),
         entity_json(&shop().entity),
@@ -741,12 +777,7 @@ pub async fn entity_pods_failing() -> Outcome {
         "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {
         "reason": "CreateContainerConfigError",
         "message": "secret \"customer-ingest\" not found"}}}]}});
-    let mut script = children(
-        "customer-receiver",
-        true,
-        deployment_status(2, 0),
-        Budget::Applied,
-    );
+    let mut script = receiver_children(deployment_status(2, 0), Budget::Applied, false);
     script.push(Expect::get(
         format!("{CORE}/pods"),
         pod_list(json!([failing, starting_pod("customer-receiver-8a1b")])),
@@ -765,6 +796,7 @@ pub async fn all_calls() -> Vec<Call> {
     let mut calls = Vec::new();
     for outcome in [
         entity_created().await,
+        entity_created_with_network_policy().await,
         entity_updated().await,
         entity_scaled_to_one().await,
         entity_finalizer_added().await,
