@@ -63,7 +63,7 @@ pub async fn apply_children(
     let policies = || Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
     match &children.network_policy {
         IngressPolicy::NotApplicable => {}
-        IngressPolicy::Applied(policy) => apply(&policies(), policy).await.map(drop)?,
+        IngressPolicy::Applied(policy) => apply(&policies(), policy.as_ref()).await.map(drop)?,
         IngressPolicy::Off => delete(&policies(), name).await.map(drop)?,
     }
     Ok(deployment)

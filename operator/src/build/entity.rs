@@ -79,7 +79,9 @@ pub fn build(valid: &ValidEntity<'_>, settings: &RuntimeSettings) -> Children {
         service: Some(service(owner, Role::Receiver)),
         disruption_budget: disruption_budget(owner, Role::Receiver, receiver.replicas),
         network_policy: match &settings.receiver_ingress {
-            Some(ingress) => IngressPolicy::Applied(receiver_network_policy(owner, ingress)),
+            Some(ingress) => {
+                IngressPolicy::Applied(Box::new(receiver_network_policy(owner, ingress)))
+            }
             None => IngressPolicy::Off,
         },
     }

@@ -53,7 +53,7 @@ pub enum IngressPolicy {
     /// This kind of resource never has one: nothing to apply or delete.
     NotApplicable,
     /// The operator's settings ask for this one.
-    Applied(NetworkPolicy),
+    Applied(Box<NetworkPolicy>),
     /// The settings turned policies off: one left from before is deleted.
     Off,
 }
