@@ -3,8 +3,14 @@
 //! `cargo bench -p runtime --bench receiver` starts its own nats-server, a release
 //! `dreampipe receiver` process, and drives the batch endpoint with N submissions (default
 //! 100 000; `DREAMPIPE_BENCH_N` overrides) in three mixes: all new keys, all changed, all
-//! unchanged. Beside each it prints the raw rate of acknowledged, pipelined JetStream publishes
-//! of the same payloads, and the ratio; then the receiver's peak RSS.
+//! unchanged. Beside each it prints two limits measured in the same run, and the ratios:
+//! - raw publish: acknowledged, pipelined JetStream publishes of the same events;
+//! - protocol: raw code doing exactly the receiver's NATS work and nothing else: batched
+//!   latest reads (multi-subject direct gets of 256 subjects), then, unless unchanged, appends
+//!   with the expected subject sequence, pipelined, for the same batches with the same
+//!   requests in flight; no JSON decoding, diffing or validation (events are prepared before).
+//!
+//! Then the receiver's peak RSS.
 //!
 //! `DREAMPIPE_BENCH_REPLICAS=3` runs the same on a 3-node JetStream cluster with R3 streams,
 //! the receiver's and the raw ones alike (ADR 47: batches stay batched on R3).
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -104,8 +110,8 @@ async fn main() -> anyhow::Result<()> {
         "receiver benchmark: {n} submissions per mix, batches of {BATCH}, {REQUESTS_IN_FLIGHT} requests in flight, R{replicas} streams"
     );
     println!(
-        "{:<10} {:>14} {:>14} {:>8} {:>22}",
-        "mix", "events/s", "raw publish/s", "ratio", "receiver CPU µs/item"
+        "{:<10} {:>12} {:>14} {:>7} {:>12} {:>7} {:>22}",
+        "mix", "events/s", "raw publish/s", "ratio", "protocol/s", "ratio", "receiver CPU µs/item"
     );
     let mixes = [
         ("new", 0, "created"),
@@ -115,13 +121,15 @@ async fn main() -> anyhow::Result<()> {
     for (mix, round, expected) in mixes {
         let payloads: Vec<Value> = (0..n).map(|i| state(i, round)).collect();
         let raw = raw_publish_rate(&nats, replicas, &payloads, mix).await?;
+        let protocol = protocol_rate(&nats, replicas, &payloads, mix).await?;
         let cpu_before = cpu_seconds(receiver.id()).context("read receiver CPU time")?;
         let rate = drive(port, &payloads, expected).await?;
         let cpu = cpu_seconds(receiver.id()).context("read receiver CPU time")? - cpu_before;
         let per_item = cpu * 1e6 / n as f64;
         println!(
-            "{mix:<10} {rate:>14.0} {raw:>14.0} {:>8.2} {per_item:>22.1}",
-            rate / raw
+            "{mix:<10} {rate:>12.0} {raw:>14.0} {:>7.2} {protocol:>12.0} {:>7.2} {per_item:>22.1}",
+            rate / raw,
+            rate / protocol
         );
     }
     let rss = peak_rss_kib(receiver.id()).context("read receiver RSS")?;
@@ -198,7 +206,25 @@ async fn raw_publish_rate(
         ..Default::default()
     })
     .await?;
-    let messages: Vec<(String, Bytes)> = payloads
+    let messages = prepared_events(&names, payloads);
+    let started = Instant::now();
+    for window in messages.chunks(BATCH) {
+        let mut acks = Vec::with_capacity(window.len());
+        for (subject, payload) in window {
+            acks.push(
+                js.publish(subject.clone(), payload.clone())
+                    .await?
+                    .into_future(),
+            );
+        }
+        futures::future::try_join_all(acks).await?;
+    }
+    Ok(payloads.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The events of `payloads` as subjects and serialised envelopes, prepared before any timing.
+fn prepared_events(names: &StreamNames, payloads: &[Value]) -> Vec<(String, Bytes)> {
+    payloads
         .iter()
         .map(|state| {
             let key =
@@ -221,20 +247,132 @@ async fn raw_publish_rate(
                 Bytes::from(serde_json::to_vec(&event).expect("events serialise")),
             )
         })
-        .collect();
-    let started = Instant::now();
-    for window in messages.chunks(BATCH) {
-        let mut acks = Vec::with_capacity(window.len());
-        for (subject, payload) in window {
-            acks.push(
-                js.publish(subject.clone(), payload.clone())
-                    .await?
-                    .into_future(),
-            );
+        .collect()
+}
+
+/// Subjects in one multi-subject direct get, as the receiver's store asks them.
+const MULTI_GET_CHUNK: usize = 256;
+
+/// The receiver's NATS work alone (see the module's docs): for each batch, the latest event of
+/// every key in one round trip per 256 subjects, the chunks concurrently (and, on R3, the
+/// leader's last sequence that proves the read fresh), then the appends with the expected
+/// subject sequence, pipelined. For `changed` and `unchanged` the stream first holds one
+/// event per key, as the receiver's does by then.
+async fn protocol_rate(
+    nats: &Servers,
+    replicas: usize,
+    payloads: &[Value],
+    mix: &str,
+) -> anyhow::Result<f64> {
+    let js = nats.jetstream().await?;
+    let names = StreamNames::new("protocol", mix, 8);
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: names.stream(),
+            subjects: vec![names.stream_subjects()],
+            allow_direct: true,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await?;
+    let messages = prepared_events(&names, payloads);
+    if mix != "new" {
+        for window in messages.chunks(BATCH) {
+            let mut acks = Vec::with_capacity(window.len());
+            for (subject, payload) in window {
+                acks.push(
+                    js.publish(subject.clone(), payload.clone())
+                        .await?
+                        .into_future(),
+                );
+            }
+            futures::future::try_join_all(acks).await?;
         }
-        futures::future::try_join_all(acks).await?;
     }
+    let appends = mix != "unchanged";
+    let started = Instant::now();
+    let batches = futures::stream::iter(messages.chunks(BATCH))
+        .map(|window| {
+            let (js, stream, names) = (js.clone(), stream.clone(), &names);
+            async move {
+                let reads = window.chunks(MULTI_GET_CHUNK).map(|chunk| {
+                    let subjects: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
+                    latest_sequences(&js, names, subjects)
+                });
+                let latest: std::collections::HashMap<String, u64> =
+                    futures::future::try_join_all(reads)
+                        .await?
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                if replicas > 1 {
+                    stream.clone().info().await?;
+                }
+                if appends {
+                    let mut acks = Vec::with_capacity(window.len());
+                    for (subject, payload) in window {
+                        let mut headers = async_nats::HeaderMap::new();
+                        let expected = latest.get(subject).copied().unwrap_or(0);
+                        headers.insert(
+                            "Nats-Expected-Last-Subject-Sequence",
+                            expected.to_string().as_str(),
+                        );
+                        acks.push(
+                            js.publish_with_headers(subject.clone(), headers, payload.clone())
+                                .await?
+                                .into_future(),
+                        );
+                    }
+                    futures::future::try_join_all(acks).await?;
+                }
+                anyhow::Ok(window.len())
+            }
+        })
+        .buffer_unordered(REQUESTS_IN_FLIGHT);
+    let done: Vec<usize> = batches.try_collect().await?;
+    ensure!(done.iter().sum::<usize>() == payloads.len());
     Ok(payloads.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One multi-subject direct get: each found subject's last sequence (payloads left undecoded).
+async fn latest_sequences(
+    js: &async_nats::jetstream::Context,
+    names: &StreamNames,
+    subjects: Vec<&str>,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let client = js.client();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    let request = json!({ "multi_last": subjects }).to_string();
+    client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{}", names.stream()),
+            inbox,
+            request.into(),
+        )
+        .await?;
+    let mut found = Vec::with_capacity(subjects.len());
+    while let Some(reply) = replies.next().await {
+        match reply.status.map(|s| s.as_u16()) {
+            Some(204) | Some(404) => return Ok(found),
+            Some(other) => anyhow::bail!("direct get answered {other}"),
+            None => {}
+        }
+        let headers = reply
+            .headers
+            .as_ref()
+            .context("a direct get reply has headers")?;
+        let subject = headers
+            .get("Nats-Subject")
+            .context("Nats-Subject")?
+            .as_str();
+        let sequence = headers
+            .get("Nats-Sequence")
+            .context("Nats-Sequence")?
+            .as_str();
+        found.push((subject.to_owned(), sequence.parse()?));
+    }
+    anyhow::bail!("the direct get's replies ended before its end of batch")
 }
 
 /// One nats-server, or a cluster.
