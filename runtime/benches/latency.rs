@@ -17,6 +17,8 @@
     reason = "a benchmark reports its figures on stdout"
 )]
 
+mod figures;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use testbed::child::{free_port, terminate, wait_for_port, wait_until_ready};
 use testbed::{NatsServer, TestDatabase};
+
+use figures::{Aim, figure};
 
 /// Keys the submissions cycle over: the view the reader scans holds this many rows.
 const KEYS: usize = 2000;
@@ -81,6 +85,28 @@ async fn main() -> anyhow::Result<()> {
             figures.p99_ms,
             figures.max_ms,
             figures.counted
+        );
+        let p99_aim = (rate == 5000).then_some(Aim::AtMost(50.0));
+        figure(
+            &format!("latency at {rate}/s, p50"),
+            figures.p50_ms,
+            1,
+            " ms",
+            None,
+        );
+        figure(
+            &format!("latency at {rate}/s, p99"),
+            figures.p99_ms,
+            1,
+            " ms",
+            p99_aim,
+        );
+        figure(
+            &format!("latency at {rate}/s, max"),
+            figures.max_ms,
+            1,
+            " ms",
+            None,
         );
     }
     Ok(())

@@ -16,6 +16,8 @@
     reason = "a benchmark reports its figures on stdout"
 )]
 
+mod figures;
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
 use std::path::Path;
@@ -31,6 +33,8 @@ use runtime::store::{Event, EventType, Key, StreamNames};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testbed::{NatsServer, TestDatabase};
+
+use figures::{Aim, figure};
 
 const PARTITIONS: u32 = 8;
 const EVENTS: usize = 200_000;
@@ -580,12 +584,34 @@ async fn main() -> anyhow::Result<()> {
         latest_rate / raw_rate,
         latest_rate / pipeline_rate
     );
+    figure("projector latest, events/s", latest_rate, 0, "", None);
+    figure(
+        "projector latest / raw upsert",
+        latest_rate / raw_rate,
+        2,
+        "",
+        Some(Aim::AtLeast(0.5)),
+    );
+    figure(
+        "projector latest / raw pipeline",
+        latest_rate / pipeline_rate,
+        2,
+        "",
+        Some(Aim::AtLeast(0.8)),
+    );
     let (aggregate_seconds, aggregate_rss, _db) =
         project(&nats, AGGREGATE, "default/by-city", &producer.last).await?;
     let aggregate_rate = EVENTS as f64 / aggregate_seconds;
     println!(
         "aggregate mode: {EVENTS} events in {aggregate_seconds:.2}s = {aggregate_rate:.0} events/s, {:.2} of raw, peak RSS {aggregate_rss:.0} MiB",
         aggregate_rate / raw_rate
+    );
+    figure(
+        "projector aggregate / raw upsert",
+        aggregate_rate / raw_rate,
+        2,
+        "",
+        Some(Aim::AtLeast(0.4)),
     );
 
     if std::env::args().any(|a| a == "--skip-rebuild") {
@@ -602,6 +628,13 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "rebuild of a {REBUILD_EVENTS}-event generation (latest mode): {rebuild_seconds:.1}s = {:.0} events/s, peak RSS {rebuild_rss:.0} MiB",
         REBUILD_EVENTS as f64 / rebuild_seconds
+    );
+    figure(
+        "rebuild of 1M events (latest)",
+        rebuild_seconds,
+        1,
+        " s",
+        Some(Aim::AtMost(8.0)),
     );
     Ok(())
 }

@@ -7,6 +7,9 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod figures;
+
+use figures::{Aim, figure};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let entity = |i: usize| format!("/v1/entities/customer/customer-{:05}", i % KEYS);
     let row = |i: usize| format!("/v1/views/customers?dp_key=customer-{:05}", i % KEYS);
+    let mut p99s = Vec::new();
     for (name, path) in [
         ("entity state", &entity as &dyn Fn(usize) -> String),
         ("view row (by key)", &row),
@@ -79,7 +83,16 @@ async fn main() -> anyhow::Result<()> {
             at(0.99),
             at(1.0)
         );
+        figure(&format!("query {name} p99"), at(0.99), 1, " ms", None);
+        p99s.push(at(0.99));
     }
+    figure(
+        "query view row p99 / entity p99",
+        p99s[1] / p99s[0],
+        2,
+        "",
+        Some(Aim::AtMost(1.5)),
+    );
     ensure!(
         terminate(&mut query, Duration::from_secs(10)).success(),
         "query service did not stop cleanly"
@@ -156,7 +169,11 @@ async fn load_entities(nats: &NatsServer) -> anyhow::Result<()> {
 }
 
 async fn load_view(database: &TestDatabase) -> anyhow::Result<()> {
-    let pool = database.pool().await?;
+    // Namespace `bench`'s views live in its schema (ADR 60).
+    sqlx::query("create schema dp_bench")
+        .execute(&database.pool().await?)
+        .await?;
+    let pool = database.pool_in_schema("dp_bench").await?;
     sqlx::query("create table dp_customers_g1 (dp_key text primary key, dp_version bigint, name text, city text)")
         .execute(&pool)
         .await?;

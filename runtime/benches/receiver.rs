@@ -17,6 +17,10 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod figures;
+
+use figures::{Aim, figure};
+
 use std::future::IntoFuture;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -130,6 +134,33 @@ async fn main() -> anyhow::Result<()> {
             "{mix:<10} {rate:>12.0} {raw:>14.0} {:>7.2} {protocol:>12.0} {:>7.2} {per_item:>22.1}",
             rate / raw,
             rate / protocol
+        );
+        let r = format!("R{replicas}");
+        let (of_raw, of_protocol) = match (mix, replicas) {
+            ("changed", 1) => (Some(Aim::AtLeast(0.4)), Some(Aim::AtLeast(0.8))),
+            ("unchanged", 1) => (Some(Aim::AtLeast(0.8)), None),
+            _ => (None, None),
+        };
+        figure(
+            &format!("receiver {mix} ({r}), events/s"),
+            rate,
+            0,
+            "",
+            None,
+        );
+        figure(
+            &format!("receiver {mix} ({r}) / raw publish"),
+            rate / raw,
+            2,
+            "",
+            of_raw,
+        );
+        figure(
+            &format!("receiver {mix} ({r}) / protocol limit"),
+            rate / protocol,
+            2,
+            "",
+            of_protocol,
         );
     }
     let rss = peak_rss_kib(receiver.id()).context("read receiver RSS")?;
