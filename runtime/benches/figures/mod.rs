@@ -3,7 +3,10 @@
 
 /// What a figure should reach.
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code, reason = "each benchmark compiles this module and uses the aims it needs")]
+#[allow(
+    dead_code,
+    reason = "each benchmark compiles this module and uses the aims it needs"
+)]
 pub enum Aim {
     AtLeast(f64),
     AtMost(f64),
