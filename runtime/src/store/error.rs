@@ -103,6 +103,8 @@ pub enum ReadError {
     Timeout(Duration),
     #[error("the reply subscription closed before the batch ended")]
     Closed,
+    #[error("the connection to NATS was lost before the batch ended")]
+    Disconnected,
     #[error("the batched direct get answered {status}: {description:?}")]
     Status {
         status: u16,

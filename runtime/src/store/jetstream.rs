@@ -22,6 +22,9 @@ use super::{Event, Key, StreamNames};
 
 /// How long a multi-subject direct get may take to answer completely.
 const MULTI_GET_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a batched read waiting for replies looks whether the connection is still up:
+/// replies to a request sent before a disconnect never come, so waiting on is pointless.
+const CONNECTION_CHECK: Duration = Duration::from_millis(200);
 
 /// Oldest NATS server whose stream and consumer settings DreamPipe relies on.
 pub const MIN_SERVER: (u64, u64) = (2, 10);
@@ -324,11 +327,18 @@ impl EventStore {
             .await
             .map_err(|e| failed(ReadError::Publish(e)))?;
         let mut found = Vec::new();
+        let deadline = tokio::time::Instant::now() + MULTI_GET_TIMEOUT;
         loop {
-            let reply = tokio::time::timeout(MULTI_GET_TIMEOUT, replies.next())
-                .await
-                .map_err(|_| failed(ReadError::Timeout(MULTI_GET_TIMEOUT)))?
-                .ok_or_else(|| failed(ReadError::Closed))?;
+            let reply = match tokio::time::timeout(CONNECTION_CHECK, replies.next()).await {
+                Ok(reply) => reply.ok_or_else(|| failed(ReadError::Closed))?,
+                Err(_) if client.connection_state() != async_nats::connection::State::Connected => {
+                    return Err(failed(ReadError::Disconnected));
+                }
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(failed(ReadError::Timeout(MULTI_GET_TIMEOUT)));
+                }
+                Err(_) => continue,
+            };
             let header = |name: &str| {
                 reply
                     .headers
