@@ -244,7 +244,28 @@ fn dev_starts_the_query_service_with_the_settings_the_chart_gives_its_pod() {
         listen: SocketAddr::from(([0, 0, 0, 0], RUNTIME_PORT)),
     };
     let database_url = format!("secret:{}/reader-url", query_database_secret(container));
-    assert_eq!(query, settings::query(service, Some(database_url)));
+    let dev = settings::query(service, Some(database_url));
+    // Where they differ on purpose (ADR 63): dev serves its one folder's namespace, open, on
+    // one machine; the chart serves every namespace the operator watches, behind its tokens.
+    assert_eq!(
+        query.served,
+        runtime::query::namespaces::ServedNamespaces::Every
+    );
+    assert_eq!(
+        query.auth.tokens.as_deref(),
+        Some("secret:dreampipe-query-admin-token/token")
+    );
+    assert_eq!(
+        query.scoped_tokens_dir.as_deref(),
+        Some(std::path::Path::new("/var/run/dreampipe/query-tokens"))
+    );
+    let query = runtime::query::Args {
+        served: dev.served.clone(),
+        auth: dev.auth.clone(),
+        scoped_tokens_dir: dev.scoped_tokens_dir.clone(),
+        ..query
+    };
+    assert_eq!(query, dev);
 }
 
 fn query_database_secret(container: &k8s_openapi::api::core::v1::Container) -> String {
