@@ -199,6 +199,60 @@ pub struct WebhookSource {
     /// Bearer tokens accepted from pushers; open when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<TokenAuth>,
+    /// An HMAC signature every push must carry (GitHub or Stripe style); unchecked when
+    /// omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<WebhookSignature>,
+}
+
+/// How pushes are signed: an HMAC of the body with a shared secret, in a header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSignature {
+    /// The header carrying the signature, e.g. `X-Hub-Signature-256` or `Stripe-Signature`.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub header: String,
+    /// What the header holds: `github` is `sha256=<hex>` of the body; `stripe` is
+    /// `t=<unix seconds>,v1=<hex>` of `<t>.<body>`, whose time bounds replays.
+    #[serde(default)]
+    pub style: SignatureStyle,
+    /// The HMAC's hash.
+    #[serde(default)]
+    pub algorithm: HmacAlgorithm,
+    /// The Secret key holding the shared secret.
+    pub secret_ref: SecretKeyRef,
+    /// `stripe` style: pushes signed longer ago (or further ahead) than this are refused as
+    /// replays.
+    #[serde(default = "default_tolerance_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub tolerance_seconds: u32,
+}
+
+fn default_tolerance_seconds() -> u32 {
+    300
+}
+
+/// The layout of a signature header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SignatureStyle {
+    /// `<algorithm>=<hex>` over the body (GitHub); no time, so no replay window.
+    #[default]
+    Github,
+    /// `t=<unix seconds>,v1=<hex>` over `<t>.<body>` (Stripe); replays outside
+    /// `toleranceSeconds` are refused.
+    Stripe,
+}
+
+/// The hash of a signature's HMAC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA256, as GitHub's `X-Hub-Signature-256` and Stripe use.
+    #[default]
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
 }
 
 /// A NATS subject whose messages are JSON records.

@@ -959,3 +959,36 @@ fn the_receivers_network_policy_selects_their_adapters_pods() {
         build::IngressPolicy::Off
     );
 }
+
+/// A webhook's signing secret reaches its pod by reference, mounted where the adapter reads
+/// Secrets, beside the push token's.
+#[test]
+fn a_webhooks_signing_secret_is_mounted_by_reference() {
+    let shop = common::shop();
+    let mut webhook = shop.webhook.clone();
+    let source = webhook
+        .spec
+        .source
+        .webhook
+        .as_mut()
+        .expect("a webhook source");
+    source.signature = Some(crds::adapter::WebhookSignature {
+        header: "X-Hub-Signature-256".to_owned(),
+        style: crds::adapter::SignatureStyle::Github,
+        algorithm: crds::adapter::HmacAlgorithm::Sha256,
+        secret_ref: crds::SecretKeyRef {
+            name: "github-hook".to_owned(),
+            key: "secret".to_owned(),
+        },
+        tolerance_seconds: 300,
+    });
+    let deployment =
+        common::adapter(&webhook, &shop.entity, &RuntimeSettings::example()).deployment;
+    let mounted: Vec<String> = pod_spec(&deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect();
+    assert!(mounted.contains(&"github-hook".to_owned()), "{mounted:?}");
+}

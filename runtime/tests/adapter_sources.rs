@@ -202,6 +202,87 @@ async fn webhook_records_are_submitted_only_with_a_valid_token() {
     shutdown.cancel();
 }
 
+async fn post_signed(
+    listen: std::net::SocketAddr,
+    signature: Option<String>,
+    body: &str,
+) -> (hyper::StatusCode, serde_json::Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let mut request = hyper::Request::post(format!("http://{listen}/v1/records"))
+        .header("content-type", "application/json");
+    if let Some(signature) = signature {
+        request = request.header("Stripe-Signature", signature);
+    }
+    let response = client
+        .request(request.body(Full::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+/// A Stripe-style signature of `body` at unix time `t` with `secret`.
+fn stripe_signature(secret: &str, t: i64, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn webhook_pushes_need_a_fresh_valid_signature() {
+    let nats = NatsServer::start().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let receiver_url = receiver(&nats, shutdown.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets/hook")).unwrap();
+    std::fs::write(dir.path().join("secrets/hook/signing"), "whsec_test\n").unwrap();
+    let yaml = adapter_yaml(
+        "{webhook: {signature: {header: Stripe-Signature, style: stripe, toleranceSeconds: 60, secretRef: {name: hook, key: signing}}}}",
+    );
+    let adapter = start_adapter(dir.path(), &yaml, &receiver_url, nats.url()).await;
+    wait_until_ready(adapter.listen).await;
+
+    let body = r#"{"id": "s1", "name": "Sy"}"#;
+    let now = jiff::Timestamp::now().as_second();
+    let refused = [
+        (None, "the push carries no Stripe-Signature header"),
+        (
+            Some(stripe_signature("not-the-secret", now, body)),
+            "the signature does not match the body",
+        ),
+        // A push captured ten minutes ago and sent again: signed right, but too old.
+        (
+            Some(stripe_signature("whsec_test", now - 600, body)),
+            "a replay",
+        ),
+    ];
+    for (signature, reason) in refused {
+        let (status, problem) = post_signed(adapter.listen, signature, body).await;
+        assert_eq!(status, hyper::StatusCode::UNAUTHORIZED, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(reason),
+            "{problem}"
+        );
+    }
+    assert!(
+        events_of(&nats, "s1").await.is_empty(),
+        "nothing refused was submitted"
+    );
+
+    let signed = stripe_signature("whsec_test", now, body);
+    let (status, answer) = post_signed(adapter.listen, Some(signed), body).await;
+    assert_eq!(status, hyper::StatusCode::OK, "{answer}");
+    assert_eq!(answer["submitted"], 1);
+    assert_eq!(events_of(&nats, "s1").await.len(), 1);
+    adapter.stop().await;
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn messages_on_a_nats_subject_are_submitted() {
     let nats = NatsServer::start().await.unwrap();

@@ -48,10 +48,22 @@ pub fn referenced_secrets(adapter: &Adapter) -> Vec<String> {
         .kinds()
         .into_iter()
         .filter_map(|kind| match kind {
-            SourceKind::Http(http) => http.token_secret_ref.as_ref().map(|r| r.name.clone()),
-            SourceKind::Webhook(hook) => hook.auth.as_ref().map(|a| a.secret_ref.name.clone()),
+            SourceKind::Http(http) => Some(
+                http.token_secret_ref
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect(),
+            ),
+            SourceKind::Webhook(hook) => Some(
+                hook.auth
+                    .iter()
+                    .map(|a| a.secret_ref.name.clone())
+                    .chain(hook.signature.iter().map(|s| s.secret_ref.name.clone()))
+                    .collect::<Vec<_>>(),
+            ),
             _ => None,
         })
+        .flatten()
         .collect()
 }
 

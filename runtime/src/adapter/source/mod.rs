@@ -6,6 +6,7 @@ pub mod file;
 pub mod generator;
 pub mod http;
 pub mod nats;
+pub mod signature;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};

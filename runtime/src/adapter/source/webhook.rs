@@ -1,6 +1,7 @@
 //! The `webhook` source: `POST /v1/records` with a JSON object, a JSON array of objects or
 //! NDJSON; the records are mapped and submitted before the answer, so a pusher that gets a
-//! 200 knows the receiver has them.
+//! 200 knows the receiver has them. With `signature`, a push whose HMAC signature is missing,
+//! wrong or too old is refused (401) before anything is read from it.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use process::Health;
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
+use super::signature::Verifier;
 use super::{Feed, Setup, SetupError, Source};
 use crate::auth::{Tokens, require_token};
 
@@ -23,6 +25,7 @@ use crate::auth::{Tokens, require_token};
 #[derive(Debug)]
 pub struct Webhook {
     tokens: Arc<Tokens>,
+    verifier: Option<Verifier>,
 }
 
 impl Webhook {
@@ -35,8 +38,16 @@ impl Webhook {
                 Tokens::default()
             }
         };
+        let verifier = match &spec.signature {
+            Some(signature) => Some(Verifier::new(
+                signature,
+                setup.secret(&signature.secret_ref)?,
+            )),
+            None => None,
+        };
         Ok(Webhook {
             tokens: Arc::new(tokens),
+            verifier,
         })
     }
 }
@@ -50,6 +61,7 @@ impl Source for Webhook {
         let push_state = Arc::new(Push {
             feed: feed.clone(),
             shutdown: shutdown.clone(),
+            verifier: self.verifier.clone(),
         });
         Some(
             Router::new()
@@ -80,6 +92,7 @@ impl Source for Webhook {
 struct Push {
     feed: Arc<Feed>,
     shutdown: CancellationToken,
+    verifier: Option<Verifier>,
 }
 
 /// The records of a push: a JSON object, an array of them, or one object a line.
@@ -96,7 +109,23 @@ fn records_of(body: &[u8]) -> Result<Vec<Json>, serde_json::Error> {
     }
 }
 
-async fn push(State(push): State<Arc<Push>>, body: Bytes) -> Response {
+async fn push(
+    State(push): State<Arc<Push>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(verifier) = &push.verifier {
+        let value = headers.get(verifier.header()).and_then(|v| v.to_str().ok());
+        if let Err(refused) = verifier.verify(value, &body, jiff::Timestamp::now().as_second()) {
+            tracing::warn!(reason = %refused, "a push was refused");
+            return crate::problem::respond(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                refused.to_string(),
+                Vec::new(),
+            );
+        }
+    }
     let records = match records_of(&body) {
         Ok(records) => records,
         Err(error) => {
