@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument as _;
 
+use crds::entity::AfterErasure;
+
 use super::metrics::Metrics;
 use super::model::EntityModel;
 use super::problem::ApiError;
@@ -135,6 +137,14 @@ pub fn decide(
     stamp: impl FnOnce() -> Stamp,
 ) -> Result<Decision, ApiError> {
     let current_version = latest.map_or(0, |s| s.event.version);
+    if let Some(erased) = latest.filter(|s| s.event.is_tombstone())
+        && model.after_erasure() == AfterErasure::Refuse
+    {
+        return Err(ApiError::Erased {
+            key: submission.key.to_string(),
+            version: erased.event.version,
+        });
+    }
     let current_state = latest.and_then(|s| s.event.state.as_ref());
     let next_state = match &submission.operation {
         Operation::Put(state) => {
@@ -202,6 +212,7 @@ pub fn decide(
             occurred_at: submission.occurred_at.clone(),
             recorded_at,
             correlation_id: submission.correlation_id.clone(),
+            erasure: None,
         },
         expected: sequence,
     })
