@@ -66,6 +66,10 @@ pub enum Effect {
     Remove,
     /// `history`: the event was filtered out.
     Nothing,
+    /// An erasure's tombstone: everything that came from the key before it goes (the latest
+    /// row, every history row, the aggregate contribution and membership), whatever the filters
+    /// say (ADR 75).
+    Erase,
 }
 
 /// An event's place in the stream and its effect.
@@ -86,6 +90,9 @@ pub fn effect(
     evaluator: &Evaluator,
     event: &Event,
 ) -> Result<Effect, Poison> {
+    if event.is_tombstone() {
+        return Ok(Effect::Erase);
+    }
     if view.mode != ViewMode::History && event.type_ == EventType::Deleted {
         return Ok(Effect::Remove);
     }
@@ -173,7 +180,9 @@ pub fn latest_changes<'a>(
                     column.push(sql_text(value, plan.jsonb));
                 }
             }
-            Effect::Remove | Effect::Nothing => changes.deletes.push(item.key.clone()),
+            Effect::Remove | Effect::Nothing | Effect::Erase => {
+                changes.deletes.push(item.key.clone())
+            }
         }
     }
     changes
@@ -210,6 +219,36 @@ pub fn history_rows<'a>(
         }
     }
     rows
+}
+
+/// The tombstones of a batch: each erased key with its tombstone's sequence, before which
+/// nothing of the key may stay (history rows, dead letters).
+#[derive(Debug, Default, PartialEq)]
+pub struct Erasures {
+    pub keys: Vec<String>,
+    pub sequences: Vec<i64>,
+}
+
+impl Erasures {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn push(&mut self, key: &str, sequence: u64) {
+        self.keys.push(key.to_owned());
+        self.sequences.push(sequence as i64);
+    }
+}
+
+/// The erasures among `projected`.
+pub fn erasures<'a>(projected: impl IntoIterator<Item = &'a Projected>) -> Erasures {
+    let mut erasures = Erasures::default();
+    for item in projected {
+        if item.effect == Effect::Erase {
+            erasures.push(&item.key, item.sequence);
+        }
+    }
+    erasures
 }
 
 fn type_name(type_: EventType) -> &'static str {
@@ -336,7 +375,7 @@ pub fn aggregate_changes<'a>(
     for key in order {
         let new = match &last[key].effect {
             Effect::Row(values) => Some(contribution(view, values)?),
-            Effect::Remove | Effect::Nothing => None,
+            Effect::Remove | Effect::Nothing | Effect::Erase => None,
         };
         let before = old.get(key);
         if before == new.as_ref() {
