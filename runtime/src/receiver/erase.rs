@@ -46,7 +46,9 @@ pub fn tombstone(
     stamp: impl FnOnce() -> Stamp,
 ) -> Result<Option<Event>, ApiError> {
     let Some(latest) = latest else {
-        return Err(ApiError::NotFound(format!("key {key} has no events to erase")));
+        return Err(ApiError::NotFound(format!(
+            "key {key} has no events to erase"
+        )));
     };
     if latest.event.is_tombstone() {
         return Ok(None);
