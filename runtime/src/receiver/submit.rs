@@ -107,7 +107,7 @@ pub enum Decision {
     Unchanged(Accepted),
     /// New information: append `event`, expecting the key's latest at subject sequence
     /// `expected` (0: the key has no event yet).
-    Append { event: Event, expected: u64 },
+    Append { event: Box<Event>, expected: u64 },
 }
 
 /// What an event appended now is stamped with: its id and the time it is recorded.
@@ -200,7 +200,7 @@ pub fn decide(
     };
     let Stamp { id, recorded_at } = stamp();
     Ok(Decision::Append {
-        event: Event {
+        event: Box::new(Event {
             id,
             entity: model.names().entity().to_owned(),
             key: submission.key.to_string(),
@@ -213,7 +213,7 @@ pub fn decide(
             recorded_at,
             correlation_id: submission.correlation_id.clone(),
             erasure: None,
-        },
+        }),
         expected: sequence,
     })
 }
@@ -379,7 +379,7 @@ impl Receiver {
             let (event, expected) =
                 match decide(&self.model, &submission, latest.as_ref(), Stamp::now)? {
                     Decision::Unchanged(accepted) => return Ok((accepted, latest)),
-                    Decision::Append { event, expected } => (event, expected),
+                    Decision::Append { event, expected } => (*event, expected),
                 };
             let started = Instant::now();
             let appended = match self.store.append(&submission.key, &event, expected).await {

@@ -74,7 +74,7 @@ fn no_stamp() -> Stamp {
 
 fn appended(decision: Decision) -> (Event, u64) {
     match decision {
-        Decision::Append { event, expected } => (event, expected),
+        Decision::Append { event, expected } => (*event, expected),
         other => panic!("expected an append, got {other:?}"),
     }
 }
