@@ -297,3 +297,107 @@ async fn erased_keys_leave_nothing_readable_while_a_generation_builds_and_other_
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
     assert_eq!(answer.body["version"], version + 1);
 }
+
+async fn erase_in(router: &Router, key: &str, body: &str) -> receiver_support::Answer {
+    call(
+        router,
+        Method::POST,
+        &format!("/v1/entities/customer/{key}/erasure"),
+        Some(body),
+        &[],
+    )
+    .await
+}
+
+const REQUEST: &str = r#"{"requestedBy": "dpo@example.com", "reason": "ticket 12"}"#;
+
+#[tokio::test]
+async fn an_entity_that_refuses_erased_keys_answers_410_to_their_next_submission_and_read() {
+    let nats = testbed::NatsServer::start().await.unwrap();
+    let mut entity = receiver_support::entity();
+    entity.spec.after_erasure = crds::entity::AfterErasure::Refuse;
+    let (router, _, _) = receiver_support::receiver_of(&nats, entity, Tokens::default()).await;
+    for name in ["Ada", "Ada L."] {
+        receiver_support::put(&router, "c1", json!({"id": "c1", "name": name})).await;
+    }
+    let erased = erase_in(&router, "c1", REQUEST).await;
+    assert_eq!(erased.status, StatusCode::OK, "{}", erased.body);
+    assert_eq!(
+        (
+            erased.body["version"].as_u64(),
+            erased.body["purged"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+
+    let again = receiver_support::put(&router, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    assert_eq!(again.status, StatusCode::GONE, "{}", again.body);
+    assert_eq!(
+        again.body["type"].as_str().map(|t| t.ends_with("erased")),
+        Some(true),
+        "{}",
+        again.body
+    );
+    let read = call(&router, Method::GET, "/v1/entities/customer/c1", None, &[]).await;
+    assert_eq!(read.status, StatusCode::GONE);
+    let events = receiver_support::events_of(&nats, "c1").await;
+    assert_eq!(events.len(), 1, "only the tombstone is left: {events:?}");
+    let erasure = events[0].erasure.as_ref().unwrap();
+    assert_eq!(
+        (erasure.requested_by.as_str(), erasure.reason.as_str()),
+        ("dpo@example.com", "ticket 12")
+    );
+}
+
+#[tokio::test]
+async fn erasing_again_purges_nothing_more_and_unknown_keys_or_requests_without_a_reason_are_refused()
+ {
+    let nats = testbed::NatsServer::start().await.unwrap();
+    let router = receiver_support::open_receiver(&nats).await;
+    receiver_support::put(&router, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    let first = erase_in(&router, "c1", REQUEST).await;
+    let second = erase_in(&router, "c1", REQUEST).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(second.body["version"], first.body["version"]);
+    assert_eq!(second.body["sequence"], first.body["sequence"]);
+    assert_eq!(second.body["purged"], 0);
+    assert_eq!(receiver_support::stream_messages(&nats).await, 1);
+
+    let unknown = erase_in(&router, "nobody", REQUEST).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    for body in [
+        r#"{"requestedBy": "dpo"}"#,
+        r#"{"requestedBy": " ", "reason": "x"}"#,
+        "[]",
+    ] {
+        let refused = erase_in(&router, "c1", body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            refused.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_created_denying_purge_keeps_it_and_refuses_erasure_before_appending_anything() {
+    let nats = testbed::NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let names = receiver_support::names();
+    let entity = receiver_support::entity();
+    let mut old = runtime::store::jetstream::stream_config(&names, &entity.spec.stream).unwrap();
+    old.deny_purge = true;
+    async_nats::jetstream::new(client.clone())
+        .create_stream(old)
+        .await
+        .unwrap();
+
+    let (router, _, _) = receiver_support::receiver_of(&nats, entity, Tokens::default()).await;
+    receiver_support::put(&router, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    let refused = erase_in(&router, "c1", REQUEST).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    let events = receiver_support::events_of(&nats, "c1").await;
+    assert_eq!(events.len(), 1);
+    assert!(!events[0].is_tombstone());
+}

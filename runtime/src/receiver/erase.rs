@@ -79,6 +79,12 @@ impl Receiver {
     /// purged again. Answers only once the purge is acknowledged.
     pub async fn erase(&self, key: &Key, request: &EraseRequest) -> Result<Erased, ApiError> {
         let entity = self.model.names().entity();
+        // Checked before the tombstone: an erasure that cannot purge must append nothing.
+        if !self.store.purge_allowed() {
+            return Err(ApiError::PurgeDenied {
+                stream: self.model.names().stream(),
+            });
+        }
         for _ in 1..=MAX_ATTEMPTS {
             let latest = self.store.latest(key).await?;
             let sequence = match tombstone(entity, key, request, latest.as_ref(), Stamp::now)? {

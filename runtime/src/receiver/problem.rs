@@ -42,6 +42,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("key {key} was erased at version {version}; this Entity refuses it afterwards")]
     Erased { key: String, version: u64 },
+    #[error(
+        "stream {stream} denies purge (it was created before erasure existed), so no key of it \
+         can be erased; recreate the stream to allow erasure"
+    )]
+    PurgeDenied { stream: String },
     #[error("the current version is {current}, not {expected}")]
     PreconditionFailed { expected: u64, current: u64 },
     #[error("too many concurrent writers on key {key}; retry")]
@@ -68,6 +73,7 @@ impl ApiError {
             ApiError::UnknownEntity { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Erased { .. } => StatusCode::GONE,
+            ApiError::PurgeDenied { .. } => StatusCode::CONFLICT,
             ApiError::Contended { .. } | ApiError::Store(_) | ApiError::Starting => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -99,6 +105,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
             ApiError::Erased { .. } => "erased",
+            ApiError::PurgeDenied { .. } => "purge_denied",
             ApiError::Contended { .. } => "contended",
             ApiError::Store(_) => "unavailable",
             ApiError::Starting => "starting",

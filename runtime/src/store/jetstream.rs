@@ -53,8 +53,15 @@ pub async fn ensure_stream(
     spec: &StreamSpec,
 ) -> Result<stream::Config, StoreError> {
     check_server_version(&client.server_info().version)?;
-    let config = stream_config(names, spec)?;
+    let mut config = stream_config(names, spec)?;
     let js = jetstream::new(client.clone());
+    // JetStream refuses to cancel deny_purge on an existing stream: one created before
+    // erasure existed keeps denying it, and its receiver refuses erasures (ADR 75).
+    if let Ok(existing) = js.get_stream(&config.name).await
+        && existing.cached_info().config.deny_purge
+    {
+        config.deny_purge = true;
+    }
     match js.create_or_update_stream(config.clone()).await {
         Ok(_) => Ok(config),
         // Two receivers starting together can both see "not found" and both create.
@@ -187,6 +194,12 @@ impl EventStore {
     /// The NATS server's max_payload: no event and its headers may be longer.
     pub fn max_payload(&self) -> usize {
         self.js.client().max_payload()
+    }
+
+    /// Whether the stream lets erasure purge a key (false for a stream created before
+    /// erasure existed, ADR 75).
+    pub fn purge_allowed(&self) -> bool {
+        !self.stream.cached_info().config.deny_purge
     }
 
     /// Stream and subject names.
