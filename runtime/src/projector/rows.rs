@@ -556,6 +556,64 @@ mod tests {
         assert_eq!(changes.member_deletes, ["a"]);
     }
 
+    fn tombstone(key: &str, version: u64) -> Event {
+        Event {
+            type_: EventType::Deleted,
+            erasure: Some(crate::store::Erasure {
+                requested_by: "dpo".into(),
+                reason: "ticket".into(),
+            }),
+            ..event(key, version, None, None)
+        }
+    }
+
+    #[test]
+    fn a_tombstone_erases_whatever_the_filters_say_and_a_new_life_after_it_stays() {
+        let lyon = json!({"city": "Lyon", "active": true, "spend": 4});
+        let latest = plan("latest", r#"[{where: "state.city == 'Oslo'"}]"#, "");
+        let history = plan("history", "[{types: [created]}]", "");
+        let events = [
+            event("a", 1, None, Some(lyon.clone())),
+            tombstone("a", 2),
+            event("b", 1, None, Some(lyon.clone())),
+            tombstone("b", 2),
+            event("b", 3, None, Some(json!({"city": "Oslo", "active": true}))),
+        ];
+        for plan in [&latest, &history, &aggregate_plan()] {
+            let projected = project(plan, &events);
+            assert_eq!(projected[1].effect, Effect::Erase);
+            assert_eq!(
+                erasures(&projected),
+                Erasures {
+                    keys: vec!["a".into(), "b".into()],
+                    sequences: vec![2, 4],
+                }
+            );
+        }
+        let changes = latest_changes(latest.postgres().unwrap(), &project(&latest, &events));
+        assert_eq!(
+            (changes.keys, changes.deletes),
+            (vec!["b".to_owned()], vec!["a".to_owned()])
+        );
+        // History rows before a tombstone are deleted by the commit; the new life's row stays.
+        let rows = history_rows(history.postgres().unwrap(), &project(&history, &events));
+        assert_eq!(rows.sequences, [1, 3, 5]);
+    }
+
+    #[test]
+    fn a_tombstone_retracts_the_aggregate_contribution_stored_for_the_key() {
+        let plan = aggregate_plan();
+        let view = plan.postgres().unwrap();
+        let old = HashMap::from([(
+            "a".to_owned(),
+            contribution(view, &[json!("Lyon"), json!(7), Json::Null]).unwrap(),
+        )]);
+        let changes = aggregate_changes(view, &old, &project(&plan, &[tombstone("a", 4)])).unwrap();
+        assert_eq!(changes.delta_counts, [-1]);
+        assert_eq!(changes.delta_sums, [["-7"]]);
+        assert_eq!(changes.member_deletes, ["a"]);
+    }
+
     #[test]
     fn summing_a_value_that_is_not_a_number_is_a_poison_event() {
         let plan = aggregate_plan();

@@ -302,6 +302,33 @@ mod tests {
     }
 
     #[test]
+    fn a_nats_sink_republishes_a_tombstone_that_its_filters_would_drop_and_marks_it_erasing() {
+        let nats = plan(r#"[{where: "state.spend > 10"}]"#, "{nats: {subject: out}}");
+        let tombstone = Event {
+            type_: crate::store::EventType::Deleted,
+            erasure: Some(crate::store::Erasure {
+                requested_by: "dpo".into(),
+                reason: "ticket".into(),
+            }),
+            ..event("k", 3, None, None)
+        };
+        let outcome = project(&nats, &Evaluator::default(), 9, &payload(&tombstone));
+        let Outcome::Publish(Some(outbound)) = &outcome else {
+            panic!("not republished: {outcome:?}");
+        };
+        assert_eq!(outbound.erases.as_deref(), Some("k"));
+        let items = [item(9, 0, outcome)];
+        let sorted = sort(&items, OnError::DeadLetter);
+        assert_eq!(sorted.erased.keys, ["k"]);
+        assert_eq!(sorted.erased.sequences, [9]);
+        let plain = event("j", 1, None, Some(json!({"spend": 1})));
+        assert_eq!(
+            project(&nats, &Evaluator::default(), 10, &payload(&plain)),
+            Outcome::Publish(None)
+        );
+    }
+
+    #[test]
     fn a_payload_that_is_not_an_event_is_poison_without_key_or_version() {
         let message = bytes::Bytes::from_static(b"not json");
         let Outcome::Poison(dead) = project(&postgres(), &Evaluator::default(), 4, &message) else {
