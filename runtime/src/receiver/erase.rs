@@ -105,6 +105,8 @@ impl Receiver {
             };
             let (version, sequence) = sequence;
             let purged = self.store.purge_before(key, sequence).await?;
+            self.metrics.erasures.inc();
+            self.metrics.purged_events.inc_by(purged);
             tracing::info!(
                 entity,
                 key = %key,
