@@ -401,3 +401,96 @@ async fn a_stream_created_denying_purge_keeps_it_and_refuses_erasure_before_appe
     assert_eq!(events.len(), 1);
     assert!(!events[0].is_tombstone());
 }
+
+#[tokio::test]
+async fn a_nats_sink_republishes_the_tombstone_even_when_its_filters_drop_the_key_and_scrubs_its_dead_letters()
+ {
+    let mut bed = Bed::start(2).await;
+    let receiver = receiver(&bed).await;
+    let js = async_nats::jetstream::new(bed.client.clone());
+    let mut out = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "vip_out".into(),
+            subjects: vec!["vip.customers".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let vips = projection(
+        "vips",
+        "  filters:\n    - where: \"state.spend > 100\"\n  sink:\n    nats: {subject: vip.customers}\n",
+    );
+    let replica = bed.replica(&vips, "r1", fast_options()).await;
+    bed.producer
+        .publish([
+            ("rich".to_owned(), Some(json!({"id": "rich", "spend": 500}))),
+            // A spend CEL cannot compare with 100: a dead letter holding the person's data.
+            (
+                "odd".to_owned(),
+                Some(json!({"id": "odd", "spend": SECRET_NAME})),
+            ),
+            ("poor".to_owned(), Some(json!({"id": "poor", "spend": 1}))),
+        ])
+        .await;
+    bed.caught_up(&bed.pool, &vips, Duration::from_secs(30))
+        .await;
+    let dead = |key: &'static str| {
+        let pool = bed.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from dp_dead_letters where key = $1")
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(dead("odd").await, 1);
+
+    let mut tombstones = Vec::new();
+    for key in ["odd", "poor"] {
+        let (_, sequence) = erase(&receiver, key).await;
+        tombstones.push((key, sequence));
+    }
+    for (key, sequence) in &tombstones {
+        let partition = Key::new(*key).unwrap().partition(bed.partitions);
+        let last = bed.producer.last_sequence.entry(partition).or_default();
+        *last = (*last).max(*sequence);
+    }
+    bed.caught_up(&bed.pool, &vips, Duration::from_secs(30))
+        .await;
+    replica.stop().await;
+
+    assert_eq!(
+        dead("odd").await,
+        0,
+        "the dead letter of the erased key is scrubbed"
+    );
+    assert_eq!(
+        out.info().await.unwrap().state.messages,
+        3,
+        "rich, and both tombstones"
+    );
+    let consumer = out
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut republished = Vec::new();
+    for _ in 0..3 {
+        let message = futures::StreamExt::next(&mut messages)
+            .await
+            .unwrap()
+            .unwrap();
+        let event: Event = serde_json::from_slice(&message.payload).unwrap();
+        republished.push((event.key.clone(), event.is_tombstone()));
+    }
+    republished.sort();
+    assert_eq!(
+        republished,
+        [
+            ("odd".to_owned(), true),
+            ("poor".to_owned(), true),
+            ("rich".to_owned(), false)
+        ]
+    );
+}
