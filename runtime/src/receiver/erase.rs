@@ -87,23 +87,23 @@ impl Receiver {
         }
         for _ in 1..=MAX_ATTEMPTS {
             let latest = self.store.latest(key).await?;
-            let sequence = match tombstone(entity, key, request, latest.as_ref(), Stamp::now)? {
-                None => {
-                    let latest = latest.expect("a tombstone was read");
-                    (latest.event.version, latest.sequence)
-                }
-                Some(event) => {
-                    let expected = latest.as_ref().map_or(0, |s| s.sequence);
-                    match self.store.append(key, &event, expected).await? {
-                        Appended::Stored { sequence } => (event.version, sequence),
-                        Appended::Conflict => {
-                            self.metrics.conflicts_retried.inc();
-                            continue;
+            let (version, sequence) =
+                match tombstone(entity, key, request, latest.as_ref(), Stamp::now)? {
+                    None => {
+                        let latest = latest.expect("a tombstone was read");
+                        (latest.event.version, latest.sequence)
+                    }
+                    Some(event) => {
+                        let expected = latest.as_ref().map_or(0, |s| s.sequence);
+                        match self.store.append(key, &event, expected).await? {
+                            Appended::Stored { sequence } => (event.version, sequence),
+                            Appended::Conflict => {
+                                self.metrics.conflicts_retried.inc();
+                                continue;
+                            }
                         }
                     }
-                }
-            };
-            let (version, sequence) = sequence;
+                };
             let purged = self.store.purge_before(key, sequence).await?;
             self.metrics.erasures.inc();
             self.metrics.purged_events.inc_by(purged);
