@@ -494,3 +494,35 @@ async fn a_nats_sink_republishes_the_tombstone_even_when_its_filters_drop_the_ke
         ]
     );
 }
+
+#[tokio::test]
+async fn dreampipe_erase_asks_the_receiver_and_fails_naming_its_answer() {
+    let nats = testbed::NatsServer::start().await.unwrap();
+    let router = receiver_support::open_receiver(&nats).await;
+    receiver_support::put(&router, "c1", json!({"id": "c1", "name": "Ada"})).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let args = |key: &str| runtime::erase::Args {
+        receiver_url: format!("http://{address}/"),
+        receiver_token_file: None,
+        entity: "customer".into(),
+        key: key.into(),
+        requested_by: "dpo@example.com".into(),
+        reason: "ticket 12".into(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    runtime::erase::run(args("c1"), stop.clone()).await.unwrap();
+    let events = receiver_support::events_of(&nats, "c1").await;
+    assert_eq!(events.len(), 1);
+    assert!(events[0].is_tombstone());
+
+    let error = runtime::erase::run(args("nobody"), stop).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("the receiver answered 404 Not Found"),
+        "{error}"
+    );
+    server.abort();
+}
