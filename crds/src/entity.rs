@@ -73,6 +73,11 @@ pub struct EntitySpec {
     /// (the default), `Delete` removes it. The event store is never dropped silently.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// What a submission for an erased key means: `NewLife` (the default) starts the key
+    /// afresh after its tombstone; `Refuse` answers 410 Gone, so a source that still holds
+    /// the person's record cannot bring it back.
+    #[serde(default)]
+    pub after_erasure: AfterErasure,
 }
 
 fn default_partitions() -> u32 {
@@ -208,6 +213,17 @@ pub enum DeletionPolicy {
     Retain,
     /// Delete the stream and every event in it.
     Delete,
+}
+
+/// What a submission for a key whose latest event is an erasure's tombstone does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AfterErasure {
+    /// The key starts a new life: its next event is `created`, one version after the
+    /// tombstone.
+    #[default]
+    NewLife,
+    /// The key stays erased: submissions are refused with 410 Gone.
+    Refuse,
 }
 
 /// What DreamPipe observed of an Entity.

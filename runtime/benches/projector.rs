@@ -100,6 +100,7 @@ impl Producer {
                 occurred_at: None,
                 recorded_at: "2026-01-01T00:00:00Z".into(),
                 correlation_id: None,
+                erasure: None,
             };
             self.versions.insert(key.clone(), (version + 1, next));
             let key = Key::new(key)?;

@@ -154,6 +154,7 @@ async fn load_entities(nats: &NatsServer) -> anyhow::Result<()> {
                 occurred_at: None,
                 recorded_at: jiff::Timestamp::now().to_string(),
                 correlation_id: None,
+                erasure: None,
             };
             store.append(&key, &event, 0).await
         }

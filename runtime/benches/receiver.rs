@@ -272,6 +272,7 @@ fn prepared_events(names: &StreamNames, payloads: &[Value]) -> Vec<(String, Byte
                 occurred_at: None,
                 recorded_at: "2026-11-23T10:00:00Z".into(),
                 correlation_id: None,
+                erasure: None,
             };
             (
                 names.subject(&key),

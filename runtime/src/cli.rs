@@ -39,6 +39,8 @@ pub enum Command {
     Dev(crate::dev::Args),
     /// A Projection's dead letters: list them, show one, mark them handled.
     Deadletters(crate::deadletters::Args),
+    /// Erase one key of an Entity through its receiver (ADR 75).
+    Erase(crate::erase::Args),
 }
 
 impl Command {
@@ -52,6 +54,7 @@ impl Command {
             Command::CrmSimulator(_) => "crm-simulator",
             Command::Dev(_) => "dev",
             Command::Deadletters(_) => "deadletters",
+            Command::Erase(_) => "erase",
         }
     }
 
@@ -74,6 +77,7 @@ impl Command {
             Command::Deadletters(args) => {
                 crate::deadletters::run(args, shutdown).await.map_err(chain)
             }
+            Command::Erase(args) => crate::erase::run(args, shutdown).await.map_err(chain),
         }
     }
 }

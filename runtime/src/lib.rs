@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod deadletters;
 pub mod dev;
+pub mod erase;
 pub mod expr;
 pub mod nats;
 pub mod problem;

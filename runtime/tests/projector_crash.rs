@@ -51,7 +51,7 @@ fn expected(
                     ),
                 );
             }
-            Effect::Remove | Effect::Nothing => {
+            Effect::Remove | Effect::Nothing | Effect::Erase => {
                 rows.remove(&event.key);
             }
         }

@@ -670,6 +670,7 @@ async fn a_database_of_an_earlier_release_gains_the_new_columns_and_keeps_its_de
         from: 0,
         rows: &[],
         dead_letters: &[letter],
+        erased: &runtime::projector::rows::Erasures::default(),
         progress: Progress {
             sequence: 9,
             events: 1,

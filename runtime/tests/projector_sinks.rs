@@ -422,12 +422,14 @@ async fn a_replica_that_lost_its_partition_cannot_overwrite_the_new_owners_progr
         .unwrap()
         .unwrap();
     // A batch of partition 0 that moves its checkpoint from `from` to `to` and writes nothing.
+    let no_erasures = runtime::projector::rows::Erasures::default();
     let moving = |fence, from, to| Batch {
         partition: 0,
         fence,
         from,
         rows: &[],
         dead_letters: &[],
+        erased: &no_erasures,
         progress: Progress {
             sequence: to,
             events: 1,

@@ -147,6 +147,7 @@ fn event(key: &str, version: u64, name: &str) -> Event {
         occurred_at: None,
         recorded_at: "2026-11-23T00:00:00Z".into(),
         correlation_id: None,
+        erasure: None,
     }
 }
 
@@ -236,7 +237,7 @@ async fn receivers_starting_together_agree_on_the_stream() {
         .clone();
     let expected = stream_config(&names, &spec).unwrap();
     assert_eq!(info.config.subjects, expected.subjects);
-    assert!(info.config.allow_direct && info.config.deny_delete && info.config.deny_purge);
+    assert!(info.config.allow_direct && info.config.deny_delete && !info.config.deny_purge);
     assert_eq!(info.config.duplicate_window, expected.duplicate_window);
     assert_eq!(info.config.storage, expected.storage);
     assert_eq!(info.config.max_age, std::time::Duration::ZERO);

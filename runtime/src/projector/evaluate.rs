@@ -133,6 +133,7 @@ pub(crate) mod tests {
             occurred_at: None,
             recorded_at: "2026-01-01T00:00:00Z".into(),
             correlation_id: None,
+            erasure: None,
         }
     }
 

@@ -66,6 +66,10 @@ pub enum Effect {
     Remove,
     /// `history`: the event was filtered out.
     Nothing,
+    /// An erasure's tombstone: everything that came from the key before it goes (the latest
+    /// row, every history row, the aggregate contribution and membership), whatever the filters
+    /// say (ADR 75).
+    Erase,
 }
 
 /// An event's place in the stream and its effect.
@@ -86,6 +90,9 @@ pub fn effect(
     evaluator: &Evaluator,
     event: &Event,
 ) -> Result<Effect, Poison> {
+    if event.is_tombstone() {
+        return Ok(Effect::Erase);
+    }
     if view.mode != ViewMode::History && event.type_ == EventType::Deleted {
         return Ok(Effect::Remove);
     }
@@ -173,7 +180,9 @@ pub fn latest_changes<'a>(
                     column.push(sql_text(value, plan.jsonb));
                 }
             }
-            Effect::Remove | Effect::Nothing => changes.deletes.push(item.key.clone()),
+            Effect::Remove | Effect::Nothing | Effect::Erase => {
+                changes.deletes.push(item.key.clone())
+            }
         }
     }
     changes
@@ -210,6 +219,36 @@ pub fn history_rows<'a>(
         }
     }
     rows
+}
+
+/// The tombstones of a batch: each erased key with its tombstone's sequence, before which
+/// nothing of the key may stay (history rows, dead letters).
+#[derive(Debug, Default, PartialEq)]
+pub struct Erasures {
+    pub keys: Vec<String>,
+    pub sequences: Vec<i64>,
+}
+
+impl Erasures {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn push(&mut self, key: &str, sequence: u64) {
+        self.keys.push(key.to_owned());
+        self.sequences.push(sequence as i64);
+    }
+}
+
+/// The erasures among `projected`.
+pub fn erasures<'a>(projected: impl IntoIterator<Item = &'a Projected>) -> Erasures {
+    let mut erasures = Erasures::default();
+    for item in projected {
+        if item.effect == Effect::Erase {
+            erasures.push(&item.key, item.sequence);
+        }
+    }
+    erasures
 }
 
 fn type_name(type_: EventType) -> &'static str {
@@ -336,7 +375,7 @@ pub fn aggregate_changes<'a>(
     for key in order {
         let new = match &last[key].effect {
             Effect::Row(values) => Some(contribution(view, values)?),
-            Effect::Remove | Effect::Nothing => None,
+            Effect::Remove | Effect::Nothing | Effect::Erase => None,
         };
         let before = old.get(key);
         if before == new.as_ref() {
@@ -514,6 +553,64 @@ mod tests {
         let changes = aggregate_changes(view, &old, &leaving).unwrap();
         assert_eq!(changes.delta_counts, [-1]);
         assert_eq!(changes.delta_sums, [["3"]]);
+        assert_eq!(changes.member_deletes, ["a"]);
+    }
+
+    fn tombstone(key: &str, version: u64) -> Event {
+        Event {
+            type_: EventType::Deleted,
+            erasure: Some(crate::store::Erasure {
+                requested_by: "dpo".into(),
+                reason: "ticket".into(),
+            }),
+            ..event(key, version, None, None)
+        }
+    }
+
+    #[test]
+    fn a_tombstone_erases_whatever_the_filters_say_and_a_new_life_after_it_stays() {
+        let lyon = json!({"city": "Lyon", "active": true, "spend": 4});
+        let latest = plan("latest", r#"[{where: "state.city == 'Oslo'"}]"#, "");
+        let history = plan("history", "[{types: [created]}]", "");
+        let events = [
+            event("a", 1, None, Some(lyon.clone())),
+            tombstone("a", 2),
+            event("b", 1, None, Some(lyon.clone())),
+            tombstone("b", 2),
+            event("b", 3, None, Some(json!({"city": "Oslo", "active": true}))),
+        ];
+        for plan in [&latest, &history, &aggregate_plan()] {
+            let projected = project(plan, &events);
+            assert_eq!(projected[1].effect, Effect::Erase);
+            assert_eq!(
+                erasures(&projected),
+                Erasures {
+                    keys: vec!["a".into(), "b".into()],
+                    sequences: vec![2, 4],
+                }
+            );
+        }
+        let changes = latest_changes(latest.postgres().unwrap(), &project(&latest, &events));
+        assert_eq!(
+            (changes.keys, changes.deletes),
+            (vec!["b".to_owned()], vec!["a".to_owned()])
+        );
+        // History rows before a tombstone are deleted by the commit; the new life's row stays.
+        let rows = history_rows(history.postgres().unwrap(), &project(&history, &events));
+        assert_eq!(rows.sequences, [1, 3, 5]);
+    }
+
+    #[test]
+    fn a_tombstone_retracts_the_aggregate_contribution_stored_for_the_key() {
+        let plan = aggregate_plan();
+        let view = plan.postgres().unwrap();
+        let old = HashMap::from([(
+            "a".to_owned(),
+            contribution(view, &[json!("Lyon"), json!(7), Json::Null]).unwrap(),
+        )]);
+        let changes = aggregate_changes(view, &old, &project(&plan, &[tombstone("a", 4)])).unwrap();
+        assert_eq!(changes.delta_counts, [-1]);
+        assert_eq!(changes.delta_sums, [["-7"]]);
         assert_eq!(changes.member_deletes, ["a"]);
     }
 

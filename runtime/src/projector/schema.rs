@@ -125,6 +125,8 @@ pub enum Write {
     History {
         /// `$1` sequences, `$2` keys, `$3` versions, `$4` types, `$5..` column texts.
         insert: String,
+        /// `$1` erased keys, `$2` their tombstones' sequences: the rows before them go.
+        erase: String,
     },
     Aggregate {
         /// `$1` keys -> `dp_key, dp_group, dp_sums`.
@@ -219,7 +221,13 @@ pub fn statements(schema: &Schema, plan: &PostgresPlan) -> Statements {
             );
             (
                 vec![create],
-                Write::History { insert },
+                Write::History {
+                    insert,
+                    erase: format!(
+                        "delete from {table} t using unnest($1::text[], $2::bigint[]) as e(k, s) \
+                         where t.dp_key = e.k and t.dp_sequence < e.s"
+                    ),
+                },
                 with_columns("dp_sequence, dp_key, dp_version, dp_type", &columns),
             )
         }

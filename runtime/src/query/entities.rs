@@ -143,7 +143,7 @@ impl Entities {
         Ok(store)
     }
 
-    /// The current state of a key; 404 when it never existed or is deleted.
+    /// The current state of a key; 404 when it never existed or is deleted, 410 when erased.
     pub async fn current(&self, entity: &str, key: &str) -> Result<State, QueryError> {
         let key = parse_key(key)?;
         let store = self.store(entity).await?;
@@ -160,12 +160,16 @@ impl Entities {
         let key = parse_key(key)?;
         let store = self.store(entity).await?;
         let mut last: Option<Stored> = None;
+        let mut erased_first = false;
         let mut from = 1;
         'fold: loop {
             let page = store.history(&key, from, READ_BATCH).await?;
             let Some(tail) = page.last() else { break };
             from = tail.sequence + 1;
             let full = page.len() == READ_BATCH;
+            if last.is_none() && page.first().is_some_and(|s| s.event.is_tombstone()) {
+                erased_first = true;
+            }
             for stored in page {
                 if !as_of.covers(&stored.event) {
                     break 'fold;
@@ -178,6 +182,8 @@ impl Entities {
         }
         match last {
             Some(stored) => present(&key, stored),
+            // Whatever the key was before its tombstone has left the stream.
+            None if erased_first => Err(erased(&key)),
             None => Err(QueryError::NotFound(format!(
                 "{entity} {key} did not exist at that point"
             ))),
@@ -197,6 +203,14 @@ impl Entities {
         // Read until one event past the page (to know whether another page follows).
         let mut events: Vec<Event> = Vec::new();
         let mut any = false;
+        // An erased key with no life since answers 410, like its state.
+        if store
+            .latest(&key)
+            .await?
+            .is_some_and(|latest| latest.event.is_tombstone())
+        {
+            return Err(erased(&key));
+        }
         let mut from = 1;
         loop {
             let page = store.history(&key, from, READ_BATCH).await?;
@@ -233,7 +247,14 @@ fn parse_key(key: &str) -> Result<Key, QueryError> {
     Key::new(key).map_err(|error| QueryError::BadRequest(format!("invalid key: {error}")))
 }
 
+fn erased(key: &Key) -> QueryError {
+    QueryError::Erased(format!("{key} was erased"))
+}
+
 fn present(key: &Key, stored: Stored) -> Result<State, QueryError> {
+    if stored.event.is_tombstone() {
+        return Err(erased(key));
+    }
     match stored.event.state {
         Some(state) => Ok(State {
             key: key.to_string(),

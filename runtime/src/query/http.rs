@@ -271,6 +271,7 @@ fn respond<T: serde::Serialize>(result: Result<T, QueryError>) -> Response {
         (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown entity, or no such key (at that point)", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The key was erased (ADR 75)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The event store is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -305,6 +306,7 @@ async fn current(
         (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown entity or key", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The key was erased and has no life since (ADR 75)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The event store is unavailable; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -66,6 +66,8 @@ pub enum QueryError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Erased(String),
     #[error("the event store is unavailable")]
     Store(#[from] StoreError),
     #[error("the view database is unavailable")]
@@ -83,6 +85,7 @@ impl IntoResponse for QueryError {
             QueryError::UnknownColumn { .. } => (StatusCode::BAD_REQUEST, "unknown_column"),
             QueryError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             QueryError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            QueryError::Erased(_) => (StatusCode::GONE, "erased"),
             QueryError::Store(error) => {
                 tracing::error!(error = %crate::error_chain(error), "event store failed");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

@@ -5,6 +5,7 @@
 //! - `DELETE /v1/entities/{entity}/{key}`
 //! - `GET    /v1/entities/{entity}/{key}`  current state and version
 //! - `POST   /v1/entities/{entity}/batch`  NDJSON or a JSON array, a result per item
+//! - `POST   /v1/entities/{entity}/{key}/erasure`  erase the key (`requestedBy`, `reason`; ADR 75)
 //!
 //! `If-Match: <version>` makes a write conditional. Answers name the result (created, updated,
 //! deleted, unchanged) with the version and stream sequence; errors are RFC 9457 problems.
@@ -23,6 +24,7 @@ use crds::report::ReceiverReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::erase::EraseRequest;
 use super::problem::ApiError;
 use super::submit::{Accepted, Operation, Receiver, Submission};
 use crate::auth::{Tokens, require_token};
@@ -42,6 +44,7 @@ pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
             "/v1/entities/{entity}/{key}",
             get(read).put(put).patch(patch).delete(delete),
         )
+        .route("/v1/entities/{entity}/{key}/erasure", post(erase))
         .layer(middleware::from_fn_with_state(
             Arc::new(tokens),
             require_token,
@@ -144,6 +147,32 @@ async fn run(receiver: &Receiver, submission: Result<Submission, ApiError>) -> R
     }
 }
 
+/// Erases a key: its tombstone appended and its earlier events purged before the answer.
+async fn erase(
+    State(receiver): State<Arc<Receiver>>,
+    Path((entity, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let (key, _) = target(&receiver, &entity, &key, &headers)?;
+        let body = read_json(&receiver, body).await?;
+        let request: EraseRequest = serde_json::from_value(body)
+            .map_err(|error| ApiError::BadRequest(format!("the erasure request: {error}")))?;
+        if request.requested_by.trim().is_empty() || request.reason.trim().is_empty() {
+            return Err(ApiError::BadRequest(
+                "an erasure request names requestedBy and a reason".to_owned(),
+            ));
+        }
+        receiver.erase(&key, &request).await
+    }
+    .await;
+    match result {
+        Ok(erased) => axum::Json(erased).into_response(),
+        Err(error) => reject(&receiver, error),
+    }
+}
+
 /// The current state of a key.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -163,6 +192,10 @@ async fn read(
     let result = async {
         let (key, _) = target(&receiver, &entity, &key, &headers)?;
         match receiver.store.latest(&key).await? {
+            Some(stored) if stored.event.is_tombstone() => Err(ApiError::Erased {
+                key: key.to_string(),
+                version: stored.event.version,
+            }),
             Some(stored) => match stored.event.state {
                 Some(state) => Ok(Current {
                     key: stored.event.key,

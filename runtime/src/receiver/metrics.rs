@@ -25,6 +25,10 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     /// Appends that lost a race and were decided again.
     pub conflicts_retried: Counter,
+    /// Erasures completed (tombstone stored and the key's earlier events purged).
+    pub erasures: Counter,
+    /// Events purged from the stream by erasures.
+    pub purged_events: Counter,
 }
 
 impl Metrics {
@@ -34,6 +38,8 @@ impl Metrics {
             results: Family::default(),
             append_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             conflicts_retried: Counter::default(),
+            erasures: Counter::default(),
+            purged_events: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("dreampipe_receiver");
         registry.register(
@@ -52,6 +58,16 @@ impl Metrics {
             "append_conflicts",
             "Appends that lost a race with another writer and were decided again",
             metrics.conflicts_retried.clone(),
+        );
+        registry.register(
+            "erasures",
+            "Erasures completed: a key's tombstone stored and its earlier events purged (ADR 75)",
+            metrics.erasures.clone(),
+        );
+        registry.register(
+            "purged_events",
+            "Events purged from the stream by erasures",
+            metrics.purged_events.clone(),
         );
         metrics
     }
@@ -92,6 +108,8 @@ mod tests {
         metrics.count_accepted(Outcome::Unchanged);
         metrics.count_rejected("unavailable", 503);
         metrics.conflicts_retried.inc();
+        metrics.erasures.inc();
+        metrics.purged_events.inc_by(3);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -99,6 +117,8 @@ mod tests {
             "dreampipe_receiver_results_total{outcome=\"unchanged\"} 1",
             "dreampipe_receiver_results_total{outcome=\"rejected\",reason=\"unavailable\",code=\"503\"} 1",
             "dreampipe_receiver_append_conflicts_total 1",
+            "dreampipe_receiver_erasures_total 1",
+            "dreampipe_receiver_purged_events_total 3",
             "dreampipe_receiver_append_duration_seconds_count 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

@@ -2,6 +2,7 @@
 //! against the Entity's schema, appends an event only when a submission carries new
 //! information, and never loses an update when writers race.
 
+pub mod erase;
 pub mod http;
 pub mod metrics;
 pub mod model;

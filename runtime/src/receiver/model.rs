@@ -2,7 +2,7 @@
 //! is, the nesting bound, and what counts as new information.
 
 use crds::Entity;
-use crds::entity::ReceiverLimits;
+use crds::entity::{AfterErasure, ReceiverLimits};
 use serde_json::Value;
 
 use crate::config::{name_of, namespace_of};
@@ -45,6 +45,7 @@ pub struct EntityModel {
     validator: jsonschema::Validator,
     schema: Value,
     limits: ReceiverLimits,
+    after_erasure: AfterErasure,
 }
 
 /// Why an Entity's schema cannot be used.
@@ -71,6 +72,7 @@ impl EntityModel {
             validator,
             schema: entity.spec.schema.clone(),
             limits: entity.spec.receiver.limits.clone(),
+            after_erasure: entity.spec.after_erasure,
         })
     }
 
@@ -85,6 +87,11 @@ impl EntityModel {
     /// The Entity's JSON Schema of a state.
     pub fn schema(&self) -> &Value {
         &self.schema
+    }
+
+    /// What a submission for an erased key does.
+    pub fn after_erasure(&self) -> AfterErasure {
+        self.after_erasure
     }
 
     pub fn ignore(&self) -> &[String] {

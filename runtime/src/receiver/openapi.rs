@@ -73,6 +73,7 @@ pub fn document(model: &EntityModel, max_payload: usize) -> Value {
                         "400": problem("Invalid key"),
                         "401": problem("No accepted bearer token"),
                         "404": problem("Unknown entity, or a key never written or deleted"),
+                        "410": problem("The key was erased and has no life since"),
                         "503": problem("The event store is unavailable; retry"),
                     }
                 },
@@ -89,6 +90,7 @@ pub fn document(model: &EntityModel, max_payload: usize) -> Value {
                         "400": problem("Malformed JSON, nesting too deep, invalid key, If-Match or DreamPipe-Occurred-At"),
                         "401": problem("No accepted bearer token"),
                         "404": problem("Unknown entity"),
+                        "410": problem("The key was erased and the Entity refuses it afterwards (afterErasure: Refuse)"),
                         "412": problem("If-Match names another version"),
                         "413": problem(&too_large),
                         "422": problem("The state does not match the schema, carries another key, or holds NUL"),
@@ -108,6 +110,7 @@ pub fn document(model: &EntityModel, max_payload: usize) -> Value {
                         "400": problem("Malformed JSON, not an object, nesting too deep, invalid key, If-Match or DreamPipe-Occurred-At"),
                         "401": problem("No accepted bearer token"),
                         "404": problem("Unknown entity, or a key with no state to patch"),
+                        "410": problem("The key was erased and the Entity refuses it afterwards (afterErasure: Refuse)"),
                         "412": problem("If-Match names another version"),
                         "413": problem(&too_large),
                         "422": problem("The patched state does not match the schema, or holds NUL"),
@@ -123,11 +126,44 @@ pub fn document(model: &EntityModel, max_payload: usize) -> Value {
                         "400": problem("Invalid key, If-Match or DreamPipe-Occurred-At"),
                         "401": problem("No accepted bearer token"),
                         "404": problem("Unknown entity"),
+                        "410": problem("The key was erased and the Entity refuses it afterwards (afterErasure: Refuse)"),
                         "412": problem("If-Match names another version"),
                         "413": problem(&too_large),
                         "503": problem("The event store is unavailable, or the key too contended; retry"),
                     }
                 },
+            },
+            "/v1/entities/{entity}/{key}/erasure": {
+                "post": {
+                    "summary": "Erase a key: a tombstone without its data, then its earlier events purged",
+                    "description": "The tombstone (a deleted event at the next version) records who asked \
+                        and why; every projection drops what came from the key when it meets it. \
+                        Repeating the request is safe (ADR 75).",
+                    "operationId": "eraseKey",
+                    "parameters": [
+                        {"name": "entity", "in": "path", "required": true,
+                         "schema": {"type": "string", "enum": [entity]}},
+                        {"name": "key", "in": "path", "required": true,
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": KEY_PATTERN}},
+                    ],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["requestedBy", "reason"], "additionalProperties": false,
+                        "properties": {
+                            "requestedBy": {"type": "string", "minLength": 1, "description": "Who asks"},
+                            "reason": {"type": "string", "minLength": 1, "description": "Why"},
+                        }
+                    }}}},
+                    "responses": {
+                        "200": {"description": "Erased: the tombstone is stored and the key's earlier events purged",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Erased"}}}},
+                        "400": problem("Malformed JSON, invalid key, or no requestedBy or reason"),
+                        "401": problem("No accepted bearer token"),
+                        "404": problem("Unknown entity, or a key with no events"),
+                        "409": problem("The stream was created denying purge: no key of it can be erased"),
+                        "413": problem(&too_large),
+                        "503": problem("The event store is unavailable, or the key too contended; retry"),
+                    }
+                }
             },
             "/v1/entities/{entity}/batch": {
                 "post": {
@@ -187,6 +223,16 @@ pub fn document(model: &EntityModel, max_payload: usize) -> Value {
                     "status": {"type": "integer"}, "detail": {"type": "string"},
                     "errors": {"type": "array", "items": {"type": "object", "required": ["path", "message"],
                                "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}},
+                }
+            },
+            "Erased": {
+                "type": "object", "required": ["result", "key", "version", "sequence", "purged"],
+                "properties": {
+                    "result": {"type": "string", "enum": ["erased"]},
+                    "key": {"type": "string"},
+                    "version": {"type": "integer", "minimum": 1, "description": "The tombstone's version"},
+                    "sequence": {"type": "integer", "minimum": 1, "description": "The tombstone's stream sequence"},
+                    "purged": {"type": "integer", "minimum": 0, "description": "Events this request purged"},
                 }
             },
             "Accepted": {

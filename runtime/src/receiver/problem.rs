@@ -40,6 +40,13 @@ pub enum ApiError {
     UnknownEntity { served: String, requested: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("key {key} was erased at version {version}; this Entity refuses it afterwards")]
+    Erased { key: String, version: u64 },
+    #[error(
+        "stream {stream} denies purge (it was created before erasure existed), so no key of it \
+         can be erased; recreate the stream to allow erasure"
+    )]
+    PurgeDenied { stream: String },
     #[error("the current version is {current}, not {expected}")]
     PreconditionFailed { expected: u64, current: u64 },
     #[error("too many concurrent writers on key {key}; retry")]
@@ -65,6 +72,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownEntity { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::Erased { .. } => StatusCode::GONE,
+            ApiError::PurgeDenied { .. } => StatusCode::CONFLICT,
             ApiError::Contended { .. } | ApiError::Store(_) | ApiError::Starting => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -95,6 +104,8 @@ impl ApiError {
             ApiError::UnknownEntity { .. } => "unknown_entity",
             ApiError::NotFound(_) => "not_found",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
+            ApiError::Erased { .. } => "erased",
+            ApiError::PurgeDenied { .. } => "purge_denied",
             ApiError::Contended { .. } => "contended",
             ApiError::Store(_) => "unavailable",
             ApiError::Starting => "starting",

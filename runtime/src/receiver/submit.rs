@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument as _;
 
+use crds::entity::AfterErasure;
+
 use super::metrics::Metrics;
 use super::model::EntityModel;
 use super::problem::ApiError;
@@ -105,7 +107,7 @@ pub enum Decision {
     Unchanged(Accepted),
     /// New information: append `event`, expecting the key's latest at subject sequence
     /// `expected` (0: the key has no event yet).
-    Append { event: Event, expected: u64 },
+    Append { event: Box<Event>, expected: u64 },
 }
 
 /// What an event appended now is stamped with: its id and the time it is recorded.
@@ -135,6 +137,14 @@ pub fn decide(
     stamp: impl FnOnce() -> Stamp,
 ) -> Result<Decision, ApiError> {
     let current_version = latest.map_or(0, |s| s.event.version);
+    if let Some(erased) = latest.filter(|s| s.event.is_tombstone())
+        && model.after_erasure() == AfterErasure::Refuse
+    {
+        return Err(ApiError::Erased {
+            key: submission.key.to_string(),
+            version: erased.event.version,
+        });
+    }
     let current_state = latest.and_then(|s| s.event.state.as_ref());
     let next_state = match &submission.operation {
         Operation::Put(state) => {
@@ -190,7 +200,7 @@ pub fn decide(
     };
     let Stamp { id, recorded_at } = stamp();
     Ok(Decision::Append {
-        event: Event {
+        event: Box::new(Event {
             id,
             entity: model.names().entity().to_owned(),
             key: submission.key.to_string(),
@@ -202,7 +212,8 @@ pub fn decide(
             occurred_at: submission.occurred_at.clone(),
             recorded_at,
             correlation_id: submission.correlation_id.clone(),
-        },
+            erasure: None,
+        }),
         expected: sequence,
     })
 }
@@ -368,7 +379,7 @@ impl Receiver {
             let (event, expected) =
                 match decide(&self.model, &submission, latest.as_ref(), Stamp::now)? {
                     Decision::Unchanged(accepted) => return Ok((accepted, latest)),
-                    Decision::Append { event, expected } => (event, expected),
+                    Decision::Append { event, expected } => (*event, expected),
                 };
             let started = Instant::now();
             let appended = match self.store.append(&submission.key, &event, expected).await {

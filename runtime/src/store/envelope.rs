@@ -38,9 +38,28 @@ pub struct Event {
     /// Ties the event to the request that caused it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// Set on an erasure's tombstone (type `deleted`, no state, no changes): the key's
+    /// earlier events were purged from the stream and every reader must forget them (ADR 75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<Erasure>,
+}
+
+/// Who asked for a key's erasure and why: all a tombstone keeps, none of the erased data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Erasure {
+    /// Who asked (a person, a team, the Erasure resource that asked for it).
+    pub requested_by: String,
+    /// Why, in the requester's words (e.g. a ticket of the data-protection team).
+    pub reason: String,
 }
 
 impl Event {
+    /// Whether this is an erasure's tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        self.erasure.is_some()
+    }
+
     /// Decodes an event without its `changes` (skipped by the parser, never built): what
     /// deciding on a state or projecting it needs, for about half the work, since a created
     /// event's changes repeat every field.
@@ -62,6 +81,8 @@ impl Event {
             recorded_at: String,
             #[serde(default)]
             correlation_id: Option<String>,
+            #[serde(default)]
+            erasure: Option<Erasure>,
         }
         let head: Head = serde_json::from_slice(payload)?;
         Ok(Event {
@@ -76,6 +97,7 @@ impl Event {
             occurred_at: head.occurred_at,
             recorded_at: head.recorded_at,
             correlation_id: head.correlation_id,
+            erasure: head.erasure,
         })
     }
 }
@@ -374,6 +396,7 @@ mod tests {
             occurred_at: Some("2026-11-23T09:00:00Z".into()),
             recorded_at: "2026-11-23T10:00:00Z".into(),
             correlation_id: None,
+            erasure: None,
         };
         let decoded =
             Event::from_slice_without_changes(&serde_json::to_vec(&event).unwrap()).unwrap();
@@ -400,6 +423,7 @@ mod tests {
             occurred_at: None,
             recorded_at: "2026-11-23T10:00:00Z".into(),
             correlation_id: Some("req-1".into()),
+            erasure: None,
         };
         let value = serde_json::to_value(&event).unwrap();
         for field in [

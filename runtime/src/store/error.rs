@@ -80,6 +80,13 @@ pub enum StoreError {
         size: usize,
         limit: usize,
     },
+    #[error("could not purge the events of {subject} before sequence {before}")]
+    Purge {
+        subject: String,
+        before: u64,
+        #[source]
+        source: async_nats::jetstream::stream::PurgeError,
+    },
     #[error("could not append to {subject}")]
     Append {
         subject: String,

@@ -53,8 +53,15 @@ pub async fn ensure_stream(
     spec: &StreamSpec,
 ) -> Result<stream::Config, StoreError> {
     check_server_version(&client.server_info().version)?;
-    let config = stream_config(names, spec)?;
+    let mut config = stream_config(names, spec)?;
     let js = jetstream::new(client.clone());
+    // JetStream refuses to cancel deny_purge on an existing stream: one created before
+    // erasure existed keeps denying it, and its receiver refuses erasures (ADR 75).
+    if let Ok(existing) = js.get_stream(&config.name).await
+        && existing.cached_info().config.deny_purge
+    {
+        config.deny_purge = true;
+    }
     match js.create_or_update_stream(config.clone()).await {
         Ok(_) => Ok(config),
         // Two receivers starting together can both see "not found" and both create.
@@ -97,7 +104,8 @@ pub fn stream_config(names: &StreamNames, spec: &StreamSpec) -> Result<stream::C
         duplicate_window: duration("duplicateWindow", &spec.duplicate_window)?,
         allow_direct: true,
         deny_delete: true,
-        deny_purge: true,
+        // Erasure purges one key's subject (ADR 75); nothing else in DreamPipe purges.
+        deny_purge: false,
         // Lets readers (the query service) find an Entity's partitions without its YAML.
         metadata: HashMap::from([
             (METADATA_ENTITY.to_owned(), names.entity().to_owned()),
@@ -186,6 +194,12 @@ impl EventStore {
     /// The NATS server's max_payload: no event and its headers may be longer.
     pub fn max_payload(&self) -> usize {
         self.js.client().max_payload()
+    }
+
+    /// Whether the stream lets erasure purge a key (false for a stream created before
+    /// erasure existed, ADR 75).
+    pub fn purge_allowed(&self) -> bool {
+        !self.stream.cached_info().config.deny_purge
     }
 
     /// Stream and subject names.
@@ -470,6 +484,28 @@ impl EventStore {
     }
 }
 
+impl EventStore {
+    /// Removes every event of `key` stored before stream sequence `before` (an erasure's
+    /// tombstone, which stays): JetStream's purge of one subject up to a sequence, so an event
+    /// appended after the tombstone (the key's new life) is never purged. The only purge
+    /// DreamPipe makes (ADR 75). Returns how many events left the stream.
+    pub async fn purge_before(&self, key: &Key, before: u64) -> Result<u64, StoreError> {
+        let subject = self.names.subject(key);
+        let purged = self
+            .stream
+            .purge()
+            .filter(subject.clone())
+            .sequence(before)
+            .await
+            .map_err(|source| StoreError::Purge {
+                subject: subject.clone(),
+                before,
+                source,
+            })?;
+        Ok(purged.purged)
+    }
+}
+
 /// The replies of one batched direct get.
 struct DirectBatch {
     found: Vec<(String, Stored)>,
@@ -538,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn the_stream_denies_delete_and_purge_and_allows_direct_get() {
+    fn the_stream_denies_delete_allows_purge_for_erasure_and_allows_direct_get() {
         let config = stream_config(
             &StreamNames::new("shop", "customer", 8),
             &StreamSpec::default(),
@@ -546,7 +582,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.name, "dp_shop_customer");
         assert_eq!(config.subjects, ["dp.shop.customer.>"]);
-        assert!(config.allow_direct && config.deny_delete && config.deny_purge);
+        assert!(config.allow_direct && config.deny_delete && !config.deny_purge);
         assert_eq!(config.storage, stream::StorageType::File);
         assert_eq!(
             config.max_age,

@@ -6,6 +6,6 @@ pub mod error;
 pub mod jetstream;
 pub mod naming;
 
-pub use envelope::{Change, Event, EventType};
+pub use envelope::{Change, Erasure, Event, EventType};
 pub use error::{ReadError, StoreError};
 pub use naming::{Key, KeyError, StreamNames};

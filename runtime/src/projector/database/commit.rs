@@ -7,10 +7,11 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::super::plan::{Plan, PostgresPlan};
 use super::super::rows::{
-    Projected, aggregate_changes, history_rows, latest_changes, stored_contribution, touched_keys,
+    Erasures, Projected, aggregate_changes, erasures, history_rows, latest_changes,
+    stored_contribution, touched_keys,
 };
 use super::super::schema::Write;
-use super::dead_letters::record_dead_letters;
+use super::dead_letters::{record_dead_letters, scrub_dead_letters};
 use super::{CommitError, DeadLetter, Fence, Progress, storable_text};
 use crate::sql::tables;
 
@@ -25,6 +26,9 @@ pub struct Batch<'a> {
     /// The rows for the generation's tables (a Postgres sink).
     pub rows: &'a [&'a Projected],
     pub dead_letters: &'a [DeadLetter],
+    /// The erasures' tombstones the batch met (either sink): the projection's dead letters of
+    /// those keys before them are scrubbed.
+    pub erased: &'a Erasures,
     /// The new checkpoint and the figures recorded with it.
     pub progress: Progress,
     /// Why the partition stops after this batch (`onError: Stop`), if it does.
@@ -46,6 +50,7 @@ pub async fn commit(
         from,
         rows,
         dead_letters,
+        erased,
         progress,
         stopped,
     } = batch;
@@ -59,6 +64,10 @@ pub async fn commit(
     }
     if !dead_letters.is_empty() {
         record_dead_letters(&mut tx, plan, *partition, dead_letters).await?;
+    }
+    // After recording: a poison event of an erased key in this very batch goes too.
+    if !erased.is_empty() {
+        scrub_dead_letters(&mut tx, plan, erased).await?;
     }
     let moved = sqlx::query(AssertSqlSafe(format!(
         "update {checkpoints} c
@@ -114,7 +123,7 @@ async fn apply(
                     .await?;
             }
         }
-        Write::History { insert } => {
+        Write::History { insert, erase } => {
             let rows = history_rows(view, projected.iter().copied());
             if !rows.sequences.is_empty() {
                 let mut query = sqlx::query(AssertSqlSafe(insert.as_str()))
@@ -126,6 +135,15 @@ async fn apply(
                     query = query.bind(column);
                 }
                 query.execute(&mut **tx).await?;
+            }
+            // After the insert, so rows of the key earlier in this batch go as well.
+            let erased = erasures(projected.iter().copied());
+            if !erased.is_empty() {
+                sqlx::query(AssertSqlSafe(erase.as_str()))
+                    .bind(&erased.keys)
+                    .bind(&erased.sequences)
+                    .execute(&mut **tx)
+                    .await?;
             }
         }
         Write::Aggregate {

@@ -11,6 +11,7 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use utoipa::ToSchema;
 
 use super::super::plan::Plan;
+use super::super::rows::Erasures;
 use super::{CommitError, DatabaseError, query_error, storable_text};
 use crate::sql::{Schema, tables};
 
@@ -137,6 +138,27 @@ pub(super) async fn record_dead_letters(
     .bind(&payloads)
     .bind(&messages)
     .bind(&reasons)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the projection's dead letters (of every generation) of each erased key from before
+/// its tombstone: the one way a dead letter leaves the table (ADR 75), since it holds the
+/// erased event byte for byte.
+pub(super) async fn scrub_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &Plan,
+    erased: &Erasures,
+) -> Result<(), CommitError> {
+    let dead_letters_table = plan.schema.table(tables::DEAD_LETTERS);
+    sqlx::query(AssertSqlSafe(format!(
+        "delete from {dead_letters_table} d using unnest($2::text[], $3::bigint[]) as e(k, s)
+         where d.projection = $1 and d.key = e.k and d.sequence < e.s"
+    )))
+    .bind(&plan.projection)
+    .bind(&erased.keys)
+    .bind(&erased.sequences)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -124,6 +124,7 @@ impl Worker {
             from: checkpoint.sequence,
             rows: &sorted.rows,
             dead_letters: &sorted.dead_letters,
+            erased: &sorted.erased,
             progress,
             stopped,
         };

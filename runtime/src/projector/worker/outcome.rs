@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use super::super::database::{Checkpoint, DeadLetter, Progress, sqlstate};
 use super::super::evaluate::run_filters;
 use super::super::plan::{Assignments, Output, Plan};
-use super::super::rows::{Poison, Projected, effect};
+use super::super::rows::{Effect, Erasures, Poison, Projected, effect};
 use crate::expr::Evaluator;
 use crate::store::Event;
 
@@ -17,6 +17,8 @@ use crate::store::Event;
 pub(super) struct Outbound {
     pub message_id: String,
     pub payload: bytes::Bytes,
+    /// The key this republished tombstone erases: its dead letters are scrubbed at commit.
+    pub erases: Option<String>,
 }
 
 /// One event's outcome in a batch.
@@ -67,6 +69,13 @@ pub(super) fn project(
                 effect,
             })
         }),
+        // A tombstone passes whatever the filters say: it tells the subject's readers to
+        // forget the key (ADR 75).
+        Output::Nats { .. } if event.is_tombstone() => Ok(Outcome::Publish(Some(republished(
+            plan,
+            &event,
+            Assignments::default(),
+        )))),
         Output::Nats { .. } => run_filters(plan, evaluator, &event)
             .map_err(Poison::Filter)
             .map(|passed| {
@@ -111,6 +120,7 @@ fn republished(plan: &Plan, event: &Event, assigned: Assignments) -> Outbound {
         payload: serde_json::to_vec(&event)
             .expect("an event always serialises")
             .into(),
+        erases: event.is_tombstone().then(|| event.key.clone()),
     }
 }
 
@@ -205,6 +215,8 @@ pub(super) struct Sorted<'a> {
     pub outbound: Vec<&'a Outbound>,
     pub dead_letters: Vec<DeadLetter>,
     pub skipped: Vec<&'a DeadLetter>,
+    /// Tombstones met, in either sink.
+    pub erased: Erasures,
 }
 
 /// Sorts `items` into what their commit writes, honouring `on_error` for poison events
@@ -213,8 +225,18 @@ pub(super) fn sort(items: &[Item], on_error: OnError) -> Sorted<'_> {
     let mut sorted = Sorted::default();
     for item in items {
         match &item.outcome {
-            Outcome::Row(row) => sorted.rows.push(row),
-            Outcome::Publish(Some(message)) => sorted.outbound.push(message),
+            Outcome::Row(row) => {
+                if row.effect == Effect::Erase {
+                    sorted.erased.push(&row.key, row.sequence);
+                }
+                sorted.rows.push(row)
+            }
+            Outcome::Publish(Some(message)) => {
+                if let Some(key) = &message.erases {
+                    sorted.erased.push(key, item.sequence);
+                }
+                sorted.outbound.push(message)
+            }
             Outcome::Publish(None) => {}
             Outcome::Poison(letter) => match on_error {
                 OnError::Skip => sorted.skipped.push(letter),
@@ -229,7 +251,6 @@ pub(super) fn sort(items: &[Item], on_error: OnError) -> Sorted<'_> {
 mod tests {
     use super::*;
     use crate::projector::evaluate::tests::event;
-    use crate::projector::rows::Effect;
     use serde_json::json;
 
     fn plan(filters: &str, sink: &str) -> Plan {
@@ -278,6 +299,33 @@ mod tests {
             type_: crate::store::EventType::Created,
             effect: Effect::Remove,
         })
+    }
+
+    #[test]
+    fn a_nats_sink_republishes_a_tombstone_that_its_filters_would_drop_and_marks_it_erasing() {
+        let nats = plan(r#"[{where: "state.spend > 10"}]"#, "{nats: {subject: out}}");
+        let tombstone = Event {
+            type_: crate::store::EventType::Deleted,
+            erasure: Some(crate::store::Erasure {
+                requested_by: "dpo".into(),
+                reason: "ticket".into(),
+            }),
+            ..event("k", 3, None, None)
+        };
+        let outcome = project(&nats, &Evaluator::default(), 9, &payload(&tombstone));
+        let Outcome::Publish(Some(outbound)) = &outcome else {
+            panic!("not republished: {outcome:?}");
+        };
+        assert_eq!(outbound.erases.as_deref(), Some("k"));
+        let items = [item(9, 0, outcome)];
+        let sorted = sort(&items, OnError::DeadLetter);
+        assert_eq!(sorted.erased.keys, ["k"]);
+        assert_eq!(sorted.erased.sequences, [9]);
+        let plain = event("j", 1, None, Some(json!({"spend": 1})));
+        assert_eq!(
+            project(&nats, &Evaluator::default(), 10, &payload(&plain)),
+            Outcome::Publish(None)
+        );
     }
 
     #[test]

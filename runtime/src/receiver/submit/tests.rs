@@ -55,6 +55,7 @@ fn stored(state: Option<Value>) -> Stored {
             occurred_at: None,
             recorded_at: "2026-01-01T00:00:00Z".to_owned(),
             correlation_id: None,
+            erasure: None,
         },
         sequence: 40,
     }
@@ -73,7 +74,7 @@ fn no_stamp() -> Stamp {
 
 fn appended(decision: Decision) -> (Event, u64) {
     match decision {
-        Decision::Append { event, expected } => (event, expected),
+        Decision::Append { event, expected } => (*event, expected),
         other => panic!("expected an append, got {other:?}"),
     }
 }

@@ -1,0 +1,203 @@
+//! Erasure of one key (ADR 75): a tombstone event that keeps no data (who asked, why, at the
+//! next version), appended with the expected subject sequence like any event, then a purge of
+//! the key's subject before the tombstone. [`tombstone`] is the rule (pure); [`Receiver::erase`]
+//! reads, appends, retries on conflicts and purges.
+
+use serde::{Deserialize, Serialize};
+
+use super::problem::ApiError;
+use super::submit::{Receiver, Stamp};
+use crate::store::jetstream::{Appended, Stored};
+use crate::store::{Erasure, Event, EventType, Key};
+
+/// Appends retried after a conflict before the request gives up with a 503.
+const MAX_ATTEMPTS: u32 = 64;
+
+/// What an erasure request says: who asks and why. Nothing of the erased data.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EraseRequest {
+    pub requested_by: String,
+    pub reason: String,
+}
+
+/// The answer to an erasure: where the tombstone stands and how many events left the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Erased {
+    pub result: &'static str,
+    pub key: String,
+    /// The tombstone's version: one after the key's last event.
+    pub version: u64,
+    /// The tombstone's stream sequence.
+    pub sequence: u64,
+    /// Events purged by this request (0 when an earlier request already purged them).
+    pub purged: u64,
+}
+
+/// What erasing a key whose latest stored event is `latest` appends: a tombstone at the next
+/// version, or nothing when the latest event already is one (the request is repeated, e.g.
+/// after a purge that failed). A key never written cannot be erased (404).
+pub fn tombstone(
+    entity: &str,
+    key: &Key,
+    request: &EraseRequest,
+    latest: Option<&Stored>,
+    stamp: impl FnOnce() -> Stamp,
+) -> Result<Option<Event>, ApiError> {
+    let Some(latest) = latest else {
+        return Err(ApiError::NotFound(format!(
+            "key {key} has no events to erase"
+        )));
+    };
+    if latest.event.is_tombstone() {
+        return Ok(None);
+    }
+    let Stamp { id, recorded_at } = stamp();
+    Ok(Some(Event {
+        id,
+        entity: entity.to_owned(),
+        key: key.to_string(),
+        version: latest.event.version + 1,
+        type_: EventType::Deleted,
+        state: None,
+        changes: Vec::new(),
+        source: None,
+        occurred_at: None,
+        recorded_at,
+        correlation_id: None,
+        erasure: Some(Erasure {
+            requested_by: request.requested_by.clone(),
+            reason: request.reason.clone(),
+        }),
+    }))
+}
+
+impl Receiver {
+    /// Erases `key`: appends its tombstone (retrying on conflicts), then purges every event of
+    /// the key before it. Safe to repeat: a key whose latest event is its tombstone is only
+    /// purged again. Answers only once the purge is acknowledged.
+    pub async fn erase(&self, key: &Key, request: &EraseRequest) -> Result<Erased, ApiError> {
+        let entity = self.model.names().entity();
+        // Checked before the tombstone: an erasure that cannot purge must append nothing.
+        if !self.store.purge_allowed() {
+            return Err(ApiError::PurgeDenied {
+                stream: self.model.names().stream(),
+            });
+        }
+        for _ in 1..=MAX_ATTEMPTS {
+            let latest = self.store.latest(key).await?;
+            let (version, sequence) =
+                match tombstone(entity, key, request, latest.as_ref(), Stamp::now)? {
+                    None => {
+                        let latest = latest.expect("a tombstone was read");
+                        (latest.event.version, latest.sequence)
+                    }
+                    Some(event) => {
+                        let expected = latest.as_ref().map_or(0, |s| s.sequence);
+                        match self.store.append(key, &event, expected).await? {
+                            Appended::Stored { sequence } => (event.version, sequence),
+                            Appended::Conflict => {
+                                self.metrics.conflicts_retried.inc();
+                                continue;
+                            }
+                        }
+                    }
+                };
+            let purged = self.store.purge_before(key, sequence).await?;
+            self.metrics.erasures.inc();
+            self.metrics.purged_events.inc_by(purged);
+            tracing::info!(
+                entity,
+                key = %key,
+                version,
+                sequence,
+                purged,
+                requested_by = %request.requested_by,
+                "key erased"
+            );
+            return Ok(Erased {
+                result: "erased",
+                key: key.to_string(),
+                version,
+                sequence,
+                purged,
+            });
+        }
+        Err(ApiError::Contended {
+            key: key.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(version: u64, erasure: Option<Erasure>) -> Stored {
+        Stored {
+            event: Event {
+                id: uuid::Uuid::from_u128(7),
+                entity: "customer".into(),
+                key: "c-1".into(),
+                version,
+                type_: EventType::Updated,
+                state: Some(serde_json::json!({"id": "c-1", "name": "Ada"})),
+                changes: Vec::new(),
+                source: None,
+                occurred_at: None,
+                recorded_at: "2026-01-01T00:00:00Z".into(),
+                correlation_id: None,
+                erasure,
+            },
+            sequence: 40,
+        }
+    }
+
+    fn request() -> EraseRequest {
+        EraseRequest {
+            requested_by: "dpo@example.com".into(),
+            reason: "ticket 12".into(),
+        }
+    }
+
+    fn stamp() -> Stamp {
+        Stamp {
+            id: uuid::Uuid::from_u128(9),
+            recorded_at: "2026-02-02T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_tombstone_is_the_next_version_and_keeps_who_asked_and_why_but_no_data() {
+        let key = Key::new("c-1").unwrap();
+        let event = tombstone("customer", &key, &request(), Some(&stored(3, None)), stamp)
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.version, 4);
+        assert_eq!(event.type_, EventType::Deleted);
+        assert_eq!((event.state, event.changes), (None, Vec::new()));
+        let erasure = event.erasure.unwrap();
+        assert_eq!(erasure.requested_by, "dpo@example.com");
+        assert_eq!(erasure.reason, "ticket 12");
+    }
+
+    #[test]
+    fn erasing_an_erased_key_appends_nothing_and_an_unknown_key_is_not_found() {
+        let key = Key::new("c-1").unwrap();
+        let erased = stored(4, Some(request().into_erasure()));
+        let again = tombstone("customer", &key, &request(), Some(&erased), stamp).unwrap();
+        assert!(again.is_none());
+        let error = tombstone("customer", &key, &request(), None, stamp).unwrap_err();
+        assert_eq!(error.status(), axum::http::StatusCode::NOT_FOUND);
+    }
+
+    impl EraseRequest {
+        fn into_erasure(self) -> Erasure {
+            Erasure {
+                requested_by: self.requested_by,
+                reason: self.reason,
+            }
+        }
+    }
+}
