@@ -14,7 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{Adapter, Entity, Projection};
+use crate::{Adapter, Entity, Erasure, Projection};
 
 /// The formats an API server's structural schemas recognise (apiextensions-apiserver's
 /// `supportedFormats`); any other makes `kubectl apply` warn.
@@ -50,9 +50,15 @@ pub const KUBERNETES_FORMATS: &[&str] = &[
     "double",
 ];
 
-/// The three definitions, as the API server should receive them.
-pub fn definitions() -> [CustomResourceDefinition; 3] {
-    [Entity::crd(), Adapter::crd(), Projection::crd()].map(for_the_api_server)
+/// The four definitions, as the API server should receive them.
+pub fn definitions() -> [CustomResourceDefinition; 4] {
+    [
+        Entity::crd(),
+        Adapter::crd(),
+        Projection::crd(),
+        Erasure::crd(),
+    ]
+    .map(for_the_api_server)
 }
 
 /// Each CRD's file name under `crds/yaml/` and its YAML.
@@ -65,6 +71,7 @@ pub fn crd_files() -> Vec<(&'static str, String)> {
             let file = match crd.spec.names.kind.as_str() {
                 "Entity" => "entities.dreampipe.io.yaml",
                 "Adapter" => "adapters.dreampipe.io.yaml",
+                "Erasure" => "erasures.dreampipe.io.yaml",
                 _ => "projections.dreampipe.io.yaml",
             };
             let yaml = serde_yaml::to_string(&crd).expect("a CRD always serialises to YAML");

@@ -1,4 +1,4 @@
-//! DreamPipe's custom resources: `Entity`, `Adapter` and `Projection` (group `dreampipe.io`,
+//! DreamPipe's custom resources: `Entity`, `Adapter`, `Projection` and `Erasure` (group `dreampipe.io`,
 //! version `v1alpha1`), one pure validation function per kind, and the pure contracts the
 //! operator and the runtime both compute: stream names, JSON pointers and the partition hash.
 //!
@@ -8,6 +8,7 @@
 pub mod adapter;
 pub mod common;
 pub mod entity;
+pub mod erasure;
 pub mod generate;
 pub mod hash;
 pub mod pointer;
@@ -18,6 +19,7 @@ pub mod validate;
 pub use adapter::{Adapter, AdapterSpec, AdapterStatus};
 pub use common::{Condition, ConditionStatus, PodOverlay, SecretKeyRef};
 pub use entity::{Entity, EntitySpec, EntityStatus, stream_name};
+pub use erasure::{Erasure, ErasureSpec, ErasureStatus};
 pub use projection::{Projection, ProjectionSpec, ProjectionStatus};
 pub use validate::{Invalid, Problem};
 

@@ -35,35 +35,40 @@ fn violations(schemas: &HashMap<String, Value>, document: &Value) -> Vec<String>
         .collect()
 }
 
-fn example_documents() -> Vec<(PathBuf, Value)> {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut documents = Vec::new();
-    for folder in std::fs::read_dir(&examples)
+/// Every YAML file under `folder`, in its subfolders too (an example's `erasure/`).
+fn yaml_files(folder: &Path, found: &mut Vec<PathBuf>) {
+    for path in std::fs::read_dir(folder)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
     {
-        for file in std::fs::read_dir(&folder)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-        {
-            if !matches!(
-                file.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            ) {
-                continue;
-            }
-            let text = std::fs::read_to_string(&file).unwrap();
-            for document in serde_yaml::Deserializer::from_str(&text) {
-                let value = Value::deserialize(document).unwrap();
-                if value["apiVersion"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with("dreampipe.io/"))
-                {
-                    documents.push((file.clone(), value));
-                }
+        if path.is_dir() {
+            yaml_files(&path, found);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            found.push(path);
+        }
+    }
+}
+
+fn example_documents() -> Vec<(PathBuf, Value)> {
+    let mut files = Vec::new();
+    yaml_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"),
+        &mut files,
+    );
+    let mut documents = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = Value::deserialize(document).unwrap();
+            if value["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("dreampipe.io/"))
+            {
+                documents.push((file.clone(), value));
             }
         }
     }
@@ -78,6 +83,10 @@ fn every_example_resource_matches_its_crd_schema() {
         documents.len() >= 5,
         "the examples hold DreamPipe resources: {}",
         documents.len()
+    );
+    assert!(
+        documents.iter().any(|(_, d)| d["kind"] == "Erasure"),
+        "an example Erasure is checked too"
     );
     let mut problems = Vec::new();
     for (file, document) in &documents {

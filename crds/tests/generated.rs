@@ -59,7 +59,7 @@ fn every_spec_and_status_field_has_a_description() {
 
 #[test]
 fn projection_supports_kubectl_scale() {
-    let [_, _, crd] = definitions();
+    let [_, _, crd, _] = definitions();
     let scale = crd.spec.versions[0]
         .subresources
         .as_ref()
@@ -93,7 +93,7 @@ fn conditions_merge_by_type_under_server_side_apply() {
 
 #[test]
 fn entity_key_and_partitions_are_immutable() {
-    let [entity, _, _] = definitions();
+    let [entity, ..] = definitions();
     let schema = serde_json::to_value(&entity.spec.versions[0].schema).unwrap();
     let spec = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"];
     for field in ["key", "partitions"] {

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use crds::erasure::{ErasureCommand, ErasureReply};
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use operator::context::Context;
+use operator::erasures::{EraseError, Eraser};
 use operator::probe::{ProbeError, StatusProbe};
 use operator::settings::RuntimeSettings;
 use operator::streams::{StreamAdmin, StreamError};
@@ -26,6 +28,22 @@ impl StatusProbe for Silent {
 impl StreamAdmin for Silent {
     fn delete_stream(&self, _: String) -> BoxFuture<'static, Result<bool, StreamError>> {
         Box::pin(async { Ok(false) })
+    }
+}
+
+impl Eraser for Silent {
+    fn erase(
+        &self,
+        _: String,
+        entity: String,
+        _: ErasureCommand,
+    ) -> BoxFuture<'static, Result<ErasureReply, EraseError>> {
+        Box::pin(async move {
+            Err(EraseError::NoReceiver {
+                entity,
+                subject: String::new(),
+            })
+        })
     }
 }
 
@@ -91,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client,
         RuntimeSettings::example(),
+        Arc::new(Silent),
         Arc::new(Silent),
         Arc::new(Silent),
         operator::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()),

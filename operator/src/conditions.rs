@@ -9,6 +9,8 @@ pub mod types {
     pub const PROGRESSING: &str = "Progressing";
     /// Something needs a look although the resource may still serve.
     pub const DEGRADED: &str = "Degraded";
+    /// An Erasure: nothing readable holds the key's data.
+    pub const COMPLETE: &str = "Complete";
 }
 
 /// Reasons of conditions and Events (one CamelCase word each).
@@ -40,6 +42,21 @@ pub mod reasons {
     pub const VIEW_CONFLICT: &str = "ViewConflict";
     pub const SOURCE_FAILING: &str = "SourceFailing";
 
+    /// Erasures (ADR 76). No receiver of the Entity answered, or it could not reach NATS.
+    pub const RECEIVER_UNAVAILABLE: &str = "ReceiverUnavailable";
+    /// The key has no events: nothing was erased (a mistyped key?).
+    pub const KEY_NOT_FOUND: &str = "KeyNotFound";
+    /// The stream was created denying purge (before erasure existed): no key can be erased.
+    pub const PURGE_DENIED: &str = "PurgeDenied";
+    /// The receiver refused the request for another reason it names.
+    pub const ERASURE_REFUSED: &str = "ErasureRefused";
+    /// The tombstone is written; Projections are still applying it.
+    pub const SCRUBBING: &str = "Scrubbing";
+    /// The tombstone is written and the key's events purged (an Event).
+    pub const KEY_ERASED: &str = "KeyErased";
+    /// Nothing readable holds the key's data.
+    pub const ERASED: &str = "Erased";
+
     /// Events.
     pub const CREATED: &str = "Created";
     pub const UPDATED: &str = "Updated";
@@ -60,4 +77,5 @@ pub mod actions {
     pub const SWAP: &str = "Swap";
     pub const SCALE: &str = "Scale";
     pub const DELETE: &str = "Delete";
+    pub const ERASE: &str = "Erase";
 }

@@ -1,5 +1,5 @@
 //! What every reconcile shares: the client, the runtime settings, the event recorder, the
-//! status probe, the stream admin, the backoff state and the metrics.
+//! status probe, the stream admin, the eraser, the backoff state and the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::erasures::Eraser;
 use crate::error::Backoff;
 use crate::metrics::Metrics;
 use crate::names::MANAGER;
@@ -25,6 +26,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub probe: Arc<dyn StatusProbe>,
     pub streams: Arc<dyn StreamAdmin>,
+    pub eraser: Arc<dyn Eraser>,
     pub backoff: Arc<Backoff>,
     pub metrics: Arc<Metrics>,
 }
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Context {
             .field("settings", &self.settings)
             .field("probe", &self.probe)
             .field("streams", &self.streams)
+            .field("eraser", &self.eraser)
             .finish_non_exhaustive()
     }
 }
@@ -46,6 +49,7 @@ impl Context {
         settings: RuntimeSettings,
         probe: Arc<dyn StatusProbe>,
         streams: Arc<dyn StreamAdmin>,
+        eraser: Arc<dyn Eraser>,
         metrics: Arc<Metrics>,
         instance: Option<String>,
     ) -> Context {
@@ -59,6 +63,7 @@ impl Context {
             settings,
             probe,
             streams,
+            eraser,
             backoff: Arc::new(Backoff::new(
                 Duration::from_secs(1),
                 Duration::from_secs(300),

@@ -12,6 +12,7 @@ pub mod build;
 pub mod conditions;
 pub mod context;
 pub mod controller;
+pub mod erasures;
 pub mod error;
 pub mod events;
 pub mod leader;

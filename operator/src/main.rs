@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use operator::context::Context;
+use operator::erasures::NatsEraser;
 use operator::leader::{self, LeaseConfig};
 use operator::probe::HttpProbe;
 use operator::settings::RuntimeSettings;
@@ -203,7 +204,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let health = Health::new(registry);
 
     let client = kube::Client::try_default().await?;
-    // NATS is only needed to delete streams; the operator starts without it and reconnects.
+    // NATS is only needed to delete streams and ask receivers for erasures; the operator
+    // starts without it and reconnects.
     let nats = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connect(nats_url.split(',').map(str::trim).collect::<Vec<_>>())
@@ -247,7 +249,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client,
         settings,
         Arc::new(HttpProbe::new(Duration::from_secs(3))),
-        Arc::new(JetStreamAdmin::new(nats)),
+        Arc::new(JetStreamAdmin::new(nats.clone())),
+        Arc::new(NatsEraser::new(nats)),
         metrics.clone(),
         pod_name,
     ));

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::mock::{Call, FakeProbe, FakeStreams};
+use common::mock::{Call, FakeEraser, FakeProbe, FakeStreams};
 use http::{Request, Response};
 use kube::client::Body;
 use operator::context::Context;
@@ -130,6 +130,7 @@ async fn controller_calls() -> Vec<Call> {
         RuntimeSettings::example(),
         Arc::new(FakeProbe::default()),
         Arc::new(FakeStreams::default()),
+        FakeEraser::answering(None),
         operator::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()),
         None,
     ));

@@ -621,3 +621,106 @@ async fn pods_that_cannot_start_say_why_in_the_ready_condition_and_an_event() {
             .contains("secret \"customer-ingest\" not found")
     );
 }
+
+#[tokio::test]
+async fn an_erasure_writes_the_tombstone_then_waits_for_generations_before_it() {
+    let erasing = scenarios::erasure_scrubbing().await;
+    let asked = erasing.eraser.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "the receiver is asked once");
+    let (namespace, entity, command) = &asked[0];
+    assert_eq!((namespace.as_str(), entity.as_str()), ("shop", "customer"));
+    assert_eq!(command.key, "c-1");
+    assert_eq!(command.requested_by, "privacy@example.com");
+    assert_eq!(command.reason, "GDPR art. 17 request 4711");
+
+    let outcome = &erasing.outcome;
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["reason"], "KeyErased");
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("3 events purged from stream dp_shop_customer"),
+        "{event}"
+    );
+    let status = &outcome.body("PATCH", &format!("{DP}/erasures/forget-c-1/status"))["status"];
+    assert_eq!(status["phase"], "Erasing");
+    assert_eq!(
+        status["tombstone"],
+        json!({"version": 4, "sequence": 100, "partition": 1})
+    );
+    assert_eq!(status["purgedEvents"], 3);
+    // Only the customer Entity's Projection counts; the order one is not asked.
+    assert_eq!(status["scrubbed"], "0/1");
+    assert_eq!(
+        outcome.asked,
+        ["http://customers-projector.shop.svc:8080/v1/status"]
+    );
+    let customers = &status["projections"][0];
+    assert_eq!(customers["name"], "customers");
+    assert_eq!(customers["scrubbed"], false);
+    assert_eq!(
+        customers["message"],
+        "generation g2 (building) is at sequence 60 of partition 1, before the tombstone at \
+         sequence 100"
+    );
+    let complete = &status["conditions"][0];
+    assert_eq!(complete["type"], "Complete");
+    assert_eq!(complete["status"], "False");
+    assert_eq!(complete["reason"], "Scrubbing");
+    assert_eq!(outcome.action, Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn an_erasure_completes_when_every_generation_applied_the_tombstone() {
+    let erasing = scenarios::erasure_completed().await;
+    assert!(
+        erasing.eraser.asked.lock().unwrap().is_empty(),
+        "a written tombstone is not asked for again"
+    );
+    let outcome = &erasing.outcome;
+    let status = &outcome.body("PATCH", &format!("{DP}/erasures/forget-c-1/status"))["status"];
+    assert_eq!(status["phase"], "Complete");
+    assert_eq!(status["scrubbed"], "1/1");
+    assert_eq!(status["projections"][0]["scrubbed"], true);
+    assert!(status["completionTime"].is_string());
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(status["conditions"][0]["reason"], "Erased");
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["reason"], "Erased");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(outcome.action, Action::await_change());
+}
+
+#[tokio::test]
+async fn erasing_a_key_without_events_fails_and_says_so() {
+    let outcome = scenarios::erasure_of_an_unknown_key().await.outcome;
+    let status = &outcome.body("PATCH", &format!("{DP}/erasures/forget-c-1/status"))["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert!(status.get("tombstone").is_none());
+    let complete = &status["conditions"][0];
+    assert_eq!(complete["reason"], "KeyNotFound");
+    assert_eq!(complete["message"], "key c-1 has no events to erase");
+    let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "KeyNotFound");
+    assert!(outcome.asked.is_empty(), "no Projection is looked at");
+    assert_eq!(outcome.action, Action::await_change());
+}
+
+#[tokio::test]
+async fn an_erasure_without_a_receiver_waits_and_says_why() {
+    let outcome = scenarios::erasure_without_a_receiver().await.outcome;
+    let status = &outcome.body("PATCH", &format!("{DP}/erasures/forget-c-1/status"))["status"];
+    assert_eq!(status["phase"], "Pending");
+    let complete = &status["conditions"][0];
+    assert_eq!(complete["reason"], "ReceiverUnavailable");
+    assert!(
+        complete["message"]
+            .as_str()
+            .unwrap()
+            .contains("dreampipe.erasure.shop.customer"),
+        "{complete}"
+    );
+    assert_eq!(outcome.action, Action::requeue(Duration::from_secs(5)));
+}

@@ -112,6 +112,11 @@ impl Resources {
                 ));
                 continue;
             }
+            if kind == "Erasure" {
+                // A request, not a piece of the pipeline: `dreampipe erase -f` carries it out.
+                tracing::info!(document = %at, "an Erasure is not run from a configuration; use `dreampipe erase -f`");
+                continue;
+            }
             let result = match kind.as_str() {
                 "Entity" => parse_as(value, default_namespace).map(|r| self.entities.push(r)),
                 "Adapter" => parse_as(value, default_namespace).map(|r| self.adapters.push(r)),

@@ -1,6 +1,7 @@
 //! `dreampipe erase`: asks an Entity's receiver to erase one key (ADR 75), the same request
 //! as `POST /v1/entities/{entity}/{key}/erasure`, for on-call and for `dreampipe dev`. Prints
-//! the receiver's answer once the key's events are purged.
+//! the receiver's answer once the key's events are purged. `-f erasure.yaml` takes the key
+//! from an `Erasure` resource, the file the operator carries out on Kubernetes (ADR 76).
 
 #![allow(
     clippy::print_stdout,
@@ -14,6 +15,9 @@ use hyper::body::Bytes;
 use hyper::header;
 use tokio_util::sync::CancellationToken;
 
+use crds::Erasure;
+use crds::erasure::{ErasureSpec, validate_erasure};
+
 use crate::adapter::submit::http_client;
 use crate::store::{Key, KeyError};
 
@@ -26,18 +30,61 @@ pub struct Args {
     /// File holding a bearer token the receiver accepts.
     #[arg(long, env = "DREAMPIPE_RECEIVER_TOKEN_FILE")]
     pub receiver_token_file: Option<PathBuf>,
+    /// An `Erasure` resource (YAML) to carry out: the same file `kubectl apply` takes, in
+    /// place of the four flags below.
+    #[arg(long, short = 'f', conflicts_with_all = ["entity", "key", "requested_by", "reason"])]
+    pub file: Option<PathBuf>,
     /// The Entity.
-    #[arg(long)]
-    pub entity: String,
+    #[arg(long, required_unless_present = "file")]
+    pub entity: Option<String>,
     /// The key to erase.
-    #[arg(long)]
-    pub key: String,
+    #[arg(long, required_unless_present = "file")]
+    pub key: Option<String>,
     /// Who asks (recorded in the tombstone).
-    #[arg(long)]
-    pub requested_by: String,
+    #[arg(long, required_unless_present = "file")]
+    pub requested_by: Option<String>,
     /// Why (recorded in the tombstone).
-    #[arg(long)]
-    pub reason: String,
+    #[arg(long, required_unless_present = "file")]
+    pub reason: Option<String>,
+}
+
+/// What is erased: from the flags or from an `Erasure` file.
+fn request(args: &Args) -> Result<ErasureSpec, EraseError> {
+    let Some(path) = &args.file else {
+        let flag = |value: &Option<String>| value.clone().unwrap_or_default();
+        return Ok(ErasureSpec {
+            entity: flag(&args.entity),
+            key: flag(&args.key),
+            requested_by: flag(&args.requested_by),
+            reason: flag(&args.reason),
+        });
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| EraseError::File {
+        file: file.clone(),
+        source,
+    })?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|error| EraseError::NotAnErasure {
+            file: file.clone(),
+            reason: error.to_string(),
+        })?;
+    let api_version = format!("{}/{}", crds::GROUP, crds::VERSION);
+    if value.get("kind").and_then(|k| k.as_str()) != Some("Erasure")
+        || value.get("apiVersion").and_then(|v| v.as_str()) != Some(api_version.as_str())
+    {
+        return Err(EraseError::NotAnErasure {
+            file,
+            reason: format!("its apiVersion and kind are not {api_version} and Erasure"),
+        });
+    }
+    let erasure: Erasure =
+        serde_yaml::from_value(value).map_err(|error| EraseError::NotAnErasure {
+            file: file.clone(),
+            reason: error.to_string(),
+        })?;
+    validate_erasure(&erasure).map_err(|invalid| EraseError::Invalid { file, invalid })?;
+    Ok(erasure.spec)
 }
 
 /// Why an erasure could not be asked for or was refused.
@@ -45,6 +92,20 @@ pub struct Args {
 pub enum EraseError {
     #[error("invalid key")]
     Key(#[source] KeyError),
+    #[error("cannot read {file}")]
+    File {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file} is not an Erasure resource: {reason}")]
+    NotAnErasure { file: String, reason: String },
+    #[error("{file}")]
+    Invalid {
+        file: String,
+        #[source]
+        invalid: crds::Invalid,
+    },
     #[error("cannot read the token file {path}")]
     Token {
         path: String,
@@ -66,13 +127,16 @@ pub enum EraseError {
 
 /// Sends the erasure and prints the receiver's answer.
 pub async fn run(args: Args, _shutdown: CancellationToken) -> Result<(), EraseError> {
-    let Args {
-        receiver_url,
-        receiver_token_file,
+    let ErasureSpec {
         entity,
         key,
         requested_by,
         reason,
+    } = request(&args)?;
+    let Args {
+        receiver_url,
+        receiver_token_file,
+        ..
     } = args;
     let key = Key::new(key).map_err(EraseError::Key)?;
     let token = match receiver_token_file {

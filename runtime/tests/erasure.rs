@@ -502,14 +502,18 @@ async fn dreampipe_erase_asks_the_receiver_and_fails_naming_its_answer() {
     receiver_support::put(&router, "c1", json!({"id": "c1", "name": "Ada"})).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn({
+        let router = router.clone();
+        async move { axum::serve(listener, router).await }
+    });
     let args = |key: &str| runtime::erase::Args {
         receiver_url: format!("http://{address}/"),
         receiver_token_file: None,
-        entity: "customer".into(),
-        key: key.into(),
-        requested_by: "dpo@example.com".into(),
-        reason: "ticket 12".into(),
+        file: None,
+        entity: Some("customer".into()),
+        key: Some(key.into()),
+        requested_by: Some("dpo@example.com".into()),
+        reason: Some("ticket 12".into()),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     runtime::erase::run(args("c1"), stop.clone()).await.unwrap();
@@ -517,12 +521,191 @@ async fn dreampipe_erase_asks_the_receiver_and_fails_naming_its_answer() {
     assert_eq!(events.len(), 1);
     assert!(events[0].is_tombstone());
 
-    let error = runtime::erase::run(args("nobody"), stop).await.unwrap_err();
+    let error = runtime::erase::run(args("nobody"), stop.clone())
+        .await
+        .unwrap_err();
     assert!(
         error
             .to_string()
             .starts_with("the receiver answered 404 Not Found"),
         "{error}"
     );
+
+    // The example's Erasure resource, as `kubectl apply` takes it, carried out by `-f`.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/salesforce/erasure/forget-a-customer.yaml");
+    let erasure: crds::Erasure =
+        serde_yaml::from_str(&std::fs::read_to_string(&example).unwrap()).unwrap();
+    let key = erasure.spec.key.clone();
+    receiver_support::put(&router, &key, json!({"id": key, "name": "Acme"})).await;
+    let from_file = runtime::erase::Args {
+        file: Some(example),
+        entity: None,
+        key: None,
+        requested_by: None,
+        reason: None,
+        ..args("unused")
+    };
+    runtime::erase::run(from_file, stop.clone()).await.unwrap();
+    let events = receiver_support::events_of(&nats, &key).await;
+    assert_eq!(events.len(), 1);
+    let recorded = events[0].erasure.as_ref().expect("a tombstone");
+    assert_eq!(recorded.requested_by, erasure.spec.requested_by);
+    assert_eq!(recorded.reason, erasure.spec.reason);
+
+    // A file that is no Erasure is refused before anything is sent.
+    let not_erasure = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        not_erasure.path(),
+        "apiVersion: dreampipe.io/v1alpha1\nkind: Erasure\nmetadata: {name: x}\nspec: {entity: customer, key: c9, requestedBy: ' ', reason: why}\n",
+    )
+    .unwrap();
+    let refused = runtime::erase::Args {
+        file: Some(not_erasure.path().to_owned()),
+        ..args("unused")
+    };
+    let error = runtime::erase::run(refused, stop).await.unwrap_err();
+    assert!(
+        process::error_chain(&error).contains("spec.requestedBy"),
+        "{}",
+        process::error_chain(&error)
+    );
     server.abort();
+}
+
+/// The operator's way (ADR 76): an `Erasure` is carried out by asking a receiver over NATS
+/// request-reply, and followed through each projector's report until every generation has
+/// applied the tombstone. Here with the operator's own eraser and progress rule, against a
+/// real receiver and a real projector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_erasure_asked_over_nats_is_carried_out_and_followed_until_the_projection_is_scrubbed() {
+    use crds::erasure::{ErasureCommand, ErasureReply, Tombstone};
+    use operator::erasures::{EraseError, Eraser, NatsEraser};
+    use operator::status::erasure::projection_erasure;
+
+    let mut bed = Bed::start(2).await;
+    let client = bed.nats.client().await.unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let model = EntityModel::new(&projector_support::entity(bed.partitions)).unwrap();
+    let receiver = Arc::new(Receiver::open(&client, model, metrics).await.unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let answering = runtime::receiver::erase::answer_erasures(
+        receiver.clone(),
+        client.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+
+    let latest = projection("customers", LATEST_V1);
+    let replica = bed.replica(&latest, "customers", fast_options()).await;
+    let mut rng = fastrand::Rng::with_seed(76);
+    let mut changes = random_changes(&mut rng, 50, 200);
+    let secret = json!({"id": ERASED[0], "name": SECRET_NAME, "city": SECRET_CITY, "active": true, "spend": 5});
+    changes.insert(17, (ERASED[0].to_owned(), Some(secret)));
+    bed.producer.publish(changes).await;
+    bed.caught_up(&bed.pool, &latest, Duration::from_secs(60))
+        .await;
+    wait_until(Duration::from_secs(30), "the view to go live", || async {
+        view_exists(&bed.pool, "customers").await
+    })
+    .await;
+    assert!(
+        rows(&bed.pool, "customers")
+            .await
+            .iter()
+            .any(|row| row.contains(SECRET_NAME)),
+        "before the erasure the view holds the key"
+    );
+
+    let eraser = NatsEraser::new(bed.nats.client().await.unwrap());
+    let command = |key: &str| ErasureCommand {
+        key: key.to_owned(),
+        requested_by: "privacy@example.com".to_owned(),
+        reason: "GDPR art. 17 request 4711".to_owned(),
+    };
+    let reply = eraser
+        .erase("default".into(), "customer".into(), command(ERASED[0]))
+        .await
+        .unwrap();
+    let ErasureReply::Erased {
+        version,
+        sequence,
+        partition,
+        purged,
+    } = reply
+    else {
+        panic!("the receiver refused: {reply:?}");
+    };
+    assert_eq!(purged, 1, "the key's one event left the stream");
+    assert_eq!(version, 2, "the tombstone follows the key's one event");
+    assert_eq!(
+        partition,
+        Key::new(ERASED[0]).unwrap().partition(bed.partitions)
+    );
+    let tombstone = Tombstone {
+        version,
+        sequence,
+        partition,
+    };
+
+    // Asked again (a status the operator could not write): nothing more is purged, the same
+    // tombstone is named.
+    let again = eraser
+        .erase("default".into(), "customer".into(), command(ERASED[0]))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        ErasureReply::Erased {
+            version,
+            sequence,
+            partition,
+            purged: 0
+        }
+    );
+
+    // The operator's progress rule over the real projector's report.
+    wait_until(
+        Duration::from_secs(30),
+        "the projection to apply the tombstone",
+        || async {
+            let report = replica.status.report().await.unwrap();
+            projection_erasure("customers", &tombstone, Ok(&report)).scrubbed
+        },
+    )
+    .await;
+    let view = rows(&bed.pool, "customers").await;
+    assert!(
+        view.iter()
+            .all(|row| !row.contains(SECRET_NAME) && !row.contains(ERASED[0])),
+        "a scrubbed projection holds nothing of the key: {view:?}"
+    );
+
+    // A key without events is refused as the HTTP API refuses it, and nothing is appended.
+    let before = stream_payloads(&bed).await.len();
+    let unknown = eraser
+        .erase("default".into(), "customer".into(), command("never-seen"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&unknown, ErasureReply::Problem { status: 404, detail, .. } if detail.contains("never-seen")),
+        "{unknown:?}"
+    );
+    assert_eq!(stream_payloads(&bed).await.len(), before);
+
+    // An Entity without a running receiver: no responders, said so by subject.
+    let nobody = eraser
+        .erase("default".into(), "order".into(), command("o-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&nobody, EraseError::NoReceiver { subject, .. } if subject == "dreampipe.erasure.default.order"),
+        "{nobody:?}"
+    );
+
+    replica.stop().await;
+    shutdown.cancel();
+    answering.await.unwrap();
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crds::{AdapterStatus, Condition, Entity, EntityStatus, ProjectionStatus};
+use crds::{AdapterStatus, Condition, Entity, EntityStatus, ErasureStatus, ProjectionStatus};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -58,7 +58,7 @@ macro_rules! resource_status {
     )*};
 }
 
-resource_status!(EntityStatus, ProjectionStatus, AdapterStatus);
+resource_status!(EntityStatus, ProjectionStatus, AdapterStatus, ErasureStatus);
 
 /// A kind the driver reconciles.
 pub trait Reconciled:

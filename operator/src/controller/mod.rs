@@ -1,15 +1,16 @@
-//! The three controllers and how they run: each reconcile is `validate -> build -> apply ->
+//! The four controllers and how they run: each reconcile is `validate -> build -> apply ->
 //! status`, driven by [`driver`] with each kind's own steps in its module; errors back off per
 //! object; invalid specs wait for a change.
 
 pub mod adapter;
 pub mod driver;
 pub mod entity;
+pub mod erasure;
 pub mod projection;
 
 use std::sync::Arc;
 
-use crds::{Adapter, ConditionStatus, Entity, Projection};
+use crds::{Adapter, ConditionStatus, Entity, Erasure, Projection};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::{Action, Controller};
@@ -135,7 +136,7 @@ fn count_objects<K: driver::Reconciled>(ctx: &Context, store: Store<K>) {
     ctx.metrics.count_objects(kind, Box::new(states));
 }
 
-/// Runs the three controllers over `namespace` (every namespace when `None`) until `shutdown`.
+/// Runs the four controllers over `namespace` (every namespace when `None`) until `shutdown`.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
@@ -182,9 +183,18 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
             watcher::Config::default().any_semantic(),
             move |entity| dependants(&store, &entity, |a: &Adapter| a.spec.entity.as_str()),
         )
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(driver::reconcile::<Adapter>, error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(driver::reconcile::<Adapter>, error_policy, ctx.clone())
         .for_each(|result| log_result("Adapter", result));
 
-    futures::join!(entities, projections, adapters);
+    // An Erasure follows its Projections by requeueing until Complete: no watch of them.
+    let erasures = Controller::new(
+        api::<Erasure>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .graceful_shutdown_on(shutdown.cancelled_owned())
+    .run(driver::reconcile::<Erasure>, error_policy, ctx)
+    .for_each(|result| log_result("Erasure", result));
+
+    futures::join!(entities, projections, adapters, erasures);
 }

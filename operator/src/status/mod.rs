@@ -2,6 +2,7 @@
 //! the resource's status out. Conditions go through `crds::common::set_condition`, so
 //! `lastTransitionTime` moves only when a condition's status flips.
 
+pub mod erasure;
 pub mod pods;
 
 use crds::adapter::AdapterStatus;

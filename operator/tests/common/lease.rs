@@ -126,6 +126,7 @@ async fn play(initial: Option<Value>, other_renews_for: Duration, limit: Duratio
         RuntimeSettings::example(),
         Arc::new(FakeProbe::default()),
         Arc::new(FakeStreams::default()),
+        mock::FakeEraser::answering(None),
         metrics.clone(),
         Some(IDENTITY.to_owned()),
     ));

@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crds::erasure::{ErasureCommand, ErasureReply};
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use kube::client::Body;
 use operator::context::Context;
+use operator::erasures::{EraseError, Eraser};
 use operator::probe::{ProbeError, StatusProbe};
 use operator::settings::RuntimeSettings;
 use operator::streams::{StreamAdmin, StreamError};
@@ -236,6 +238,44 @@ impl StreamAdmin for FakeStreams {
     }
 }
 
+/// A receiver for erasures that answers every request with `reply` (no receiver at all when
+/// `None`), recording what it was asked.
+#[derive(Debug, Default)]
+pub struct FakeEraser {
+    pub reply: Mutex<Option<ErasureReply>>,
+    pub asked: Mutex<Vec<(String, String, ErasureCommand)>>,
+}
+
+impl FakeEraser {
+    pub fn answering(reply: Option<ErasureReply>) -> Arc<FakeEraser> {
+        Arc::new(FakeEraser {
+            reply: Mutex::new(reply),
+            asked: Mutex::default(),
+        })
+    }
+}
+
+impl Eraser for FakeEraser {
+    fn erase(
+        &self,
+        namespace: String,
+        entity: String,
+        command: ErasureCommand,
+    ) -> BoxFuture<'static, Result<ErasureReply, EraseError>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((namespace.clone(), entity.clone(), command));
+        let reply = self.reply.lock().unwrap().clone();
+        Box::pin(async move {
+            reply.ok_or_else(|| EraseError::NoReceiver {
+                subject: crds::erasure::erasure_subject(&namespace, &entity),
+                entity,
+            })
+        })
+    }
+}
+
 /// A context over the scenario's client with the given fakes.
 pub fn context(
     scenario: &Scenario,
@@ -252,11 +292,43 @@ pub fn context_with(
     streams: Arc<FakeStreams>,
     settings: RuntimeSettings,
 ) -> Arc<Context> {
+    context_full(
+        scenario,
+        probe,
+        streams,
+        FakeEraser::answering(None),
+        settings,
+    )
+}
+
+/// [`context`] with an eraser.
+pub fn context_erasing(
+    scenario: &Scenario,
+    probe: Arc<FakeProbe>,
+    eraser: Arc<FakeEraser>,
+) -> Arc<Context> {
+    context_full(
+        scenario,
+        probe,
+        Arc::default(),
+        eraser,
+        RuntimeSettings::example(),
+    )
+}
+
+fn context_full(
+    scenario: &Scenario,
+    probe: Arc<FakeProbe>,
+    streams: Arc<FakeStreams>,
+    eraser: Arc<FakeEraser>,
+    settings: RuntimeSettings,
+) -> Arc<Context> {
     Arc::new(Context::new(
         scenario.client.clone(),
         settings,
         probe,
         streams,
+        eraser,
         operator::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()),
         Some("dreampipe-operator-0".to_owned()),
     ))

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crds::{Adapter, Entity, Projection};
+use crds::erasure::{ErasureReply, ErasureStatus, Tombstone};
+use crds::{Adapter, Entity, Erasure, Projection};
 use kube::runtime::controller::Action;
 use operator::controller;
 use operator::names::CONFIG_HASH_ANNOTATION;
@@ -11,7 +12,10 @@ use serde_json::{Value, json};
 
 use operator::settings::RuntimeSettings;
 
-use super::mock::{Call, Expect, FakeProbe, FakeStreams, Scenario, context, context_with};
+use super::mock::{
+    Call, Expect, FakeEraser, FakeProbe, FakeStreams, Scenario, context, context_erasing,
+    context_with,
+};
 use super::shop;
 
 const CORE: &str = "/api/v1/namespaces/shop";
@@ -817,10 +821,196 @@ pub async fn all_calls() -> Vec<Call> {
         adapter_polling().await,
         adapter_suspended().await,
         adapter_webhook().await,
+        erasure_scrubbing().await.outcome,
+        erasure_completed().await.outcome,
+        erasure_of_an_unknown_key().await.outcome,
     ] {
         calls.extend(outcome.calls);
     }
     calls
+}
+
+/// The Erasure the erasure scenarios reconcile: key c-1 of the shop's customer Entity.
+pub fn erasure(status: Option<ErasureStatus>) -> Erasure {
+    let mut erasure: Erasure = serde_json::from_value(json!({
+        "apiVersion": "dreampipe.io/v1alpha1", "kind": "Erasure",
+        "metadata": {"name": "forget-c-1", "namespace": "shop", "generation": 1,
+                     "uid": "00000000-0000-4000-8000-0000000000e1"},
+        "spec": {"entity": "customer", "key": "c-1", "requestedBy": "privacy@example.com",
+                 "reason": "GDPR art. 17 request 4711"}
+    }))
+    .expect("an Erasure");
+    erasure.status = status;
+    erasure
+}
+
+/// Where the erasure scenarios' receiver puts the tombstone.
+pub const TOMBSTONE: Tombstone = Tombstone {
+    version: 4,
+    sequence: 100,
+    partition: 1,
+};
+
+/// A projector report whose generations stand at `partition 1` sequences `(name, state, seq)`.
+pub fn erasure_report(generations: &[(&str, &str, u64)]) -> Value {
+    let generations: Vec<Value> = generations
+        .iter()
+        .map(|(name, state, sequence)| {
+            json!({"generation": name, "state": state, "phase": "Live", "lag": 0,
+                   "lastAppliedSequence": sequence, "events": 10, "progress": 100,
+                   "deadLetters": 0, "partitions": [
+                       {"partition": 0, "sequence": 7},
+                       {"partition": 1, "sequence": sequence}]})
+        })
+        .collect();
+    json!({"projection": "customers", "replica": "customers-projector-abc",
+           "ownedPartitions": [0, 1], "view": "customers", "configuredGeneration": "g1",
+           "generations": generations})
+}
+
+/// The namespace's Projections: the shop's (of `customer`) and one of another Entity, which
+/// the erasure leaves alone.
+fn projection_list() -> Value {
+    let mut other = serde_json::to_value(shop().projection).unwrap();
+    other["metadata"]["name"] = json!("orders");
+    other["spec"]["entity"] = json!("order");
+    json!({"apiVersion": "dreampipe.io/v1alpha1", "kind": "ProjectionList",
+           "metadata": {"resourceVersion": "1"},
+           "items": [serde_json::to_value(shop().projection).unwrap(), other]})
+}
+
+/// What an erasure scenario leaves: the outcome and what the receiver was asked.
+pub struct Erasing {
+    pub outcome: Outcome,
+    pub eraser: Arc<FakeEraser>,
+}
+
+async fn play_erasure(
+    erasure: Erasure,
+    script: Vec<Expect>,
+    probe: Arc<FakeProbe>,
+    reply: Option<ErasureReply>,
+) -> Erasing {
+    let scenario = Scenario::start(script);
+    let eraser = FakeEraser::answering(reply);
+    let ctx = context_erasing(&scenario, probe.clone(), eraser.clone());
+    let action = controller::driver::reconcile(Arc::new(erasure), ctx)
+        .await
+        .expect("the reconcile succeeds");
+    Erasing {
+        outcome: finish(scenario, action, &probe, &FakeStreams::default()).await,
+        eraser,
+    }
+}
+
+fn erased_reply() -> ErasureReply {
+    ErasureReply::Erased {
+        version: TOMBSTONE.version,
+        sequence: TOMBSTONE.sequence,
+        partition: TOMBSTONE.partition,
+        purged: 3,
+    }
+}
+
+fn erasure_status_path() -> String {
+    format!("{DP}/erasures/forget-c-1/status")
+}
+
+/// A new Erasure: the receiver writes the tombstone and purges 3 events (an Event says so);
+/// the live generation applied it, a building one is still before it: Erasing, 0/1 scrubbed.
+pub async fn erasure_scrubbing() -> Erasing {
+    let report = erasure_report(&[("g1", "live", 120), ("g2", "building", 60)]);
+    play_erasure(
+        erasure(None),
+        vec![
+            Expect::get(
+                format!("{DP}/entities/customer"),
+                entity_json(&shop().entity),
+            ),
+            Expect::create(EVENTS),
+            Expect::get(format!("{DP}/projections"), projection_list()),
+            Expect::apply_onto(
+                erasure_status_path(),
+                serde_json::to_value(erasure(None)).unwrap(),
+            ),
+        ],
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+        Some(erased_reply()),
+    )
+    .await
+}
+
+/// The tombstone is already in status; every generation is past it now: Complete, an Event,
+/// and the receiver is not asked again.
+pub async fn erasure_completed() -> Erasing {
+    let status = ErasureStatus {
+        phase: crds::erasure::ErasurePhase::Erasing,
+        tombstone: Some(TOMBSTONE),
+        purged_events: 3,
+        erased_time: Some("2026-12-03T07:00:00Z".into()),
+        ..ErasureStatus::default()
+    };
+    let report = erasure_report(&[("g1", "live", 120), ("g2", "building", 100)]);
+    play_erasure(
+        erasure(Some(status)),
+        vec![
+            Expect::get(format!("{DP}/projections"), projection_list()),
+            Expect::apply_onto(
+                erasure_status_path(),
+                serde_json::to_value(erasure(None)).unwrap(),
+            ),
+            Expect::create(EVENTS),
+        ],
+        FakeProbe::with(PROJECTOR_STATUS_URL, report),
+        Some(erased_reply()),
+    )
+    .await
+}
+
+/// The receiver answers 404: the key has no events. Failed, KeyNotFound, a Warning Event, and
+/// no Projection is looked at.
+pub async fn erasure_of_an_unknown_key() -> Erasing {
+    play_erasure(
+        erasure(None),
+        vec![
+            Expect::get(
+                format!("{DP}/entities/customer"),
+                entity_json(&shop().entity),
+            ),
+            Expect::create(EVENTS),
+            Expect::apply_onto(
+                erasure_status_path(),
+                serde_json::to_value(erasure(None)).unwrap(),
+            ),
+        ],
+        Arc::new(FakeProbe::default()),
+        Some(ErasureReply::Problem {
+            status: 404,
+            type_: "not_found".into(),
+            detail: "key c-1 has no events to erase".into(),
+        }),
+    )
+    .await
+}
+
+/// No receiver answers on NATS: Pending, ReceiverUnavailable, tried again soon.
+pub async fn erasure_without_a_receiver() -> Erasing {
+    play_erasure(
+        erasure(None),
+        vec![
+            Expect::get(
+                format!("{DP}/entities/customer"),
+                entity_json(&shop().entity),
+            ),
+            Expect::apply_onto(
+                erasure_status_path(),
+                serde_json::to_value(erasure(None)).unwrap(),
+            ),
+        ],
+        Arc::new(FakeProbe::default()),
+        None,
+    )
+    .await
 }
 
 /// The config hash on a Deployment body.

@@ -1,9 +1,15 @@
 //! Erasure of one key (ADR 75): a tombstone event that keeps no data (who asked, why, at the
 //! next version), appended with the expected subject sequence like any event, then a purge of
 //! the key's subject before the tombstone. [`tombstone`] is the rule (pure); [`Receiver::erase`]
-//! reads, appends, retries on conflicts and purges.
+//! reads, appends, retries on conflicts and purges. [`answer_erasures`] serves the same
+//! operation over NATS request-reply, for the operator's `Erasure` controller (ADR 76).
 
+use std::sync::Arc;
+
+use crds::erasure::{ErasureCommand, ErasureReply, erasure_subject};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::problem::ApiError;
 use super::submit::{Receiver, Stamp};
@@ -31,6 +37,8 @@ pub struct Erased {
     pub version: u64,
     /// The tombstone's stream sequence.
     pub sequence: u64,
+    /// The key's ordering partition.
+    pub partition: u32,
     /// Events purged by this request (0 when an earlier request already purged them).
     pub purged: u64,
 }
@@ -121,12 +129,95 @@ impl Receiver {
                 key: key.to_string(),
                 version,
                 sequence,
+                partition: key.partition(self.model.names().partitions()),
                 purged,
             });
         }
         Err(ApiError::Contended {
             key: key.to_string(),
         })
+    }
+}
+
+/// Why the erasure service could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("subscribing to erasure requests on {subject}")]
+pub struct SubscribeError {
+    pub subject: String,
+    #[source]
+    pub source: async_nats::SubscribeError,
+}
+
+/// Answers erasure requests on the Entity's erasure subject (queue group `receivers`, so one
+/// replica answers each) until `shutdown`: the same checks and the same [`Receiver::erase`] as
+/// `POST .../erasure`. Who may ask is decided by who may publish to the subject: NATS
+/// permissions, as for the JetStream API itself (ADR 76).
+pub async fn answer_erasures(
+    receiver: Arc<Receiver>,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, SubscribeError> {
+    let names = receiver.model.names();
+    let subject = erasure_subject(names.namespace(), names.entity());
+    let mut requests = client
+        .queue_subscribe(subject.clone(), "receivers".to_owned())
+        .await
+        .map_err(|source| SubscribeError {
+            subject: subject.clone(),
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = requests.next() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            let Some(reply_to) = message.reply.clone() else {
+                tracing::warn!(%subject, "an erasure request without a reply subject was ignored");
+                continue;
+            };
+            let reply = erase_command(&receiver, &message.payload).await;
+            let body = serde_json::to_vec(&reply).expect("a reply serialises");
+            if let Err(error) = client.publish(reply_to, body.into()).await {
+                tracing::warn!(%error, "could not answer an erasure request");
+            }
+        }
+    }))
+}
+
+/// One erasure request read, checked and carried out; every failure is a problem reply.
+async fn erase_command(receiver: &Receiver, payload: &[u8]) -> ErasureReply {
+    let outcome = async {
+        let command: ErasureCommand = serde_json::from_slice(payload)
+            .map_err(|error| ApiError::BadRequest(format!("the erasure request: {error}")))?;
+        if command.requested_by.trim().is_empty() || command.reason.trim().is_empty() {
+            return Err(ApiError::BadRequest(
+                "an erasure request names requestedBy and a reason".to_owned(),
+            ));
+        }
+        let key = Key::new(command.key).map_err(|e| ApiError::Rejected(e.into()))?;
+        let request = EraseRequest {
+            requested_by: command.requested_by,
+            reason: command.reason,
+        };
+        receiver.erase(&key, &request).await
+    }
+    .await;
+    match outcome {
+        Ok(erased) => ErasureReply::Erased {
+            version: erased.version,
+            sequence: erased.sequence,
+            partition: erased.partition,
+            purged: erased.purged,
+        },
+        Err(error) => ErasureReply::Problem {
+            status: error.status().as_u16(),
+            type_: error.reason().to_owned(),
+            detail: error.to_string(),
+        },
     }
 }
 

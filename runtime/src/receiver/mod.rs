@@ -56,6 +56,8 @@ pub enum ReceiverError {
     Tokens(#[from] TokensError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Erasures(#[from] erase::SubscribeError),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
 }
@@ -107,8 +109,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
     let Some(client) = connect_and_ensure(&nats_url, entity, &names, &shutdown).await? else {
         return finish(server).await;
     };
-    let receiver = Receiver::open(&client, model, metrics).await?;
-    let _ = api.set(http::routes(Arc::new(receiver), tokens));
+    let receiver = Arc::new(Receiver::open(&client, model, metrics).await?);
+    let erasures =
+        erase::answer_erasures(receiver.clone(), client.clone(), shutdown.clone()).await?;
+    let _ = api.set(http::routes(receiver, tokens));
     let dependencies = crate::reachability::Dependencies {
         nats: Some(client.clone()),
         postgres: None,
@@ -118,6 +122,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
     tracing::info!("receiver ready");
 
     let result = finish(server).await;
+    erasures.abort();
     if let Err(error) = client.flush().await {
         tracing::warn!(%error, "could not flush NATS on shutdown");
     }

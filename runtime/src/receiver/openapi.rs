@@ -226,12 +226,13 @@ pub fn document(model: &EntityModel, max_payload: usize) -> Value {
                 }
             },
             "Erased": {
-                "type": "object", "required": ["result", "key", "version", "sequence", "purged"],
+                "type": "object", "required": ["result", "key", "version", "sequence", "partition", "purged"],
                 "properties": {
                     "result": {"type": "string", "enum": ["erased"]},
                     "key": {"type": "string"},
                     "version": {"type": "integer", "minimum": 1, "description": "The tombstone's version"},
                     "sequence": {"type": "integer", "minimum": 1, "description": "The tombstone's stream sequence"},
+                    "partition": {"type": "integer", "minimum": 0, "description": "The key's ordering partition: a projector partition past the tombstone's sequence has scrubbed the key"},
                     "purged": {"type": "integer", "minimum": 0, "description": "Events this request purged"},
                 }
             },
