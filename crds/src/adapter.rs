@@ -28,6 +28,7 @@ use crate::validate::{Invalid, Problems, is_nats_subject};
     printcolumn = r#"{"name":"Read","type":"integer","jsonPath":".status.recordsRead"}"#,
     printcolumn = r#"{"name":"Changed","type":"integer","jsonPath":".status.changed"}"#,
     printcolumn = r#"{"name":"Rejected","type":"integer","jsonPath":".status.rejected"}"#,
+    printcolumn = r#"{"name":"Backlog","type":"integer","jsonPath":".status.backlog","description":"Records the source holds that the adapter has not read yet","priority":1}"#,
     printcolumn = r#"{"name":"Last Error","type":"string","jsonPath":".status.lastError","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -81,7 +82,7 @@ fn default_batch_size() -> u32 {
 /// The source of an Adapter; exactly one field is set.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.http), has(self.webhook), has(self.nats), has(self.file), has(self.generator)].filter(x, x).size() == 1").message("exactly one of http, webhook, nats, file or generator must be set"))]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.webhook), has(self.nats), has(self.jetstream), has(self.file), has(self.generator)].filter(x, x).size() == 1").message("exactly one of http, webhook, nats, jetstream, file or generator must be set"))]
 pub struct AdapterSource {
     /// Poll an HTTP API that answers JSON pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +93,10 @@ pub struct AdapterSource {
     /// Subscribe to a NATS subject whose messages are JSON records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsSource>,
+    /// Consume an existing JetStream stream through a durable pull consumer, acknowledging a
+    /// message only once the receiver acknowledged its record (at least once, end to end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamSource>,
     /// Read a file of JSON lines or CSV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileSource>,
@@ -106,6 +111,7 @@ pub enum SourceKind<'a> {
     Http(&'a HttpSource),
     Webhook(&'a WebhookSource),
     Nats(&'a NatsSource),
+    JetStream(&'a JetStreamSource),
     File(&'a FileSource),
     Generator(&'a GeneratorSource),
 }
@@ -117,6 +123,7 @@ impl AdapterSource {
             self.http.as_ref().map(SourceKind::Http),
             self.webhook.as_ref().map(SourceKind::Webhook),
             self.nats.as_ref().map(SourceKind::Nats),
+            self.jetstream.as_ref().map(SourceKind::JetStream),
             self.file.as_ref().map(SourceKind::File),
             self.generator.as_ref().map(SourceKind::Generator),
         ]
@@ -136,6 +143,10 @@ pub struct HttpSource {
     /// Bearer token sent as `Authorization`, read from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyRef>,
+    /// Bearer tokens from an OAuth2 token endpoint instead (client credentials or refresh
+    /// token grant), refreshed before they expire. Not with `tokenSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2>,
     /// JSON pointer of the records array in a page, e.g. `/records`.
     #[serde(default = "default_records_pointer")]
     #[schemars(length(max = 256))]
@@ -157,6 +168,48 @@ pub struct HttpSource {
 
 fn default_records_pointer() -> String {
     "/records".to_owned()
+}
+
+/// OAuth2 for an HTTP source (RFC 6749): where tokens come from and the credentials for it,
+/// every credential by reference to a Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth2 {
+    /// The token endpoint, e.g. `https://login.salesforce.com/services/oauth2/token`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub token_url: String,
+    /// `ClientCredentials` (the default) or `RefreshToken`.
+    #[serde(default)]
+    pub grant: OAuth2Grant,
+    /// The client id (a connected app's consumer key).
+    pub client_id_ref: SecretKeyRef,
+    /// The client secret (a connected app's consumer secret).
+    pub client_secret_ref: SecretKeyRef,
+    /// The refresh token; required with `grant: RefreshToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_ref: Option<SecretKeyRef>,
+    /// Scopes asked for; none when omitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 256)))]
+    pub scopes: Vec<String>,
+    /// A token is replaced this long before it expires, e.g. `60s` (the default).
+    #[serde(default = "default_refresh_before")]
+    #[schemars(length(max = 32))]
+    pub refresh_before: String,
+}
+
+fn default_refresh_before() -> String {
+    "60s".to_owned()
+}
+
+/// How an HTTP source gets its OAuth2 access tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OAuth2Grant {
+    /// `client_credentials`: the client authenticates as itself.
+    #[default]
+    ClientCredentials,
+    /// `refresh_token`: a refresh token a person granted once stands for them.
+    RefreshToken,
 }
 
 /// Where a page says how to fetch the next one; exactly one field is set.
@@ -270,6 +323,51 @@ pub struct NatsSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub url: Option<String>,
+}
+
+/// An existing JetStream stream whose messages are JSON records, read by a durable consumer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JetStreamSource {
+    /// Name of the stream (it must exist; the adapter never creates or changes it).
+    #[schemars(length(min = 1, max = 256))]
+    pub stream: String,
+    /// Durable consumer name: the stream remembers how far the adapter got under it, so a
+    /// restart goes on where it stopped. Default `dreampipe-<adapter name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub consumer: Option<String>,
+    /// Only messages on this subject (wildcards allowed); all of the stream when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub filter_subject: Option<String>,
+    /// Where a new consumer starts: `All` (the default, the stream's first message) or `New`
+    /// (only messages stored from now on). An existing consumer goes on where it stopped.
+    #[serde(default)]
+    pub deliver: JetStreamDeliver,
+    /// How long the server waits for an acknowledgement before it delivers a message again,
+    /// e.g. `30s`; the adapter reports progress while the receiver is retried, so this only
+    /// bounds a crash. Default `30s`.
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait: String,
+    /// NATS server URL; the one DreamPipe uses when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+}
+
+fn default_ack_wait() -> String {
+    "30s".to_owned()
+}
+
+/// Where a new JetStream consumer starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum JetStreamDeliver {
+    /// From the stream's first message.
+    #[default]
+    All,
+    /// Only messages stored after the consumer was created.
+    New,
 }
 
 /// A file read once from start to end.
@@ -411,6 +509,10 @@ pub struct AdapterStatus {
     /// The most recent error, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Records the source holds that the adapter has not read yet (a JetStream consumer's
+    /// pending messages); absent where the source cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
 }
 
 /// Reports every problem of an Adapter at once: names, the source, CEL and durations.
@@ -496,6 +598,32 @@ fn check_source(problems: &mut Problems, source: &SourceKind<'_>) {
                     problems.add(format!("{path}.incremental.param"), "must not be empty");
                 }
             }
+            if let Some(oauth2) = &http.oauth2 {
+                if http.token_secret_ref.is_some() {
+                    problems.add(
+                        format!("{path}.oauth2"),
+                        "set either tokenSecretRef or oauth2, not both",
+                    );
+                }
+                if !(oauth2.token_url.starts_with("http://")
+                    || oauth2.token_url.starts_with("https://"))
+                {
+                    problems.add(
+                        format!("{path}.oauth2.tokenUrl"),
+                        format!("{:?} must be an http:// or https:// URL", oauth2.token_url),
+                    );
+                }
+                if oauth2.grant == OAuth2Grant::RefreshToken && oauth2.refresh_token_ref.is_none() {
+                    problems.add(
+                        format!("{path}.oauth2.refreshTokenRef"),
+                        "is required with grant: RefreshToken",
+                    );
+                }
+                problems.check_duration(
+                    &format!("{path}.oauth2.refreshBefore"),
+                    &oauth2.refresh_before,
+                );
+            }
             if let Some(resync) = &http.resync_interval {
                 problems.check_duration(&format!("{path}.resyncInterval"), resync);
             } else if http.delete_missing {
@@ -516,6 +644,39 @@ fn check_source(problems: &mut Problems, source: &SourceKind<'_>) {
                     ),
                 );
             }
+        }
+        SourceKind::JetStream(jetstream) => {
+            let path = "spec.source.jetstream";
+            if !is_stream_name(&jetstream.stream) {
+                problems.add(
+                    format!("{path}.stream"),
+                    format!(
+                        "{:?} is not a JetStream stream name: no spaces, '.', '*', '>', '/' or '\\'",
+                        jetstream.stream
+                    ),
+                );
+            }
+            if let Some(consumer) = &jetstream.consumer
+                && !is_stream_name(consumer)
+            {
+                problems.add(
+                    format!("{path}.consumer"),
+                    format!(
+                        "{consumer:?} is not a consumer name: no spaces, '.', '*', '>', '/' or '\\'"
+                    ),
+                );
+            }
+            if let Some(subject) = &jetstream.filter_subject
+                && !is_nats_subject(subject, true)
+            {
+                problems.add(
+                    format!("{path}.filterSubject"),
+                    format!(
+                        "{subject:?} is not a NATS subject: dot-separated tokens without spaces"
+                    ),
+                );
+            }
+            problems.check_duration(&format!("{path}.ackWait"), &jetstream.ack_wait);
         }
         SourceKind::File(file) => {
             if file.path.is_empty() {
@@ -580,6 +741,15 @@ fn check_file_volume(problems: &mut Problems, path: &str, volume: &FileVolume) {
             format!("{path:?} must not leave the volume with '..'"),
         );
     }
+}
+
+/// Whether `name` can name a JetStream stream or consumer (they become API subject tokens).
+fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && !name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        })
 }
 
 /// Whether `name` can be a top-level field of a submitted record.

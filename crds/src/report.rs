@@ -133,4 +133,8 @@ pub struct AdapterReport {
     pub rejected: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Records the source holds that the adapter has not read yet (a JetStream consumer's
+    /// pending messages), where the source can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
 }

@@ -334,6 +334,35 @@ fn adapter_nats_subject_must_be_well_formed() {
 }
 
 #[test]
+fn adapter_jetstream_names_and_durations_are_checked_by_path() {
+    let adapter: Adapter =
+        edited(
+            ADAPTER,
+            |v| {
+                v["spec"]["source"] =
+                    serde_json::json!({"jetstream": {"stream": "ORDERS", "consumer": "feed"}})
+            },
+        );
+    validate_adapter(&adapter).unwrap();
+    let adapter: Adapter = edited(ADAPTER, |v| {
+        v["spec"]["source"] = serde_json::json!({"jetstream": {"stream": "orders.v1",
+            "consumer": "a b", "filterSubject": "orders..x", "ackWait": "soon"}})
+    });
+    let problems = validate_adapter(&adapter).unwrap_err().problems;
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.source.jetstream.stream",
+            "spec.source.jetstream.consumer",
+            "spec.source.jetstream.filterSubject",
+            "spec.source.jetstream.ackWait"
+        ],
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn adapter_entity_reference_must_be_a_name() {
     let adapter: Adapter = edited(ADAPTER, |v| v["spec"]["entity"] = "Customer!".into());
     assert_single(

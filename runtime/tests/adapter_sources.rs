@@ -376,3 +376,113 @@ async fn the_receiver_token_is_sent_and_a_refused_batch_is_counted_not_retried()
     accepted.stop().await;
     shutdown.cancel();
 }
+
+/// The JetStream consumer's state on the server.
+async fn consumer_info(
+    nats: &NatsServer,
+    stream: &str,
+    consumer: &str,
+) -> async_nats::jetstream::consumer::Info {
+    let js = nats.jetstream().await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .get_consumer(consumer)
+        .await
+        .unwrap();
+    consumer.info().await.unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_jetstream_stream_is_consumed_at_least_once_across_a_crash_and_a_receiver_outage() {
+    let nats = NatsServer::start().await.unwrap();
+    let js = nats.jetstream().await.unwrap();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Stored before any adapter ran: a durable consumer starts at the stream's first message.
+    for i in 0..30 {
+        let record = serde_json::json!({"id": format!("o{}", i % 10), "name": format!("v{i}")});
+        js.publish(format!("orders.{}", i % 10), record.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    js.publish("orders.bad", "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // The receiver is not up: the first batch is delivered but never acknowledged, and
+    // progress reports keep it from redelivery past the ack wait.
+    let shutdown = CancellationToken::new();
+    let port = testbed::child::free_port();
+    let receiver_url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = adapter_yaml("{jetstream: {stream: ORDERS, consumer: orders-feed, ackWait: 3s}}");
+    let crashed = start_adapter(dir.path(), &yaml, &receiver_url, nats.url()).await;
+    wait_for(&crashed, "a failed attempt", |s| s.last_error.is_some()).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let info = consumer_info(&nats, "ORDERS", "orders-feed").await;
+    assert_eq!(
+        (info.num_ack_pending, info.num_redelivered),
+        (7, 0),
+        "one batch in flight, kept by progress reports: {info:?}"
+    );
+    assert_eq!(crashed.status().submitted, 0);
+    assert_eq!(crashed.status().backlog, Some(24), "31 stored, 7 in flight");
+    // Killed mid-retry: nothing was acknowledged, so nothing is lost.
+    crashed.task.abort();
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    receiver_on(&nats, listener, Tokens::default(), shutdown.clone()).await;
+    let adapter = start_adapter(dir.path(), &yaml, &receiver_url, nats.url()).await;
+    let status = wait_for(&adapter, "every message", |s| s.records_read == 31).await;
+    assert_eq!(
+        status.rejected, 1,
+        "the message that is no JSON: {status:?}"
+    );
+    for key in 0..10 {
+        let events = events_of(&nats, &format!("o{key}")).await;
+        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, [1, 2, 3], "o{key}: each change once, in order");
+        assert_eq!(
+            events[2].state.as_ref().unwrap()["name"],
+            format!("v{}", 20 + key)
+        );
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let info = consumer_info(&nats, "ORDERS", "orders-feed").await;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "everything is acknowledged in the end: {info:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(adapter.status().backlog, Some(0));
+
+    // A message stored while it runs goes through too.
+    let record = serde_json::json!({"id": "o1", "name": "late"});
+    js.publish("orders.1", record.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for(&adapter, "the late message", |s| s.records_read == 32).await;
+    adapter.stop().await;
+    shutdown.cancel();
+}

@@ -51,8 +51,13 @@ pub fn referenced_secrets(adapter: &Adapter) -> Vec<String> {
             SourceKind::Http(http) => Some(
                 http.token_secret_ref
                     .iter()
+                    .chain(http.oauth2.iter().flat_map(|o| {
+                        [&o.client_id_ref, &o.client_secret_ref]
+                            .into_iter()
+                            .chain(o.refresh_token_ref.as_ref())
+                    }))
                     .map(|r| r.name.clone())
-                    .collect(),
+                    .collect::<Vec<_>>(),
             ),
             SourceKind::Webhook(hook) => Some(
                 hook.auth

@@ -338,6 +338,7 @@ pub fn adapter_status(
         status.unchanged = report.unchanged;
         status.rejected = report.rejected;
         status.last_error = report.last_error.clone();
+        status.backlog = report.backlog;
     }
     rollout_conditions(
         &mut status.conditions,

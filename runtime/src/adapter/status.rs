@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -19,6 +20,7 @@ pub struct Stats {
     unchanged: Counter,
     rejected: Counter,
     polls: Family<Labels, Histogram, fn() -> Histogram>,
+    backlog: Gauge,
     last: Mutex<Last>,
 }
 
@@ -37,6 +39,7 @@ impl Default for Stats {
             unchanged: Counter::default(),
             rejected: Counter::default(),
             polls: Family::new_with_constructor(histogram),
+            backlog: Gauge::default(),
             last: Mutex::default(),
         }
     }
@@ -46,6 +49,7 @@ impl Default for Stats {
 struct Last {
     sync_time: Option<String>,
     error: Option<String>,
+    backlog: Option<u64>,
 }
 
 /// The JSON of `/v1/status`, the wire type the operator reads too.
@@ -94,6 +98,11 @@ impl Stats {
                 Unit::Seconds,
                 stats.polls.clone(),
             );
+        registry.sub_registry_with_prefix("dreampipe_adapter").register(
+            "source_backlog",
+            "Records the source holds that the adapter has not read yet, where the source can tell",
+            stats.backlog.clone(),
+        );
         stats
     }
 
@@ -144,6 +153,12 @@ impl Stats {
         self.last.lock().expect("stats lock").error = Some(error);
     }
 
+    /// Records the source holds that the adapter has not read yet.
+    pub fn backlog(&self, records: u64) {
+        self.backlog.set(i64::try_from(records).unwrap_or(i64::MAX));
+        self.last.lock().expect("stats lock").backlog = Some(records);
+    }
+
     /// Notes that a sync finished now.
     pub fn synced(&self) {
         self.last.lock().expect("stats lock").sync_time = Some(jiff::Timestamp::now().to_string());
@@ -167,6 +182,7 @@ impl Stats {
             unchanged: self.unchanged.get(),
             rejected: self.rejected.get(),
             last_error: last.error.clone(),
+            backlog: last.backlog,
         }
     }
 }

@@ -454,6 +454,9 @@ fn local_adapter_config(
     let mut adapter = adapter.clone();
     if let Some(http) = adapter.spec.source.http.as_mut() {
         http.url = local_url(&http.url, services);
+        if let Some(oauth2) = http.oauth2.as_mut() {
+            oauth2.token_url = local_url(&oauth2.token_url, services);
+        }
     }
     let entity = resources
         .entity(

@@ -5,7 +5,8 @@
 //!   `&modifiedSince=<RFC 3339>` for incremental syncs;
 //! - answers `{totalSize, done, nextRecordsUrl?, records}`, pages of `page_size` records from
 //!   a snapshot taken when the query ran, the next page at `nextRecordsUrl`;
-//! - bearer auth, answering 401 `INVALID_SESSION_ID` like Salesforce;
+//! - bearer auth, answering 401 `INVALID_SESSION_ID` like Salesforce: a fixed token, or the
+//!   access tokens its OAuth2 token endpoint issued (`oauth.rs`);
 //! - `GET /simulator/accounts`: every account, for tests to compare with (no auth).
 
 use std::collections::{HashMap, VecDeque};
@@ -15,10 +16,11 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::crm::{Account, Crm};
+use super::oauth::{self, ConnectedApp, OAuth};
 
 const API: &str = "/services/data/v59.0";
 /// Query locators kept for paging; older ones expire, as Salesforce's do.
@@ -28,7 +30,10 @@ const LOCATORS_KEPT: usize = 64;
 #[derive(Debug)]
 pub struct Simulator {
     pub crm: Mutex<Crm>,
-    token: String,
+    /// A fixed token the API accepts, if any.
+    token: Option<String>,
+    /// The connected app whose issued tokens the API accepts, if any.
+    pub(super) oauth: Option<OAuth>,
     page_size: usize,
     locators: Mutex<Locators>,
 }
@@ -44,10 +49,22 @@ impl Simulator {
     pub fn new(crm: Crm, token: String, page_size: usize) -> Self {
         Simulator {
             crm: Mutex::new(crm),
-            token,
+            token: Some(token).filter(|t| !t.is_empty()),
+            oauth: None,
             page_size: page_size.max(1),
             locators: Mutex::new(Locators::default()),
         }
+    }
+}
+
+impl Simulator {
+    /// The simulator with an OAuth2 token endpoint for `app`.
+    pub fn with_oauth(mut self, app: ConnectedApp) -> Self {
+        self.oauth = Some(OAuth {
+            app,
+            issued: Mutex::default(),
+        });
+        self
     }
 }
 
@@ -57,7 +74,10 @@ pub fn routes(simulator: Arc<Simulator>) -> Router {
         .route(&format!("{API}/query"), get(query))
         .route(&format!("{API}/queryAll"), get(query_all))
         .route(&format!("{API}/query/{{locator}}"), get(next_page))
+        .route("/services/oauth2/token", post(oauth::token))
         .route("/simulator/accounts", get(accounts))
+        .route("/simulator/revoke", post(oauth::revoke))
+        .route("/simulator/oauth", get(oauth::figures))
         .with_state(simulator)
 }
 
@@ -70,11 +90,25 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn authorised(simulator: &Simulator, headers: &HeaderMap) -> bool {
-    let expected = format!("Bearer {}", simulator.token);
-    headers
+    let Some(presented) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        == Some(expected.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    if simulator.token.as_deref() == Some(presented) {
+        return true;
+    }
+    let Some(oauth) = &simulator.oauth else {
+        return false;
+    };
+    let mut issued = oauth.issued.lock().expect("oauth lock");
+    let valid = issued.valid(presented);
+    if !valid {
+        issued.unauthorized += 1;
+    }
+    valid
 }
 
 /// The fields and object of a `SELECT <fields> FROM <object>` statement.

@@ -1,9 +1,11 @@
 //! A Salesforce-like CRM, served by DreamPipe's own code for the example and the tests:
 //! accounts that change and get deleted over time, a SOQL-like query API with pages and
-//! `nextRecordsUrl`, bearer auth. `dreampipe crm-simulator` runs it.
+//! `nextRecordsUrl`, bearer auth with a fixed token or an OAuth2 token endpoint.
+//! `dreampipe crm-simulator` runs it.
 
 pub mod crm;
 pub mod http;
+pub mod oauth;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,9 +19,27 @@ pub struct Args {
     /// Address of the CRM's API.
     #[arg(long, env = "CRM_LISTEN", default_value = "0.0.0.0:8090")]
     pub listen: SocketAddr,
-    /// Bearer token the API accepts.
-    #[arg(long, env = "CRM_TOKEN", hide_env_values = true)]
+    /// A fixed bearer token the API accepts.
+    #[arg(long, env = "CRM_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
+    /// The connected app's client id: with a client secret, the OAuth2 token endpoint
+    /// `/services/oauth2/token` issues tokens the API accepts.
+    #[arg(long, env = "CRM_CLIENT_ID", requires = "client_secret")]
+    pub client_id: Option<String>,
+    /// The connected app's client secret.
+    #[arg(
+        long,
+        env = "CRM_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "client_id"
+    )]
+    pub client_secret: Option<String>,
+    /// A refresh token the app was granted (the refresh token grant is offered with it).
+    #[arg(long, env = "CRM_REFRESH_TOKEN", hide_env_values = true)]
+    pub refresh_token: Option<String>,
+    /// How long an issued access token is good for.
+    #[arg(long, env = "CRM_TOKEN_LIFETIME", default_value = "2h", value_parser = humantime_duration)]
+    pub token_lifetime: Duration,
     /// Accounts at start.
     #[arg(long, env = "CRM_ACCOUNTS", default_value_t = 200)]
     pub accounts: u64,
@@ -47,6 +67,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> std::io::Result<()>
     let Args {
         listen,
         token,
+        client_id,
+        client_secret,
+        refresh_token,
+        token_lifetime,
         accounts,
         seed,
         tick,
@@ -54,7 +78,16 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> std::io::Result<()>
         page_size,
     } = args;
     let crm = crm::Crm::new(accounts, seed, jiff::Timestamp::now());
-    let simulator = Arc::new(http::Simulator::new(crm, token, page_size));
+    let mut simulator = http::Simulator::new(crm, token, page_size);
+    if let (Some(client_id), Some(client_secret)) = (client_id, client_secret) {
+        simulator = simulator.with_oauth(oauth::ConnectedApp {
+            client_id,
+            client_secret,
+            refresh_token,
+            lifetime: token_lifetime,
+        });
+    }
+    let simulator = Arc::new(simulator);
     let ticking = {
         let simulator = simulator.clone();
         let shutdown = shutdown.clone();

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::cursor::{Cursor, CursorError, CursorStore};
 use super::super::mapping::Item;
 use super::super::submit::{HttpClient, SubmitError};
+use super::oauth::OAuthTokens;
 use super::{ConnectError, Feed, Setup, SetupError, Source};
 
 /// Why polling could not start: the durable cursor is out of reach.
@@ -66,6 +67,8 @@ pub enum PollError {
     Submit(#[from] SubmitError),
     #[error(transparent)]
     Cursor(#[from] CursorError),
+    #[error(transparent)]
+    OAuth(#[from] super::oauth::OAuthError),
 }
 
 /// A polled HTTP API.
@@ -73,13 +76,23 @@ pub enum PollError {
 pub struct HttpPoller {
     source: HttpSource,
     client: HttpClient,
-    token: Option<String>,
+    auth: Auth,
     interval: Duration,
     resync_interval: Option<Duration>,
     /// Where the durable cursor lives: the server, and the adapter it belongs to.
     nats_url: crate::nats::NatsServers,
     namespace: String,
     adapter: String,
+}
+
+/// How the API is told who asks.
+#[derive(Debug)]
+enum Auth {
+    None,
+    /// `tokenSecretRef`: one token for as long as the adapter runs.
+    Static(String),
+    /// `oauth2`: tokens from the token endpoint, replaced before they expire.
+    OAuth2(OAuthTokens),
 }
 
 impl Source for HttpPoller {
@@ -132,11 +145,11 @@ impl HttpPoller {
         Ok(HttpPoller {
             source: spec.clone(),
             client: setup.client.clone(),
-            token: spec
-                .token_secret_ref
-                .as_ref()
-                .map(|reference| setup.secret(reference))
-                .transpose()?,
+            auth: match (&spec.token_secret_ref, &spec.oauth2) {
+                (_, Some(oauth2)) => Auth::OAuth2(OAuthTokens::new(oauth2, setup)?),
+                (Some(reference), None) => Auth::Static(setup.secret(reference)?),
+                (None, None) => Auth::None,
+            },
             interval: setup.interval,
             resync_interval: spec
                 .resync_interval
@@ -253,13 +266,36 @@ impl HttpPoller {
         Ok(())
     }
 
+    /// One page. With OAuth2, a 401 drops the token and the page is asked for once more with
+    /// a new one (a token revoked before its expiry).
     async fn fetch(&self, url: &str) -> Result<Json, PollError> {
+        let fetched = self.fetch_once(url).await;
+        if let Err(PollError::Status { status, .. }) = &fetched
+            && *status == hyper::StatusCode::UNAUTHORIZED
+            && let Auth::OAuth2(tokens) = &self.auth
+        {
+            tracing::info!(
+                url,
+                "the API refused the OAuth2 token; asking for a new one"
+            );
+            tokens.expire().await;
+            return self.fetch_once(url).await;
+        }
+        fetched
+    }
+
+    async fn fetch_once(&self, url: &str) -> Result<Json, PollError> {
         let uri: hyper::Uri = url.parse().map_err(|source| PollError::Url {
             url: url.to_owned(),
             source,
         })?;
         let mut request = hyper::Request::get(uri).header(header::ACCEPT, "application/json");
-        if let Some(token) = &self.token {
+        let token = match &self.auth {
+            Auth::None => None,
+            Auth::Static(token) => Some(token.clone()),
+            Auth::OAuth2(tokens) => Some(tokens.bearer().await?),
+        };
+        if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request

@@ -5,7 +5,9 @@
 pub mod file;
 pub mod generator;
 pub mod http;
+pub mod jetstream;
 pub mod nats;
+pub mod oauth;
 pub mod signature;
 pub mod webhook;
 
@@ -135,6 +137,10 @@ pub enum SetupError {
     Tokens(#[from] TokensError),
     #[error("spec.source.nats.url")]
     NatsUrl(#[source] BadNatsUrl),
+    #[error("spec.source.http.oauth2.tokenUrl {url:?} is not a URL: {reason}")]
+    TokenUrl { url: String, reason: String },
+    #[error("spec.source.jetstream.url")]
+    JetStreamUrl(#[source] BadNatsUrl),
 }
 
 /// The Adapter's one source (validation allows exactly one): the only match over the kinds.
@@ -147,6 +153,7 @@ pub fn build(setup: &Setup<'_>) -> Result<Box<dyn AnySource>, SetupError> {
         SourceKind::Http(spec) => Box::new(http::HttpPoller::new(spec, setup)?),
         SourceKind::Webhook(spec) => Box::new(webhook::Webhook::new(spec, setup)?),
         SourceKind::Nats(spec) => Box::new(nats::NatsSubscription::new(spec, setup)?),
+        SourceKind::JetStream(spec) => Box::new(jetstream::JetStreamConsumer::new(spec, setup)?),
         SourceKind::File(spec) => Box::new(file::FileSource::new(spec)),
         SourceKind::Generator(spec) => Box::new(generator::Generator::new(spec, setup)),
     })
@@ -283,6 +290,7 @@ mod tests {
             ("{http: {url: 'http://crm/q'}}", "http"),
             ("{webhook: {}}", "webhook"),
             ("{nats: {subject: records}}", "nats"),
+            ("{jetstream: {stream: ORDERS}}", "jetstream"),
             ("{file: {path: /data/x.jsonl}}", "file"),
             ("{generator: {rate: 1}}", "generator"),
         ] {
