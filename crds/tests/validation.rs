@@ -743,3 +743,26 @@ fn projection_autoscale_bounds_must_be_ordered_and_positive() {
         "at least 1",
     );
 }
+
+#[test]
+fn adapter_oauth2_is_checked_by_path() {
+    let adapter: Adapter = edited(ADAPTER, |v| {
+        let http = &mut v["spec"]["source"]["http"];
+        http["tokenSecretRef"] = serde_json::json!({"name": "crm", "key": "token"});
+        http["oauth2"] = serde_json::json!({"tokenUrl": "login.example.com/token",
+            "grant": "RefreshToken", "clientIdRef": {"name": "app", "key": "id"},
+            "clientSecretRef": {"name": "app", "key": "secret"}, "refreshBefore": "soon"});
+    });
+    let problems = validate_adapter(&adapter).unwrap_err().problems;
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.source.http.oauth2",
+            "spec.source.http.oauth2.tokenUrl",
+            "spec.source.http.oauth2.refreshTokenRef",
+            "spec.source.http.oauth2.refreshBefore"
+        ],
+        "{problems:?}"
+    );
+}

@@ -992,3 +992,40 @@ fn a_webhooks_signing_secret_is_mounted_by_reference() {
         .collect();
     assert!(mounted.contains(&"github-hook".to_owned()), "{mounted:?}");
 }
+
+#[test]
+fn an_oauth2_adapter_mounts_each_credential_secret_once() {
+    let shop = common::shop();
+    let mut adapter = shop.adapter.clone();
+    let http = adapter.spec.source.http.as_mut().unwrap();
+    http.token_secret_ref = None;
+    http.oauth2 = Some(
+        serde_json::from_value(serde_json::json!({
+            "tokenUrl": "https://login.example.com/services/oauth2/token",
+            "grant": "RefreshToken",
+            "clientIdRef": {"name": "crm-app", "key": "client-id"},
+            "clientSecretRef": {"name": "crm-app", "key": "client-secret"},
+            "refreshTokenRef": {"name": "crm-grant", "key": "refresh-token"}
+        }))
+        .unwrap(),
+    );
+    crds::adapter::validate_adapter(&adapter).unwrap();
+    let deployment =
+        common::adapter(&adapter, &shop.entity, &RuntimeSettings::example()).deployment;
+    let mounted: Vec<String> = container(&deployment)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.clone())
+        .filter(|p| p.starts_with("/var/run/secrets/dreampipe/"))
+        .collect();
+    assert_eq!(
+        mounted,
+        [
+            "/var/run/secrets/dreampipe/crm-app",
+            "/var/run/secrets/dreampipe/crm-grant",
+            "/var/run/secrets/dreampipe/customer-ingest"
+        ]
+    );
+}

@@ -55,7 +55,7 @@ struct World {
     crm_url: String,
     receiver_url: String,
     dir: tempfile::TempDir,
-    _shutdown: tokio_util::sync::DropGuard,
+    _shutdown: Vec<tokio_util::sync::DropGuard>,
 }
 
 async fn world() -> World {
@@ -77,7 +77,7 @@ async fn world() -> World {
         crm_url,
         receiver_url,
         dir,
-        _shutdown: shutdown.drop_guard(),
+        _shutdown: vec![shutdown.drop_guard()],
     }
 }
 
@@ -209,5 +209,225 @@ async fn a_resync_deletes_accounts_the_crm_no_longer_returns() {
     assert_eq!(status.created, ACCOUNTS + 1, "the new account");
     let events = events_of(&world.nats, &deleted).await;
     assert_eq!(events.last().unwrap().type_, EventType::Deleted);
+    adapter.stop().await;
+}
+
+/// The adapter of [`adapter_yaml`] with OAuth2 instead of a fixed token.
+fn oauth_adapter_yaml(crm_url: &str, oauth2: &str) -> String {
+    adapter_yaml(crm_url).replace(
+        "      tokenSecretRef: {name: crm, key: token}\n",
+        &format!("      oauth2: {oauth2}\n"),
+    )
+}
+
+/// A CRM whose connected app issues tokens good for `lifetime`, with the app's credentials
+/// (and refresh token) as Secret files.
+async fn oauth_world(lifetime: Duration) -> World {
+    let world = world().await;
+    let simulator = Arc::new(
+        Simulator::new(Crm::new(ACCOUNTS, 42, at(0)), String::new(), 7).with_oauth(
+            runtime::simulator::oauth::ConnectedApp {
+                client_id: "3MVG9-demo".into(),
+                client_secret: "s3cr3t+/=".into(),
+                refresh_token: Some("5Aep-refresh".into()),
+                lifetime,
+            },
+        ),
+    );
+    let shutdown = CancellationToken::new();
+    let crm_url = serve(routes(simulator.clone()), shutdown.clone()).await;
+    let secrets = world.dir.path().join("secrets/crm-oauth");
+    std::fs::create_dir_all(&secrets).unwrap();
+    for (key, value) in [
+        ("client-id", "3MVG9-demo"),
+        ("client-secret", "s3cr3t+/="),
+        ("refresh-token", "5Aep-refresh"),
+    ] {
+        std::fs::write(secrets.join(key), value).unwrap();
+    }
+    World {
+        simulator,
+        crm_url,
+        _shutdown: {
+            let mut guards = world._shutdown;
+            guards.push(shutdown.drop_guard());
+            guards
+        },
+        nats: world.nats,
+        receiver_url: world.receiver_url,
+        dir: world.dir,
+    }
+}
+
+async fn oauth_figures(crm_url: &str) -> serde_json::Value {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let response = client
+        .get(format!("{crm_url}/simulator/oauth").parse().unwrap())
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn client_credentials_tokens_are_replaced_before_they_expire_so_the_api_never_refuses_one() {
+    let world = oauth_world(Duration::from_secs(3)).await;
+    let oauth2 = format!(
+        "{{tokenUrl: '{}/services/oauth2/token', clientIdRef: {{name: crm-oauth, key: client-id}}, \
+         clientSecretRef: {{name: crm-oauth, key: client-secret}}, refreshBefore: 2s}}",
+        world.crm_url
+    );
+    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
+    let adapter = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    let status = wait_for(&adapter, "every account", |s| {
+        s.created == ACCOUNTS && s.last_sync_time.is_some()
+    })
+    .await;
+    assert!(status.last_error.is_none(), "{status:?}");
+
+    // Polls every 200 ms for 5 s with tokens good for 3 s, replaced 2 s ahead: new tokens
+    // were asked for, and the API never had to refuse one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let figures = oauth_figures(&world.crm_url).await;
+    assert!(figures["issued"].as_u64().unwrap() >= 3, "{figures}");
+    assert_eq!(figures["unauthorized"], 0, "{figures}");
+
+    adapter.stop().await;
+}
+
+async fn revoke(crm_url: &str) {
+    use http_body_util::Empty;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let request = hyper::Request::post(format!("{crm_url}/simulator/revoke"))
+        .body(Empty::new())
+        .unwrap();
+    assert!(client.request(request).await.unwrap().status().is_success());
+}
+
+#[tokio::test]
+async fn a_token_revoked_before_its_expiry_is_replaced_at_once() {
+    let world = oauth_world(Duration::from_secs(3600)).await;
+    let oauth2 = format!(
+        "{{tokenUrl: '{}/services/oauth2/token', clientIdRef: {{name: crm-oauth, key: client-id}}, \
+         clientSecretRef: {{name: crm-oauth, key: client-secret}}}}",
+        world.crm_url
+    );
+    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
+    let adapter = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    wait_for(&adapter, "every account", |s| s.created == ACCOUNTS).await;
+    assert_eq!(
+        oauth_figures(&world.crm_url).await["issued"],
+        1,
+        "one token for an hour"
+    );
+
+    // Revoked early (an admin ended the session): the next poll is refused once, a new token
+    // is asked for at once and the poll goes through.
+    revoke(&world.crm_url).await;
+    let (_, deleted) = business_happens(&world.simulator);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = events_of(&world.nats, &deleted).await;
+        if events.len() >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change after the revocation arrives"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let figures = oauth_figures(&world.crm_url).await;
+    assert_eq!(
+        figures["unauthorized"], 1,
+        "one refusal, then a new token: {figures}"
+    );
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_grant_reads_the_crm_and_a_revoked_refresh_token_shows_in_the_status() {
+    let world = oauth_world(Duration::from_secs(3600)).await;
+    let oauth2 = format!(
+        "{{tokenUrl: '{}/services/oauth2/token', grant: RefreshToken, \
+         clientIdRef: {{name: crm-oauth, key: client-id}}, \
+         clientSecretRef: {{name: crm-oauth, key: client-secret}}, \
+         refreshTokenRef: {{name: crm-oauth, key: refresh-token}}}}",
+        world.crm_url
+    );
+    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
+    let adapter = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    wait_for(&adapter, "every account", |s| s.created == ACCOUNTS).await;
+
+    // The person's grant is revoked: the token and the refresh token stop working, and the
+    // status says why. Nothing already stored is lost, and nothing more is read.
+    revoke(&world.crm_url).await;
+    business_happens(&world.simulator);
+    let status = wait_for(&adapter, "the refused grant", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("invalid_grant"))
+    })
+    .await;
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains("refused the refresh_token grant")
+            && error.contains("/services/oauth2/token"),
+        "{error}"
+    );
+    assert_eq!(status.created, ACCOUNTS);
+    assert_eq!(stream_messages(&world.nats).await, ACCOUNTS);
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_client_credentials_are_named_in_the_status() {
+    let world = oauth_world(Duration::from_secs(3600)).await;
+    std::fs::write(
+        world.dir.path().join("secrets/crm-oauth/client-secret"),
+        "not-it",
+    )
+    .unwrap();
+    let oauth2 = format!(
+        "{{tokenUrl: '{}/services/oauth2/token', clientIdRef: {{name: crm-oauth, key: client-id}}, \
+         clientSecretRef: {{name: crm-oauth, key: client-secret}}}}",
+        world.crm_url
+    );
+    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
+    let adapter = start_adapter(
+        world.dir.path(),
+        &yaml,
+        &world.receiver_url,
+        world.nats.url(),
+    )
+    .await;
+    let status = wait_for(&adapter, "the refusal", |s| s.last_error.is_some()).await;
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains("refused the client_credentials grant: invalid_client"),
+        "{error}"
+    );
+    assert_eq!(status.submitted, 0);
     adapter.stop().await;
 }

@@ -18,7 +18,9 @@ use serde_json::Value;
 use testbed::child::{free_port, http, terminate, wait_until_ready};
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "demo-crm-token";
+/// The example's connected app (examples/salesforce/crm-simulator.yaml).
+const CLIENT_ID: &str = "3MVG9demoConsumerKey";
+const CLIENT_SECRET: &str = "demo-consumer-secret";
 
 /// Live accounts as the `customers` view should show them: key -> (name, city, revenue).
 fn expected_customers(simulator: &Simulator) -> BTreeMap<String, (String, String, f64)> {
@@ -117,11 +119,16 @@ async fn views_match(port: u16, simulator: &Simulator, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_salesforce_example_keeps_its_views_equal_to_the_crm() {
     let shutdown = CancellationToken::new();
-    let simulator = Arc::new(Simulator::new(
-        Crm::new(40, 7, jiff::Timestamp::now()),
-        TOKEN.to_owned(),
-        15,
-    ));
+    let simulator = Arc::new(
+        Simulator::new(Crm::new(40, 7, jiff::Timestamp::now()), String::new(), 15).with_oauth(
+            runtime::simulator::oauth::ConnectedApp {
+                client_id: CLIENT_ID.to_owned(),
+                client_secret: CLIENT_SECRET.to_owned(),
+                refresh_token: None,
+                lifetime: Duration::from_secs(7200),
+            },
+        ),
+    );
     let crm_url = serve(routes(simulator.clone()), shutdown.clone()).await;
     let crm_address = crm_url
         .trim_start_matches("http://")
@@ -130,8 +137,9 @@ async fn the_salesforce_example_keeps_its_views_equal_to_the_crm() {
 
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
-    std::fs::create_dir_all(secrets.join("crm-credentials")).unwrap();
-    std::fs::write(secrets.join("crm-credentials/token"), TOKEN).unwrap();
+    std::fs::create_dir_all(secrets.join("crm-oauth")).unwrap();
+    std::fs::write(secrets.join("crm-oauth/client-id"), CLIENT_ID).unwrap();
+    std::fs::write(secrets.join("crm-oauth/client-secret"), CLIENT_SECRET).unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/salesforce");
     let port = free_port();
     let mut dev = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
