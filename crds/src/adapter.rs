@@ -29,6 +29,7 @@ use crate::validate::{Invalid, Problems, is_nats_subject};
     printcolumn = r#"{"name":"Changed","type":"integer","jsonPath":".status.changed"}"#,
     printcolumn = r#"{"name":"Rejected","type":"integer","jsonPath":".status.rejected"}"#,
     printcolumn = r#"{"name":"Backlog","type":"integer","jsonPath":".status.backlog","description":"Records the source holds that the adapter has not read yet","priority":1}"#,
+    printcolumn = r#"{"name":"Slot Lag","type":"integer","jsonPath":".status.sourceLagBytes","description":"Bytes of WAL a postgres source's slot holds unconfirmed","priority":1}"#,
     printcolumn = r#"{"name":"Last Error","type":"string","jsonPath":".status.lastError","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -82,7 +83,7 @@ fn default_batch_size() -> u32 {
 /// The source of an Adapter; exactly one field is set.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.http), has(self.webhook), has(self.nats), has(self.jetstream), has(self.file), has(self.generator)].filter(x, x).size() == 1").message("exactly one of http, webhook, nats, jetstream, file or generator must be set"))]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.webhook), has(self.nats), has(self.jetstream), has(self.postgres), has(self.file), has(self.generator)].filter(x, x).size() == 1").message("exactly one of http, webhook, nats, jetstream, postgres, file or generator must be set"))]
 pub struct AdapterSource {
     /// Poll an HTTP API that answers JSON pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +98,10 @@ pub struct AdapterSource {
     /// message only once the receiver acknowledged its record (at least once, end to end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jetstream: Option<JetStreamSource>,
+    /// Follow a table of an external Postgres through logical decoding (change data capture):
+    /// its existing rows first, then every insert, update and delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSource>,
     /// Read a file of JSON lines or CSV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileSource>,
@@ -112,6 +117,7 @@ pub enum SourceKind<'a> {
     Webhook(&'a WebhookSource),
     Nats(&'a NatsSource),
     JetStream(&'a JetStreamSource),
+    Postgres(&'a PostgresSource),
     File(&'a FileSource),
     Generator(&'a GeneratorSource),
 }
@@ -124,6 +130,7 @@ impl AdapterSource {
             self.webhook.as_ref().map(SourceKind::Webhook),
             self.nats.as_ref().map(SourceKind::Nats),
             self.jetstream.as_ref().map(SourceKind::JetStream),
+            self.postgres.as_ref().map(SourceKind::Postgres),
             self.file.as_ref().map(SourceKind::File),
             self.generator.as_ref().map(SourceKind::Generator),
         ]
@@ -360,6 +367,38 @@ fn default_ack_wait() -> String {
     "30s".to_owned()
 }
 
+/// A table of an external Postgres followed by logical decoding (ADR 79).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSource {
+    /// The database URL (`postgres://user:password@host:5432/db`), from a Secret. The user
+    /// needs the REPLICATION attribute (or `rds_replication` and the like), SELECT on the
+    /// table, and CREATE on the database to make the publication when it does not exist.
+    pub url_secret_ref: SecretKeyRef,
+    /// The table, `schema.table` or `table` (schema `public`).
+    #[schemars(length(min = 1, max = 127))]
+    pub table: String,
+    /// The publication to decode; `dreampipe_<adapter>` when omitted, created for the table
+    /// if it does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub publication: Option<String>,
+    /// The replication slot that keeps the adapter's position; `dreampipe_<adapter>` (with
+    /// `_` for `-`) when omitted. Created on first start; drop it when the Adapter goes
+    /// (`SELECT pg_drop_replication_slot('...')`), or the database keeps WAL for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub slot: Option<String>,
+    /// Submit the table's existing rows before the changes (the default); `false` follows
+    /// only changes from the slot's creation on.
+    #[serde(default = "default_true")]
+    pub snapshot: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
 /// Where a new JetStream consumer starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum JetStreamDeliver {
@@ -513,6 +552,10 @@ pub struct AdapterStatus {
     /// pending messages); absent where the source cannot tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
+    /// Bytes of WAL a `postgres` source's replication slot holds that the adapter has not
+    /// confirmed yet (the slot's lag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_lag_bytes: Option<u64>,
 }
 
 /// Reports every problem of an Adapter at once: names, the source, CEL and durations.
@@ -678,6 +721,32 @@ fn check_source(problems: &mut Problems, source: &SourceKind<'_>) {
             }
             problems.check_duration(&format!("{path}.ackWait"), &jetstream.ack_wait);
         }
+        SourceKind::Postgres(postgres) => {
+            let path = "spec.source.postgres";
+            if !is_table_name(&postgres.table) {
+                problems.add(
+                    format!("{path}.table"),
+                    format!(
+                        "{:?} is not a table name: `table` or `schema.table`, letters, digits \
+                         and '_', not starting with a digit",
+                        postgres.table
+                    ),
+                );
+            }
+            for (field, name) in [
+                ("publication", &postgres.publication),
+                ("slot", &postgres.slot),
+            ] {
+                if let Some(name) = name
+                    && !is_slot_name(name)
+                {
+                    problems.add(
+                        format!("{path}.{field}"),
+                        format!("{name:?} must be 1 to 63 lowercase letters, digits or '_'"),
+                    );
+                }
+            }
+        }
         SourceKind::File(file) => {
             if file.path.is_empty() {
                 problems.add("spec.source.file.path", "must not be empty");
@@ -741,6 +810,34 @@ fn check_file_volume(problems: &mut Problems, path: &str, volume: &FileVolume) {
             format!("{path:?} must not leave the volume with '..'"),
         );
     }
+}
+
+/// Whether `name` is a plain (unquoted) Postgres identifier.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `table` or `schema.table`, each a plain identifier.
+fn is_table_name(name: &str) -> bool {
+    match name.split_once('.') {
+        Some((schema, table)) => is_identifier(schema) && is_identifier(table),
+        None => is_identifier(name),
+    }
+}
+
+/// A replication slot's (and our publication's) name: Postgres allows lowercase letters,
+/// digits and '_' in slot names.
+fn is_slot_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Whether `name` can name a JetStream stream or consumer (they become API subject tokens).

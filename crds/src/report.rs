@@ -137,4 +137,8 @@ pub struct AdapterReport {
     /// pending messages), where the source can tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
+    /// Bytes of WAL a Postgres source's replication slot holds that the adapter has not
+    /// confirmed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_lag_bytes: Option<u64>,
 }

@@ -766,3 +766,28 @@ fn adapter_oauth2_is_checked_by_path() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn adapter_postgres_names_are_checked_by_path() {
+    let adapter: Adapter = edited(ADAPTER, |v| {
+        v["spec"]["source"] = serde_json::json!({"postgres": {
+            "urlSecretRef": {"name": "crm-db", "key": "url"}, "table": "crm.accounts"}})
+    });
+    validate_adapter(&adapter).unwrap();
+    let adapter: Adapter = edited(ADAPTER, |v| {
+        v["spec"]["source"] = serde_json::json!({"postgres": {
+            "urlSecretRef": {"name": "crm-db", "key": "url"}, "table": "crm.accounts; drop table x",
+            "publication": "Pub-1", "slot": "slot name"}})
+    });
+    let problems = validate_adapter(&adapter).unwrap_err().problems;
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.source.postgres.table",
+            "spec.source.postgres.publication",
+            "spec.source.postgres.slot"
+        ],
+        "{problems:?}"
+    );
+}

@@ -200,7 +200,9 @@ fn start_server(
             "unix_socket_directories={}",
             folders.sockets.display()
         ))
-        .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"]);
+        .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+        // Logical decoding, for the postgres source's change data capture (ADR 79).
+        .args(["-c", "wal_level=logical", "-c", "max_replication_slots=32"]);
     if durability == Durability::Throwaway {
         command.args([
             "-c",

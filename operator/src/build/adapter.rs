@@ -66,6 +66,7 @@ pub fn referenced_secrets(adapter: &Adapter) -> Vec<String> {
                     .chain(hook.signature.iter().map(|s| s.secret_ref.name.clone()))
                     .collect::<Vec<_>>(),
             ),
+            SourceKind::Postgres(postgres) => Some(vec![postgres.url_secret_ref.name.clone()]),
             _ => None,
         })
         .flatten()

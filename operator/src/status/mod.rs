@@ -339,6 +339,7 @@ pub fn adapter_status(
         status.rejected = report.rejected;
         status.last_error = report.last_error.clone();
         status.backlog = report.backlog;
+        status.source_lag_bytes = report.source_lag_bytes;
     }
     rollout_conditions(
         &mut status.conditions,

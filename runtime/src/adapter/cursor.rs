@@ -1,6 +1,8 @@
-//! The http source's durable progress, in the NATS KV bucket `dp_adapters` under
-//! `<namespace>.<adapter>`: the incremental cursor, when the last full read ran, and (with
-//! `deleteMissing`) the keys the adapter has submitted and not deleted.
+//! A source's durable progress, in the NATS KV bucket `dp_adapters` under
+//! `<namespace>.<adapter>`: for the http source the incremental cursor, when the last full
+//! read ran, and (with `deleteMissing`) the keys the adapter has submitted and not deleted;
+//! for the postgres source the snapshot its initial read was taken at (the replication slot
+//! keeps its position in the WAL).
 //!
 //! The keys are remembered here rather than read back from the Entity's stream: the adapter
 //! then needs no access to the event store, only to its receiver, and the set is exactly the
@@ -29,6 +31,9 @@ pub struct Cursor {
     /// Keys submitted and not deleted (kept only with `deleteMissing`).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub keys: BTreeSet<String>,
+    /// The postgres source's initial snapshot, once every row of it was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<super::source::postgres::SnapshotMark>,
 }
 
 /// Why the cursor could not be read or kept.

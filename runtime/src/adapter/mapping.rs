@@ -100,9 +100,16 @@ impl Mapping {
                 field: key_field,
             });
         }
+        // A change feed says itself what was deleted (the postgres source's `_op`).
+        let default_delete = spec
+            .source
+            .postgres
+            .as_ref()
+            .map(|_| r#"record._op == "delete""#);
         let delete_when = spec
             .delete_when
             .as_deref()
+            .or(default_delete)
             .map(Expression::compile)
             .transpose()
             .map_err(MappingError::DeleteWhen)?;

@@ -21,6 +21,7 @@ pub struct Stats {
     rejected: Counter,
     polls: Family<Labels, Histogram, fn() -> Histogram>,
     backlog: Gauge,
+    source_lag_bytes: Gauge,
     last: Mutex<Last>,
 }
 
@@ -40,6 +41,7 @@ impl Default for Stats {
             rejected: Counter::default(),
             polls: Family::new_with_constructor(histogram),
             backlog: Gauge::default(),
+            source_lag_bytes: Gauge::default(),
             last: Mutex::default(),
         }
     }
@@ -50,6 +52,7 @@ struct Last {
     sync_time: Option<String>,
     error: Option<String>,
     backlog: Option<u64>,
+    source_lag_bytes: Option<u64>,
 }
 
 /// The JSON of `/v1/status`, the wire type the operator reads too.
@@ -103,6 +106,14 @@ impl Stats {
             "Records the source holds that the adapter has not read yet, where the source can tell",
             stats.backlog.clone(),
         );
+        registry
+            .sub_registry_with_prefix("dreampipe_adapter")
+            .register_with_unit(
+                "source_lag",
+                "WAL a postgres source's replication slot holds that the adapter has not confirmed",
+                Unit::Bytes,
+                stats.source_lag_bytes.clone(),
+            );
         stats
     }
 
@@ -159,6 +170,13 @@ impl Stats {
         self.last.lock().expect("stats lock").backlog = Some(records);
     }
 
+    /// WAL bytes the source's replication slot holds unconfirmed.
+    pub fn source_lag_bytes(&self, bytes: u64) {
+        self.source_lag_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.last.lock().expect("stats lock").source_lag_bytes = Some(bytes);
+    }
+
     /// Notes that a sync finished now.
     pub fn synced(&self) {
         self.last.lock().expect("stats lock").sync_time = Some(jiff::Timestamp::now().to_string());
@@ -183,6 +201,7 @@ impl Stats {
             rejected: self.rejected.get(),
             last_error: last.error.clone(),
             backlog: last.backlog,
+            source_lag_bytes: last.source_lag_bytes,
         }
     }
 }

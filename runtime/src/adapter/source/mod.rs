@@ -8,6 +8,8 @@ pub mod http;
 pub mod jetstream;
 pub mod nats;
 pub mod oauth;
+pub mod pgoutput;
+pub mod postgres;
 pub mod signature;
 pub mod webhook;
 
@@ -154,6 +156,7 @@ pub fn build(setup: &Setup<'_>) -> Result<Box<dyn AnySource>, SetupError> {
         SourceKind::Webhook(spec) => Box::new(webhook::Webhook::new(spec, setup)?),
         SourceKind::Nats(spec) => Box::new(nats::NatsSubscription::new(spec, setup)?),
         SourceKind::JetStream(spec) => Box::new(jetstream::JetStreamConsumer::new(spec, setup)?),
+        SourceKind::Postgres(spec) => Box::new(postgres::PostgresCdc::new(spec, setup)?),
         SourceKind::File(spec) => Box::new(file::FileSource::new(spec)),
         SourceKind::Generator(spec) => Box::new(generator::Generator::new(spec, setup)),
     })
