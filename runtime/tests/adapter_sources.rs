@@ -273,6 +273,11 @@ async fn webhook_pushes_need_a_fresh_valid_signature() {
         events_of(&nats, "s1").await.is_empty(),
         "nothing refused was submitted"
     );
+    let refused = adapter.status().last_error.unwrap_or_default();
+    assert!(
+        refused.starts_with("a push was refused:"),
+        "the last refusal shows in the status: {refused}"
+    );
 
     let signed = stripe_signature("whsec_test", now, body);
     let (status, answer) = post_signed(adapter.listen, Some(signed), body).await;

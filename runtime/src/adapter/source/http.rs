@@ -92,7 +92,7 @@ enum Auth {
     /// `tokenSecretRef`: one token for as long as the adapter runs.
     Static(String),
     /// `oauth2`: tokens from the token endpoint, replaced before they expire.
-    OAuth2(OAuthTokens),
+    OAuth2(Box<OAuthTokens>),
 }
 
 impl Source for HttpPoller {
@@ -146,7 +146,7 @@ impl HttpPoller {
             source: spec.clone(),
             client: setup.client.clone(),
             auth: match (&spec.token_secret_ref, &spec.oauth2) {
-                (_, Some(oauth2)) => Auth::OAuth2(OAuthTokens::new(oauth2, setup)?),
+                (_, Some(oauth2)) => Auth::OAuth2(Box::new(OAuthTokens::new(oauth2, setup)?)),
                 (Some(reference), None) => Auth::Static(setup.secret(reference)?),
                 (None, None) => Auth::None,
             },

@@ -118,6 +118,9 @@ async fn push(
         let value = headers.get(verifier.header()).and_then(|v| v.to_str().ok());
         if let Err(refused) = verifier.verify(value, &body, jiff::Timestamp::now().as_second()) {
             tracing::warn!(reason = %refused, "a push was refused");
+            push.feed
+                .stats()
+                .error(format!("a push was refused: {refused}"));
             return crate::problem::respond(
                 StatusCode::UNAUTHORIZED,
                 "bad_signature",
@@ -129,6 +132,10 @@ async fn push(
     let records = match records_of(&body) {
         Ok(records) => records,
         Err(error) => {
+            push.feed.stats().rejected(
+                1,
+                format!("a push is not JSON, a JSON array or JSON lines: {error}"),
+            );
             return crate::problem::respond(
                 StatusCode::BAD_REQUEST,
                 "malformed_json",
