@@ -212,10 +212,35 @@ impl NatsCluster {
     pub const NAME: &'static str = "dreampipe";
 
     /// Starts `size` nodes over `dir` and waits until every node is healthy (JetStream has a
-    /// meta leader and each node is current with it).
+    /// meta leader and each node is current with it). The 3×`size` ports are picked free
+    /// before any node binds them, so another process can take one in between: a start that
+    /// fails is tried again, twice, on fresh ports and empty store folders.
     pub fn start(dir: &Path, size: usize) -> Result<Self, ServerError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dir, size) {
+                Err(error) if attempt < 3 => {
+                    attempt += 1;
+                    for index in 0..size {
+                        let _ = std::fs::remove_dir_all(dir.join(Self::node_name(index)));
+                    }
+                    eprintln!("nats cluster start failed, trying again on new ports: {error}");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn start_once(dir: &Path, size: usize) -> Result<Self, ServerError> {
+        let mut taken = std::collections::BTreeSet::new();
+        let mut port = || loop {
+            let port = free_port()?;
+            if taken.insert(port) {
+                return Ok::<u16, ServerError>(port);
+            }
+        };
         let ports: Vec<(u16, u16, u16)> = (0..size)
-            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+            .map(|_| Ok((port()?, port()?, port()?)))
             .collect::<Result<_, ServerError>>()?;
         let routes = ports
             .iter()

@@ -60,12 +60,21 @@ async fn an_r3_stream_survives_the_loss_of_its_leader() {
     })
     .await
     .unwrap();
+    // A new R3 stream takes writes once its Raft group has elected a leader: a publish before
+    // that is answered "stream not found".
+    let started = Instant::now();
+    let leader = loop {
+        if let Some(index) = cluster.leader_of(&js, "replicated").await {
+            break index;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the new R3 stream has no leader after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     publish_all(&js, "replicated.one", 50).await;
-
-    let leader = cluster
-        .leader_of(&js, "replicated")
-        .await
-        .expect("an R3 stream has a leader");
+    let leader = cluster.leader_of(&js, "replicated").await.unwrap_or(leader);
     cluster.kill(leader);
 
     // The two survivors elect a new leader; the client, which knows every node, fails over.
