@@ -68,7 +68,8 @@ pub struct ErasureStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Complete`: True once nothing readable holds the key's data.
+    /// `Complete` (and `Ready`, the same): True once nothing readable holds the key's data;
+    /// `Progressing` while under way; `Degraded` once it failed.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -686,6 +686,11 @@ async fn an_erasure_completes_when_every_generation_applied_the_tombstone() {
     assert!(status["completionTime"].is_string());
     assert_eq!(status["conditions"][0]["status"], "True");
     assert_eq!(status["conditions"][0]["reason"], "Erased");
+    assert_eq!(condition(status_of(&outcome), "Ready")["status"], "True");
+    assert_eq!(
+        condition(status_of(&outcome), "Progressing")["status"],
+        "False"
+    );
     let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
     assert_eq!(event["reason"], "Erased");
     assert_eq!(event["type"], "Normal");
@@ -700,6 +705,7 @@ async fn erasing_a_key_without_events_fails_and_says_so() {
     assert!(status.get("tombstone").is_none());
     let complete = &status["conditions"][0];
     assert_eq!(complete["reason"], "KeyNotFound");
+    assert_eq!(condition(status_of(&outcome), "Degraded")["status"], "True");
     assert_eq!(complete["message"], "key c-1 has no events to erase");
     let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
     assert_eq!(event["type"], "Warning");
@@ -723,4 +729,9 @@ async fn an_erasure_without_a_receiver_waits_and_says_why() {
         "{complete}"
     );
     assert_eq!(outcome.action, Action::requeue(Duration::from_secs(5)));
+}
+
+/// The body of an erasure scenario's status write.
+fn status_of(outcome: &common::scenarios::Outcome) -> &Value {
+    outcome.body("PATCH", &format!("{DP}/erasures/forget-c-1/status"))
 }

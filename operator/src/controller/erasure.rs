@@ -125,19 +125,19 @@ impl Reconciled for Erasure {
             );
             status.phase = ErasurePhase::Complete;
             status.completion_time = Some(now.clone());
-            set_condition(
-                &mut status.conditions,
-                complete(ConditionStatus::True, reasons::ERASED, &message, &now),
-            );
+            conclude(&mut status, Outcome::Done, reasons::ERASED, &message, &now);
             apply_status(&api, &owner.name, &status).await?;
             events::normal(&ctx, &*self, reasons::ERASED, actions::ERASE, message).await;
             return Ok(Action::await_change());
         }
         status.phase = ErasurePhase::Erasing;
         let message = format!("waiting for {}", waiting.join("; "));
-        set_condition(
-            &mut status.conditions,
-            complete(ConditionStatus::False, reasons::SCRUBBING, &message, &now),
+        conclude(
+            &mut status,
+            Outcome::UnderWay,
+            reasons::SCRUBBING,
+            &message,
+            &now,
         );
         apply_status(&api, &owner.name, &status).await?;
         Ok(Action::requeue(PROGRESS))
@@ -238,24 +238,46 @@ async fn erase(
     Ok(Err(Action::await_change()))
 }
 
-fn complete(status: ConditionStatus, reason: &str, message: &str, now: &str) -> crds::Condition {
-    crds::Condition::new(types::COMPLETE, status, reason, message, now)
+/// Where an erasure stands, for its conditions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    UnderWay,
+    Done,
+    Failed,
+}
+
+/// `Complete` says it; `Ready` says the same (so `kubectl wait --for=condition=Ready` works as
+/// for every other kind), `Progressing` while under way, `Degraded` once it failed.
+fn conclude(status: &mut ErasureStatus, outcome: Outcome, reason: &str, message: &str, now: &str) {
+    let of = |holds: bool| {
+        if holds {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    };
+    let done = of(outcome == Outcome::Done);
+    for (type_, holds, message) in [
+        (types::COMPLETE, done, message),
+        (types::READY, done, message),
+        (types::PROGRESSING, of(outcome == Outcome::UnderWay), ""),
+        (types::DEGRADED, of(outcome == Outcome::Failed), ""),
+    ] {
+        set_condition(
+            &mut status.conditions,
+            crds::Condition::new(type_, holds, reason, message, now),
+        );
+    }
 }
 
 /// Not carried out yet; tried again.
 fn pending(status: &mut ErasureStatus, reason: &str, message: &str, now: &str) {
     status.phase = ErasurePhase::Pending;
-    set_condition(
-        &mut status.conditions,
-        complete(ConditionStatus::False, reason, message, now),
-    );
+    conclude(status, Outcome::UnderWay, reason, message, now);
 }
 
 /// Cannot be carried out; nothing was appended. Waits for the user (a new Erasure).
 fn fail(status: &mut ErasureStatus, reason: &str, message: &str, now: &str) {
     status.phase = ErasurePhase::Failed;
-    set_condition(
-        &mut status.conditions,
-        complete(ConditionStatus::False, reason, message, now),
-    );
+    conclude(status, Outcome::Failed, reason, message, now);
 }
