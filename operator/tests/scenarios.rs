@@ -686,9 +686,9 @@ async fn an_erasure_completes_when_every_generation_applied_the_tombstone() {
     assert!(status["completionTime"].is_string());
     assert_eq!(status["conditions"][0]["status"], "True");
     assert_eq!(status["conditions"][0]["reason"], "Erased");
-    assert_eq!(condition(status_of(&outcome), "Ready")["status"], "True");
+    assert_eq!(condition(status_of(outcome), "Ready")["status"], "True");
     assert_eq!(
-        condition(status_of(&outcome), "Progressing")["status"],
+        condition(status_of(outcome), "Progressing")["status"],
         "False"
     );
     let event = outcome.body("POST", "/apis/events.k8s.io/v1/namespaces/shop/events");
