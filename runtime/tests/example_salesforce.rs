@@ -15,7 +15,7 @@ use adapter_support::serve;
 use runtime::simulator::crm::Crm;
 use runtime::simulator::http::{Simulator, routes};
 use serde_json::Value;
-use testbed::child::{free_port, http, terminate, wait_until_ready};
+use testbed::child::{free_port, http, terminate};
 use tokio_util::sync::CancellationToken;
 
 /// The example's connected app (examples/salesforce/crm-simulator.yaml).
@@ -116,6 +116,33 @@ async fn views_match(port: u16, simulator: &Simulator, what: &str) {
     }
 }
 
+/// Waits until `dev` answers `/readyz` on `port`; when it exits first or is not ready after
+/// 120 s, fails with the end of its log.
+fn ready_or_say_why(dev: &mut std::process::Child, port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if http(port, "GET", "/readyz", None).is_ok_and(|(status, _)| status == 200) {
+            return;
+        }
+        let exited = dev.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let _ = dev.kill();
+            panic!(
+                "dreampipe dev {} on port {port}; the end of its log:\n{}",
+                match exited {
+                    Some(status) => format!("exited ({status}) before it was ready"),
+                    None => "was not ready after 120 s".to_owned(),
+                },
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_salesforce_example_keeps_its_views_equal_to_the_crm() {
     let shutdown = CancellationToken::new();
@@ -152,12 +179,16 @@ async fn the_salesforce_example_keeps_its_views_equal_to_the_crm() {
         .args(["--service", &format!("crm-simulator={crm_address}")])
         .args(["--port", &port.to_string(), "--status-every", "0"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("dev.log")).unwrap())
         .spawn()
         .unwrap();
-    tokio::task::spawn_blocking(move || wait_until_ready(port, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    let log = dir.path().join("dev.log");
+    let mut dev = tokio::task::spawn_blocking(move || {
+        ready_or_say_why(&mut dev, port, &log);
+        dev
+    })
+    .await
+    .unwrap();
 
     views_match(port, &simulator, "the first sync").await;
 
