@@ -15,7 +15,7 @@ use adapter_support::serve;
 use runtime::simulator::crm::Crm;
 use runtime::simulator::http::{Simulator, routes};
 use serde_json::Value;
-use testbed::child::{free_port, http, terminate};
+use testbed::child::{http, terminate};
 use tokio_util::sync::CancellationToken;
 
 /// The example's connected app (examples/salesforce/crm-simulator.yaml).
@@ -116,6 +116,19 @@ async fn views_match(port: u16, simulator: &Simulator, what: &str) {
     }
 }
 
+/// A base port for `dev --port`: dev's roles take it and the ports after it, so ten in a row
+/// must be free. They are taken below the ephemeral range (32768 and up on Linux), where the
+/// NATS and Postgres servers dev starts first get their ports, so those never take one.
+fn role_ports() -> u16 {
+    let offset = (std::process::id() % 400) as u16;
+    (0..400u16)
+        .map(|i| 20_000 + ((offset + i) % 400) * 25)
+        .find(|&base| {
+            (base..base + 10).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        })
+        .expect("ten free ports in a row below 30000")
+}
+
 /// Waits until `dev` answers `/readyz` on `port`; when it exits first or is not ready after
 /// 120 s, fails with the end of its log.
 fn ready_or_say_why(dev: &mut std::process::Child, port: u16, log: &Path) {
@@ -168,7 +181,7 @@ async fn the_salesforce_example_keeps_its_views_equal_to_the_crm() {
     std::fs::write(secrets.join("crm-oauth/client-id"), CLIENT_ID).unwrap();
     std::fs::write(secrets.join("crm-oauth/client-secret"), CLIENT_SECRET).unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/salesforce");
-    let port = free_port();
+    let port = role_ports();
     let mut dev = Command::new(env!("CARGO_BIN_EXE_dreampipe"))
         .arg("dev")
         .arg(&example)
