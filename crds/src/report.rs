@@ -142,3 +142,65 @@ pub struct AdapterReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_lag_bytes: Option<u64>,
 }
+
+/// What a runtime replica says of itself on NATS every few seconds (ADR 80): its resource,
+/// its readiness and its `/v1/status` report. The console's live pipeline is made of these,
+/// the same under `dreampipe dev` and on Kubernetes, with no call to the Kubernetes API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub namespace: String,
+    /// The resource's name.
+    pub name: String,
+    /// The replica sending it (the pod name on Kubernetes).
+    pub replica: String,
+    pub ready: bool,
+    /// Why the replica is not ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready_because: Option<String>,
+    /// Milliseconds until the next one: a replica silent for three of these is gone.
+    pub every_ms: u64,
+    #[serde(flatten)]
+    pub role: RoleHeartbeat,
+}
+
+/// The role-specific part of a [`Heartbeat`]: the resource's spec (what the console draws the
+/// pipeline's edges and a Projection's filters from) and the role's report, absent while the
+/// role cannot read its own figures (NATS or Postgres away).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum RoleHeartbeat {
+    Receiver {
+        spec: Box<crate::EntitySpec>,
+        report: Option<ReceiverReport>,
+    },
+    Adapter {
+        spec: Box<crate::AdapterSpec>,
+        report: AdapterReport,
+    },
+    Projector {
+        spec: Box<crate::ProjectionSpec>,
+        report: Option<ProjectorReport>,
+    },
+}
+
+impl RoleHeartbeat {
+    /// The kind's token in heartbeat subjects.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoleHeartbeat::Receiver { .. } => "receiver",
+            RoleHeartbeat::Adapter { .. } => "adapter",
+            RoleHeartbeat::Projector { .. } => "projector",
+        }
+    }
+}
+
+/// Where a replica of `kind` for resource `name` sends its heartbeats:
+/// `dreampipe.status.<namespace>.<kind>.<name>`. Readers take who sent it from the body, so a
+/// name with dots (more tokens) is read the same.
+pub fn heartbeat_subject(namespace: &str, kind: &str, name: &str) -> String {
+    format!("{HEARTBEAT_PREFIX}.{namespace}.{kind}.{name}")
+}
+
+/// Every heartbeat subject starts with this.
+pub const HEARTBEAT_PREFIX: &str = "dreampipe.status";

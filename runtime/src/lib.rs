@@ -10,6 +10,7 @@ pub mod deadletters;
 pub mod dev;
 pub mod erase;
 pub mod expr;
+pub mod heartbeat;
 pub mod nats;
 pub mod problem;
 pub mod projector;

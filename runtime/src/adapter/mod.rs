@@ -104,6 +104,9 @@ pub struct Adapter {
     stats: Arc<Stats>,
     health: Arc<Health>,
     listen: SocketAddr,
+    /// Where heartbeats go (ADR 80), and the spec they carry.
+    nats_url: crate::nats::NatsServers,
+    spec: Box<crds::AdapterSpec>,
 }
 
 /// Runs the adapter until `shutdown` is cancelled.
@@ -206,6 +209,8 @@ impl Adapter {
             stats,
             health: Health::new(registry),
             listen,
+            nats_url,
+            spec: Box::new(spec.clone()),
         })
     }
 
@@ -230,6 +235,7 @@ impl Adapter {
             .map_err(AdapterError::Serve)?;
         let server = tokio::spawn(process::serve(listener, app, stop.clone()));
         tracing::info!(adapter = %self.name, namespace = %self.namespace, entity = %self.entity, source = self.source.kind(), "adapter starting");
+        let beats = self.heartbeats(&stop).await;
 
         let result = self
             .source
@@ -243,11 +249,46 @@ impl Adapter {
             tracing::error!(error = %crate::error_chain(error), "the source stopped");
         }
         stop.cancel();
+        if let Some(beats) = beats {
+            beats.abort();
+        }
         let served = match server.await {
             Ok(result) => result.map_err(AdapterError::Serve),
             Err(join) => Err(AdapterError::Serve(std::io::Error::other(join))),
         };
         result.and(served)
+    }
+}
+
+impl Adapter {
+    /// Heartbeats for the console; an adapter whose NATS URL is unusable runs without them.
+    async fn heartbeats(&self, stop: &CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let client = match crate::nats::connect(&self.nats_url).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(error = %crate::error_chain(&error), "no heartbeats: NATS unusable");
+                return None;
+            }
+        };
+        let beacon = crate::heartbeat::Beacon::new(
+            self.namespace.clone(),
+            self.name.clone(),
+            crate::heartbeat::default_replica(),
+        );
+        let (stats, spec) = (self.stats.clone(), self.spec.clone());
+        Some(crate::heartbeat::spawn(
+            client,
+            beacon,
+            self.health.clone(),
+            stop.clone(),
+            move || {
+                let heartbeat = crds::report::RoleHeartbeat::Adapter {
+                    spec: spec.clone(),
+                    report: stats.status(),
+                };
+                async move { heartbeat }
+            },
+        ))
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
     let replica = replica_id
         .or_else(|| std::env::var("DREAMPIPE_REPLICA_ID").ok())
         .filter(|r| !r.is_empty())
-        .unwrap_or_else(default_replica_id);
+        .unwrap_or_else(crate::heartbeat::default_replica);
 
     // Connections are made lazily and retried, so the projector waits for Postgres and NATS
     // (not ready meanwhile) instead of crashing.
@@ -153,7 +153,7 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
         entity,
         replica,
         pool,
-        client,
+        client.clone(),
         metrics,
         Options {
             reader_role,
@@ -161,25 +161,48 @@ pub async fn run(args: ProjectorArgs, shutdown: CancellationToken) -> Result<(),
             ..Options::default()
         },
     )?;
+    let (beats, nudge) = {
+        let source = Arc::new(projector.status_source());
+        let spec = Box::new(projection.spec.clone());
+        let beacon = crate::heartbeat::Beacon::new(
+            namespace_of(&projection.metadata),
+            crate::config::name_of(&projection.metadata),
+            source.replica.clone(),
+        );
+        let nudge = beacon.nudger();
+        let beats = crate::heartbeat::spawn(
+            client.clone(),
+            beacon,
+            Arc::clone(&health),
+            shutdown.clone(),
+            move || {
+                let (source, spec) = (source.clone(), spec.clone());
+                async move {
+                    crds::report::RoleHeartbeat::Projector {
+                        spec,
+                        report: crate::heartbeat::within_beat(source.report()).await,
+                    }
+                }
+            },
+        );
+        (beats, nudge)
+    };
     let router =
         process::probe_routes(Arc::clone(&health)).merge(status::routes(projector.status_source()));
     let listener = process::bind(listen).await.map_err(CommandError::Serve)?;
     let server = tokio::spawn(process::serve(listener, router, shutdown.clone()));
-    let ready = move |ready: bool| health.set_ready(ready);
+    // A replica turning ready has registered its generation: the console hears of it now.
+    let ready = move |ready: bool| {
+        health.set_ready(ready);
+        nudge();
+    };
     let result = projector.run(ready, shutdown.clone()).await;
     shutdown.cancel();
+    beats.abort();
     match server.await {
         Ok(Err(error)) => return Err(CommandError::Serve(error)),
         Err(error) => tracing::error!(%error, "HTTP server task failed"),
         Ok(Ok(())) => {}
     }
     Ok(result?)
-}
-
-fn default_replica_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "projector".to_owned());
-    format!("{host}-{}", std::process::id())
 }

@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use crds::report::ReceiverReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -61,14 +60,9 @@ pub fn routes(receiver: Arc<Receiver>, tokens: Tokens) -> Router {
 }
 
 async fn status(State(receiver): State<Arc<Receiver>>) -> Response {
-    match receiver.store.stats().await {
+    match receiver.report().await {
         // What the operator shows in `kubectl get entities`: the stream's figures.
-        Ok(stats) => axum::Json(ReceiverReport {
-            entity: receiver.model.names().entity().to_owned(),
-            stream: receiver.model.names().stream(),
-            stats,
-        })
-        .into_response(),
+        Ok(report) => axum::Json(report).into_response(),
         Err(error) => ApiError::Store(error).into_response(),
     }
 }

@@ -110,6 +110,26 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
         return finish(server).await;
     };
     let receiver = Arc::new(Receiver::open(&client, model, metrics).await?);
+    let beacon = crate::heartbeat::Beacon::new(
+        crate::config::namespace_of(&entity.metadata),
+        names.entity(),
+        crate::heartbeat::default_replica(),
+    );
+    let nudge = beacon.nudger();
+    let beats =
+        crate::heartbeat::spawn(client.clone(), beacon, health.clone(), shutdown.clone(), {
+            let receiver = receiver.clone();
+            let spec = Box::new(entity.spec.clone());
+            move || {
+                let (receiver, spec) = (receiver.clone(), spec.clone());
+                async move {
+                    crds::report::RoleHeartbeat::Receiver {
+                        spec,
+                        report: crate::heartbeat::within_beat(receiver.report()).await,
+                    }
+                }
+            }
+        });
     let erasures =
         erase::answer_erasures(receiver.clone(), client.clone(), shutdown.clone()).await?;
     let _ = api.set(http::routes(receiver, tokens));
@@ -119,10 +139,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Receiver
     };
     dependencies.spawn(health.clone(), shutdown.clone());
     health.set_ready(true);
+    nudge();
     tracing::info!("receiver ready");
 
     let result = finish(server).await;
     erasures.abort();
+    beats.abort();
     if let Err(error) = client.flush().await {
         tracing::warn!(%error, "could not flush NATS on shutdown");
     }

@@ -258,6 +258,15 @@ impl Receiver {
         })
     }
 
+    /// What `/v1/status` and the heartbeats say: the Entity's stream and its figures.
+    pub async fn report(&self) -> Result<crds::report::ReceiverReport, StoreError> {
+        Ok(crds::report::ReceiverReport {
+            entity: self.model.names().entity().to_owned(),
+            stream: self.model.names().stream(),
+            stats: self.store.stats().await?,
+        })
+    }
+
     /// Applies one submission: read the latest stored event, decide, append with the expected
     /// subject sequence, and on a conflict read again and decide again.
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, ApiError> {
