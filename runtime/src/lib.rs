@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod deadletters;
 pub mod dev;
 pub mod erase;

@@ -18,7 +18,10 @@ async fn query_service(nats: &NatsServer, database: Option<&TestDatabase>) -> Ro
     let mut readers = Readers::new(nats.client().await.unwrap(), "shop");
     if let Some(database) = database {
         let pool = database.pool().await.unwrap();
-        readers = readers.with_views(pool.clone()).with_dead_letters(pool);
+        readers = readers
+            .with_views(pool.clone())
+            .with_dead_letters(pool)
+            .with_pipeline(Arc::new(runtime::console::Console::default()));
     }
     routes(Arc::new(readers), ScopedTokens::default())
 }
@@ -355,11 +358,13 @@ async fn every_route_is_documented_and_every_documented_route_answers() {
         "/v1/views/{view}",
         "/v1/projections/{projection}/deadletters",
         "/v1/projections/{projection}/deadletters/{id}",
+        "/v1/pipeline",
         "/v1/namespaces/{namespace}/entities/{entity}/{key}",
         "/v1/namespaces/{namespace}/entities/{entity}/{key}/history",
         "/v1/namespaces/{namespace}/views/{view}",
         "/v1/namespaces/{namespace}/projections/{projection}/deadletters",
         "/v1/namespaces/{namespace}/projections/{projection}/deadletters/{id}",
+        "/v1/namespaces/{namespace}/pipeline",
         "/openapi.json",
     ];
     for route in routes {
@@ -639,4 +644,85 @@ async fn the_openapi_document_describes_every_path_under_a_namespace_too() {
         assert!(operation["responses"]["403"].is_object(), "{namespaced}");
         assert!(paths[path]["get"]["responses"]["403"].is_object(), "{path}");
     }
+}
+
+/// A replica's heartbeats over a real NATS server reach `/v1/pipeline` (ADR 80): the node
+/// with its spec, report and readiness, in its namespace only, behind the namespace's tokens.
+#[tokio::test]
+async fn the_pipeline_shows_each_replica_that_sends_heartbeats() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (console, _listening) = runtime::console::Console::listen(&client, shutdown.clone())
+        .await
+        .unwrap();
+    let health = process::Health::new(prometheus_client::registry::Registry::default());
+    health.set_ready(true);
+    let entity = receiver_support::entity();
+    let spec = Box::new(entity.spec.clone());
+    let beacon = runtime::heartbeat::Beacon::new("shop", "customer", "receiver-0".to_owned());
+    let _beats = runtime::heartbeat::spawn(
+        client.clone(),
+        beacon,
+        health,
+        shutdown.clone(),
+        move || {
+            let spec = spec.clone();
+            async move {
+                crds::report::RoleHeartbeat::Receiver {
+                    spec,
+                    report: Some(crds::report::ReceiverReport {
+                        entity: "customer".into(),
+                        stream: "dp_shop_customer".into(),
+                        stats: crds::report::StreamStats {
+                            events: 7,
+                            keys: 3,
+                            last_sequence: 7,
+                            last_event_time: None,
+                        },
+                    }),
+                }
+            }
+        },
+    );
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("shop"), "shop-token\n").unwrap();
+    std::fs::write(folder.path().join("other"), "other-token\n").unwrap();
+    let tokens = ScopedTokens::load(runtime::auth::Tokens::default(), Some(folder.path())).unwrap();
+    let readers = Readers::new(client, "shop")
+        .serving("shop,other".parse().unwrap())
+        .with_pipeline(console);
+    let query = routes(Arc::new(readers), tokens);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pipeline = loop {
+        let (status, body) = get_as(&query, "/v1/namespaces/shop/pipeline", "shop-token").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["entities"].as_array().is_some_and(|e| !e.is_empty()) {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat arrived: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let node = &pipeline["entities"][0];
+    assert_eq!(node["name"], "customer");
+    assert_eq!(node["ready"], true);
+    assert_eq!(node["kind"], "receiver");
+    assert_eq!(node["replicas"][0]["replica"], "receiver-0");
+    assert_eq!(node["report"]["events"], 7);
+    assert_eq!(node["spec"]["key"], entity.spec.key.as_str());
+
+    let (status, other) = get_as(&query, "/v1/namespaces/other/pipeline", "other-token").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        other["entities"],
+        json!([]),
+        "another namespace sees nothing of shop's"
+    );
+    let (status, _) = get_as(&query, "/v1/namespaces/shop/pipeline", "other-token").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    shutdown.cancel();
 }

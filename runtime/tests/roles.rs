@@ -244,7 +244,7 @@ fn dev_starts_the_query_service_with_the_settings_the_chart_gives_its_pod() {
         listen: SocketAddr::from(([0, 0, 0, 0], RUNTIME_PORT)),
     };
     let database_url = format!("secret:{}/reader-url", query_database_secret(container));
-    let dev = settings::query(service, Some(database_url));
+    let dev = settings::query(service, Some(database_url), None);
     // Where they differ on purpose (ADR 63): dev serves its one folder's namespace, open, on
     // one machine; the chart serves every namespace the operator watches, behind its tokens.
     assert_eq!(
@@ -259,10 +259,13 @@ fn dev_starts_the_query_service_with_the_settings_the_chart_gives_its_pod() {
         query.scoped_tokens_dir.as_deref(),
         Some(std::path::Path::new("/var/run/dreampipe/query-tokens"))
     );
+    // The console is a chart value (query.console.enabled, off by default); dev always has it.
+    assert!(!query.console);
     let query = runtime::query::Args {
         served: dev.served.clone(),
         auth: dev.auth.clone(),
         scoped_tokens_dir: dev.scoped_tokens_dir.clone(),
+        console: dev.console,
         ..query
     };
     assert_eq!(query, dev);

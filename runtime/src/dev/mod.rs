@@ -379,9 +379,11 @@ fn start_query(
     port: u16,
     supervision: &Supervision,
 ) -> Running {
+    // The console's Projection pages list dead letters, which the reader role may not read.
     let args = settings::query(
         service(namespace, backing, port),
         Some(backing.reader_url.clone()),
+        Some(backing.writer_url.clone()),
     );
     spawn_role(
         Role::Query,

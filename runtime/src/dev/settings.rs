@@ -9,16 +9,21 @@ use crate::config::name_of;
 use crate::role::{ResourceArgs, ServiceArgs};
 
 /// The query service of `service.namespace`, reading views from `database_url`.
-pub fn query(service: ServiceArgs, database_url: Option<String>) -> crate::query::Args {
+pub fn query(
+    service: ServiceArgs,
+    database_url: Option<String>,
+    dead_letters_database_url: Option<String>,
+) -> crate::query::Args {
     crate::query::Args {
         service,
         // dev runs one namespace's folder: the paths under /v1/namespaces/{ns} serve it too.
         served: Default::default(),
         database_url,
-        // As the chart's query service: dead letters are read with `dreampipe deadletters`.
-        dead_letters_database_url: None,
+        dead_letters_database_url,
         auth: TokenArgs::default(),
         scoped_tokens_dir: None,
+        // The console is dev's window on the pipeline (ADR 80).
+        console: true,
     }
 }
 

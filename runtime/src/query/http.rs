@@ -43,6 +43,7 @@ pub fn routes(readers: Arc<Readers>, tokens: ScopedTokens) -> Router {
                 "/projections/{projection}/deadletters/{id}",
                 get(dead_letter),
             )
+            .route("/pipeline", get(pipeline))
     };
     let guard = Arc::new(Guard {
         tokens,
@@ -166,12 +167,13 @@ struct DeadLetterPath {
         title = "DreamPipe Event Query Service",
         description = "Entity states and history from the event store; projected views from Postgres; the dead letters of Projections."
     ),
-    paths(current, history, view, dead_letter_page, dead_letter, openapi),
+    paths(current, history, view, dead_letter_page, dead_letter, pipeline, openapi),
     modifiers(&InEveryNamespace),
     components(schemas(
         KeyState,
         History,
         ViewPage,
+        crate::console::pipeline::PipelineView,
         DeadLetterPage,
         DeadLetterSummary,
         DeadLetterRecord,
@@ -337,6 +339,30 @@ async fn history(
     }
     .await;
     respond(result)
+}
+
+/// The namespace's pipeline as its replicas report it every few seconds (ADR 80): adapters,
+/// entities and projections with their readiness, specs and figures.
+#[utoipa::path(
+    get,
+    path = "/v1/pipeline",
+    responses(
+        (status = 200, description = "The replicas heard from in the last three heartbeats", body = crate::console::pipeline::PipelineView),
+        (status = 401, description = "No accepted bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is scoped to other namespaces", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown namespace, or the service does not follow the pipeline", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn pipeline(
+    State(readers): State<Arc<Readers>>,
+    params: Result<axum::extract::RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+) -> Response {
+    // `/v1/pipeline` has no path parameter at all.
+    let namespace = match &params {
+        Ok(params) => namespace_of(params, readers.own_namespace()),
+        Err(_) => readers.own_namespace(),
+    };
+    respond(readers.pipeline(namespace))
 }
 
 /// A page of a view's rows; any other query parameter is an equality filter on a column.

@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ScopedTokens, ScopedTokensError};
+use crate::console::Console;
 use crate::role::ServiceArgs;
 use crate::store::jetstream::StoreError;
 use namespaces::{Readers, ServedNamespaces};
@@ -49,6 +50,15 @@ pub struct Args {
     /// the tokens in file `<namespace>` read that namespace only.
     #[arg(long, env = "DREAMPIPE_SCOPED_TOKENS_DIR")]
     pub scoped_tokens_dir: Option<std::path::PathBuf>,
+    /// Serve the pipeline console at `/console/` (ADR 80); its data is the API's, behind the
+    /// same tokens.
+    #[arg(
+        long,
+        env = "DREAMPIPE_CONSOLE",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub console: bool,
 }
 
 /// Why a query failed.
@@ -114,6 +124,8 @@ pub enum QueryServiceError {
     DatabaseUrl(#[source] sqlx::Error),
     #[error("invalid DEAD_LETTERS_DATABASE_URL")]
     DeadLettersUrl(#[source] sqlx::Error),
+    #[error("could not subscribe to the replicas' heartbeats")]
+    Heartbeats(#[source] async_nats::SubscribeError),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
 }
@@ -132,6 +144,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         dead_letters_database_url,
         auth,
         scoped_tokens_dir,
+        console,
     } = args;
     let tokens = ScopedTokens::load(
         auth.load().map_err(ScopedTokensError::from)?,
@@ -147,7 +160,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         "namespaces served"
     );
     let client = crate::nats::connect(&nats_url).await?;
-    let mut readers = Readers::new(client.clone(), namespace).serving(served);
+    let (pipeline, heartbeats) = Console::listen(&client, shutdown.clone())
+        .await
+        .map_err(QueryServiceError::Heartbeats)?;
+    let mut readers = Readers::new(client.clone(), namespace)
+        .serving(served)
+        .with_pipeline(pipeline);
     match &database_url {
         Some(url) => {
             let pool = sqlx::postgres::PgPoolOptions::new()
@@ -167,7 +185,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
     }
     let readers = Arc::new(readers);
     let health = Health::new(Registry::default());
-    let app = process::probe_routes(health.clone())
+    let mut app = process::probe_routes(health.clone());
+    if console {
+        app = app.merge(crate::console::asset_routes());
+    }
+    let app = app
         .merge(http::routes(readers.clone(), tokens))
         .method_not_allowed_fallback(crate::problem::method_not_allowed);
     let listener = process::bind(listen)
@@ -180,7 +202,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         postgres: readers.views_pool().cloned(),
     };
     dependencies.spawn(health, shutdown);
-    match server.await {
+    let served = server.await;
+    heartbeats.abort();
+    match served {
         Ok(result) => result.map_err(QueryServiceError::Serve),
         Err(join) => Err(QueryServiceError::Serve(std::io::Error::other(join))),
     }

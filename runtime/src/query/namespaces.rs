@@ -69,6 +69,8 @@ pub struct Readers {
     own: String,
     served: ServedNamespaces,
     open: Mutex<HashMap<String, Arc<NamespaceReaders>>>,
+    /// The live pipeline from the replicas' heartbeats, when followed.
+    pipeline: Option<Arc<crate::console::Console>>,
 }
 
 impl Readers {
@@ -81,6 +83,29 @@ impl Readers {
             own: own.into(),
             served: ServedNamespaces::default(),
             open: Mutex::new(HashMap::new()),
+            pipeline: None,
+        }
+    }
+
+    /// `/v1/pipeline` answers from `console`.
+    pub fn with_pipeline(mut self, console: Arc<crate::console::Console>) -> Self {
+        self.pipeline = Some(console);
+        self
+    }
+
+    /// The namespace's live pipeline, when followed here.
+    pub fn pipeline(
+        &self,
+        namespace: &str,
+    ) -> Result<crate::console::pipeline::PipelineView, QueryError> {
+        if !self.serves(namespace) {
+            return Err(QueryError::UnknownNamespace(truncate(namespace)));
+        }
+        match &self.pipeline {
+            Some(console) => Ok(console.view(namespace)),
+            None => Err(QueryError::NotFound(
+                "this query service does not follow the pipeline".to_owned(),
+            )),
         }
     }
 
