@@ -86,6 +86,50 @@ impl World {
     async fn start(&self, yaml: &str) -> Running {
         start_adapter(self.dir.path(), yaml, &self.receiver_url, self.nats.url()).await
     }
+
+    /// Starts the adapter of [`oauth_adapter_yaml`] signing in at this world's token URL with
+    /// the connected app's Secret files; `extra` adds settings to its `oauth2`.
+    async fn start_oauth(&self, extra: &str) -> Running {
+        let oauth2 = format!(
+            "{{tokenUrl: '{}/services/oauth2/token', clientIdRef: {{name: crm-oauth, key: client-id}}, \
+             clientSecretRef: {{name: crm-oauth, key: client-secret}}{extra}}}",
+            self.crm_url
+        );
+        self.start(&oauth_adapter_yaml(&self.crm_url, &oauth2))
+            .await
+    }
+
+    /// `method path` on the simulated CRM: its status and JSON body.
+    async fn crm(&self, method: &'static str, path: &'static str) -> (u16, serde_json::Value) {
+        let port: u16 = self
+            .crm_url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let (status, body) =
+            tokio::task::spawn_blocking(move || testbed::child::http(port, method, path, None))
+                .await
+                .unwrap()
+                .unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The connected app's figures: tokens issued, requests refused.
+    async fn oauth_figures(&self) -> serde_json::Value {
+        self.crm("GET", "/simulator/oauth").await.1
+    }
+
+    /// Revokes every token (and refresh token) the connected app issued.
+    async fn revoke(&self) {
+        let (status, _) = self.crm("POST", "/simulator/revoke").await;
+        assert!((200..300).contains(&status), "revoke answered {status}");
+    }
 }
 
 /// Advances the CRM by one tick that changes accounts, deletes one and creates one; answers
@@ -259,34 +303,10 @@ async fn oauth_world(lifetime: Duration) -> World {
     }
 }
 
-async fn oauth_figures(crm_url: &str) -> serde_json::Value {
-    use http_body_util::{BodyExt, Empty};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<bytes::Bytes>>();
-    let response = client
-        .get(format!("{crm_url}/simulator/oauth").parse().unwrap())
-        .await
-        .unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[tokio::test]
 async fn client_credentials_tokens_are_replaced_before_they_expire_so_the_api_never_refuses_one() {
     let world = oauth_world(Duration::from_secs(3)).await;
-    let oauth2 = format!(
-        "{{tokenUrl: '{}/services/oauth2/token', clientIdRef: {{name: crm-oauth, key: client-id}}, \
-         clientSecretRef: {{name: crm-oauth, key: client-secret}}, refreshBefore: 2s}}",
-        world.crm_url
-    );
-    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
-    let adapter = start_adapter(
-        world.dir.path(),
-        &yaml,
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let adapter = world.start_oauth(", refreshBefore: 2s").await;
     let status = wait_for(&adapter, "every account", |s| {
         s.created == ACCOUNTS && s.last_sync_time.is_some()
     })
@@ -296,49 +316,27 @@ async fn client_credentials_tokens_are_replaced_before_they_expire_so_the_api_ne
     // Polls every 200 ms for 5 s with tokens good for 3 s, replaced 2 s ahead: new tokens
     // were asked for, and the API never had to refuse one.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let figures = oauth_figures(&world.crm_url).await;
+    let figures = world.oauth_figures().await;
     assert!(figures["issued"].as_u64().unwrap() >= 3, "{figures}");
     assert_eq!(figures["unauthorized"], 0, "{figures}");
 
     adapter.stop().await;
 }
 
-async fn revoke(crm_url: &str) {
-    use http_body_util::Empty;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<bytes::Bytes>>();
-    let request = hyper::Request::post(format!("{crm_url}/simulator/revoke"))
-        .body(Empty::new())
-        .unwrap();
-    assert!(client.request(request).await.unwrap().status().is_success());
-}
-
 #[tokio::test]
 async fn a_token_revoked_before_its_expiry_is_replaced_at_once() {
     let world = oauth_world(Duration::from_secs(3600)).await;
-    let oauth2 = format!(
-        "{{tokenUrl: '{}/services/oauth2/token', clientIdRef: {{name: crm-oauth, key: client-id}}, \
-         clientSecretRef: {{name: crm-oauth, key: client-secret}}}}",
-        world.crm_url
-    );
-    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
-    let adapter = start_adapter(
-        world.dir.path(),
-        &yaml,
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let adapter = world.start_oauth("").await;
     wait_for(&adapter, "every account", |s| s.created == ACCOUNTS).await;
     assert_eq!(
-        oauth_figures(&world.crm_url).await["issued"],
+        world.oauth_figures().await["issued"],
         1,
         "one token for an hour"
     );
 
     // Revoked early (an admin ended the session): the next poll is refused once, a new token
     // is asked for at once and the poll goes through.
-    revoke(&world.crm_url).await;
+    world.revoke().await;
     let (_, deleted) = business_happens(&world.simulator);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -352,7 +350,7 @@ async fn a_token_revoked_before_its_expiry_is_replaced_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let figures = oauth_figures(&world.crm_url).await;
+    let figures = world.oauth_figures().await;
     assert_eq!(
         figures["unauthorized"], 1,
         "one refusal, then a new token: {figures}"
@@ -363,26 +361,16 @@ async fn a_token_revoked_before_its_expiry_is_replaced_at_once() {
 #[tokio::test]
 async fn a_refresh_token_grant_reads_the_crm_and_a_revoked_refresh_token_shows_in_the_status() {
     let world = oauth_world(Duration::from_secs(3600)).await;
-    let oauth2 = format!(
-        "{{tokenUrl: '{}/services/oauth2/token', grant: RefreshToken, \
-         clientIdRef: {{name: crm-oauth, key: client-id}}, \
-         clientSecretRef: {{name: crm-oauth, key: client-secret}}, \
-         refreshTokenRef: {{name: crm-oauth, key: refresh-token}}}}",
-        world.crm_url
-    );
-    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
-    let adapter = start_adapter(
-        world.dir.path(),
-        &yaml,
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let adapter = world
+        .start_oauth(
+            ", grant: RefreshToken, refreshTokenRef: {name: crm-oauth, key: refresh-token}",
+        )
+        .await;
     wait_for(&adapter, "every account", |s| s.created == ACCOUNTS).await;
 
     // The person's grant is revoked: the token and the refresh token stop working, and the
     // status says why. Nothing already stored is lost, and nothing more is read.
-    revoke(&world.crm_url).await;
+    world.revoke().await;
     business_happens(&world.simulator);
     let status = wait_for(&adapter, "the refused grant", |s| {
         s.last_error
@@ -409,19 +397,7 @@ async fn wrong_client_credentials_are_named_in_the_status() {
         "not-it",
     )
     .unwrap();
-    let oauth2 = format!(
-        "{{tokenUrl: '{}/services/oauth2/token', clientIdRef: {{name: crm-oauth, key: client-id}}, \
-         clientSecretRef: {{name: crm-oauth, key: client-secret}}}}",
-        world.crm_url
-    );
-    let yaml = oauth_adapter_yaml(&world.crm_url, &oauth2);
-    let adapter = start_adapter(
-        world.dir.path(),
-        &yaml,
-        &world.receiver_url,
-        world.nats.url(),
-    )
-    .await;
+    let adapter = world.start_oauth("").await;
     let status = wait_for(&adapter, "the refusal", |s| s.last_error.is_some()).await;
     let error = status.last_error.unwrap();
     assert!(

@@ -16,7 +16,6 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use crds::adapter::{JetStreamDeliver, JetStreamSource};
 use futures::StreamExt;
 use process::Health;
-use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 use super::super::submit::SubmitError;
@@ -61,16 +60,6 @@ pub enum JetStreamError {
     },
     #[error(transparent)]
     Submit(#[from] SubmitError),
-}
-
-/// A message that is not a record.
-#[derive(Debug, thiserror::Error)]
-#[error("message {sequence} on {subject} is not JSON")]
-struct NotJson {
-    subject: String,
-    sequence: u64,
-    #[source]
-    source: serde_json::Error,
 }
 
 /// A durable consumer of one stream.
@@ -173,20 +162,17 @@ impl JetStreamConsumer {
         messages: &[async_nats::jetstream::Message],
         shutdown: &CancellationToken,
     ) -> Result<(), SubmitError> {
-        let records: Vec<Json> = messages
-            .iter()
-            .filter_map(|message| {
-                serde_json::from_slice(&message.payload)
-                    .map_err(|source| {
-                        feed.reject(&NotJson {
-                            subject: message.subject.to_string(),
-                            sequence: stream_sequence(message),
-                            source,
-                        })
-                    })
-                    .ok()
-            })
-            .collect();
+        let records = feed.json_records(
+            messages,
+            |message| &message.payload,
+            |message| {
+                format!(
+                    "message {} on {}",
+                    stream_sequence(message),
+                    message.subject
+                )
+            },
+        );
         let delivery = feed.deliver(&records, shutdown);
         tokio::pin!(delivery);
         let mut progress = tokio::time::interval(self.ack_wait / 3);

@@ -162,6 +162,16 @@ pub fn build(setup: &Setup<'_>) -> Result<Box<dyn AnySource>, SetupError> {
     })
 }
 
+/// A message of a NATS or JetStream source that is not a record.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} is not JSON")]
+pub struct NotJson {
+    /// Which message: its subject, and its stream sequence where it has one.
+    message: String,
+    #[source]
+    source: serde_json::Error,
+}
+
 /// Where a source's records go: mapped with the Adapter's [`Mapping`], counted in its
 /// [`Stats`] and submitted by its [`Submitter`].
 #[derive(Debug)]
@@ -208,6 +218,29 @@ impl Feed {
         tracing::warn!(error = %message, "record rejected");
         self.stats.read(1);
         self.stats.rejected(1, message);
+    }
+
+    /// The records a message source received: each payload parsed as JSON, and each one that
+    /// is not rejected (counted, and shown as the last error) under the name `name` gives it.
+    pub fn json_records<M>(
+        &self,
+        messages: &[M],
+        payload: impl Fn(&M) -> &[u8],
+        name: impl Fn(&M) -> String,
+    ) -> Vec<Json> {
+        messages
+            .iter()
+            .filter_map(|message| {
+                serde_json::from_slice(payload(message))
+                    .map_err(|source| {
+                        self.reject(&NotJson {
+                            message: name(message),
+                            source,
+                        })
+                    })
+                    .ok()
+            })
+            .collect()
     }
 
     /// Submits `items` to the receiver (see [`Submitter::submit`]).

@@ -5,7 +5,6 @@
 use crds::adapter::NatsSource;
 use futures::StreamExt;
 use process::Health;
-use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 use super::super::submit::SubmitError;
@@ -25,15 +24,6 @@ pub enum NatsError {
     },
     #[error(transparent)]
     Submit(#[from] SubmitError),
-}
-
-/// A message that is not a record.
-#[derive(Debug, thiserror::Error)]
-#[error("a message on {subject} is not JSON")]
-struct NotJson {
-    subject: String,
-    #[source]
-    source: serde_json::Error,
 }
 
 /// A subscription to one subject.
@@ -91,19 +81,11 @@ impl Source for NatsSubscription {
                     None => return Ok(()),
                 },
             };
-            let records: Vec<Json> = messages
-                .iter()
-                .filter_map(|message| {
-                    serde_json::from_slice(&message.payload)
-                        .map_err(|source| {
-                            feed.reject(&NotJson {
-                                subject: message.subject.to_string(),
-                                source,
-                            })
-                        })
-                        .ok()
-                })
-                .collect();
+            let records = feed.json_records(
+                &messages,
+                |message| &message.payload,
+                |message| format!("a message on {}", message.subject),
+            );
             if let Err(error) = feed.deliver(&records, shutdown).await {
                 return Ok(super::ignore_shutdown(error)?);
             }
