@@ -4,6 +4,7 @@
 
 pub mod erase;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod openapi;

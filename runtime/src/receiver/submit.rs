@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 
 use crds::entity::AfterErasure;
 
+use super::keys::KeyLocks;
 use super::metrics::Metrics;
 use super::model::EntityModel;
 use super::problem::ApiError;
@@ -26,6 +27,9 @@ const MAX_ATTEMPTS: u32 = 64;
 
 /// Keys in flight at once within one batch; one key's items stay in order.
 const BATCH_CONCURRENCY: usize = 256;
+
+/// Lock stripes keys are hashed onto (ADR 81): far more than the keys in flight at once.
+const KEY_STRIPES: usize = 4096;
 
 /// What a submission asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -241,6 +245,8 @@ pub struct Receiver {
     pub model: EntityModel,
     pub store: EventStore,
     pub metrics: Arc<Metrics>,
+    /// One writer per key in this process (ADR 81).
+    keys: KeyLocks,
 }
 
 impl Receiver {
@@ -255,6 +261,7 @@ impl Receiver {
             model,
             store,
             metrics,
+            keys: KeyLocks::new(KEY_STRIPES),
         })
     }
 
@@ -270,6 +277,7 @@ impl Receiver {
     /// Applies one submission: read the latest stored event, decide, append with the expected
     /// subject sequence, and on a conflict read again and decide again.
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, ApiError> {
+        let _held = self.keys.hold(&submission.key).await;
         self.submit_from(submission, Known::Unread)
             .await
             .map(|(accepted, _)| accepted)
@@ -318,7 +326,9 @@ impl Receiver {
         let mut finished = futures::stream::iter(groups)
             .map(|(group, known)| async move {
                 let mut done = Vec::with_capacity(group.len());
-                let mut known = known;
+                let held = self.keys.hold(&group[0].1.key).await;
+                // Another writer of the key went first: what the batch read is outdated.
+                let mut known = if held.waited { Known::Unread } else { known };
                 for (index, submission) in group {
                     let outcome = match self.submit_from(submission, known).await {
                         Ok((accepted, latest)) => {
