@@ -164,6 +164,10 @@ impl EntityModel {
 /// The JSON pointer of the first string or field name holding NUL (U+0000), if any: every
 /// Postgres sink refuses it in text and JSONB, so it is refused before it reaches a stream.
 pub fn nul_path(value: &Value) -> Option<String> {
+    // Pointers are built only for a state that holds one: checking is on every submission.
+    if !holds_nul(value) {
+        return None;
+    }
     let mut stack = vec![(value, String::new())];
     while let Some((value, path)) = stack.pop() {
         match value {
@@ -187,6 +191,28 @@ pub fn nul_path(value: &Value) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether any string or field name in `value` holds NUL (U+0000).
+fn holds_nul(value: &Value) -> bool {
+    let nul = |text: &str| text.as_bytes().contains(&0);
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(text) if nul(text) => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => {
+                for (name, field) in fields {
+                    if nul(name) {
+                        return true;
+                    }
+                    stack.push(field);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// An `occurredAt` (header or batch field), stored as the producer wrote it once it is known

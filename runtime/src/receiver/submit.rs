@@ -277,7 +277,8 @@ impl Receiver {
     /// Applies one submission: read the latest stored event, decide, append with the expected
     /// subject sequence, and on a conflict read again and decide again.
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, ApiError> {
-        let _held = self.keys.hold(&submission.key).await;
+        let entered = self.keys.enter(&submission.key);
+        let _held = entered.hold().await;
         self.submit_from(submission, Known::Unread)
             .await
             .map(|(accepted, _)| accepted)
@@ -304,8 +305,10 @@ impl Receiver {
         }
         let groups = group_by_key(valid);
 
-        // One read for every key of the batch; each key's items then follow on from it.
+        // One read for every key of the batch; each key's items then follow on from it. Its
+        // writers enter first, so that each learns whether another appended after the read.
         let keys: Vec<Key> = groups.iter().map(|group| group[0].1.key.clone()).collect();
+        let writers: Vec<_> = keys.iter().map(|key| self.keys.enter(key)).collect();
         let mut prefetched = match self.store.latest_many(&keys).await {
             Ok(found) => Some(found),
             Err(error) => {
@@ -315,20 +318,21 @@ impl Receiver {
         };
         let groups: Vec<_> = groups
             .into_iter()
-            .map(|group| {
+            .zip(writers)
+            .map(|(group, entered)| {
                 let known = match prefetched.as_mut() {
                     Some(found) => Known::from(found.remove(&group[0].1.key)),
                     None => Known::Unread,
                 };
-                (group, known)
+                (group, entered, known)
             })
             .collect();
         let mut finished = futures::stream::iter(groups)
-            .map(|(group, known)| async move {
+            .map(|(group, entered, known)| async move {
                 let mut done = Vec::with_capacity(group.len());
-                let held = self.keys.hold(&group[0].1.key).await;
-                // Another writer of the key went first: what the batch read is outdated.
-                let mut known = if held.waited { Known::Unread } else { known };
+                let held = entered.hold().await;
+                // Another writer of the key appended after the batch read: read again.
+                let mut known = if held.stale { Known::Unread } else { known };
                 for (index, submission) in group {
                     let outcome = match self.submit_from(submission, known).await {
                         Ok((accepted, latest)) => {
@@ -342,6 +346,7 @@ impl Receiver {
                     };
                     done.push((index, outcome));
                 }
+                drop(held);
                 done
             })
             .buffer_unordered(BATCH_CONCURRENCY);

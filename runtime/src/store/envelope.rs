@@ -159,7 +159,11 @@ fn diff_at(path: String, from: Option<&Value>, to: Option<&Value>, out: &mut Vec
     match (from, to) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             for (field, old) in a {
-                diff_at(child(&path, field), Some(old), b.get(field), out);
+                let new = b.get(field);
+                // Most fields of an update are unchanged: no path is built for them.
+                if new != Some(old) {
+                    diff_at(child(&path, field), Some(old), new, out);
+                }
             }
             for (field, new) in b.iter().filter(|(field, _)| !a.contains_key(*field)) {
                 diff_at(child(&path, field), None, Some(new), out);

@@ -54,15 +54,23 @@ impl Key {
 
     /// The subject token for this key.
     pub fn token(&self) -> String {
+        let mut token = String::new();
+        self.push_token(&mut token);
+        token
+    }
+
+    /// Appends [`Key::token`] to `out`.
+    fn push_token(&self, out: &mut String) {
         let plain = self.0.len() <= MAX_PLAIN_TOKEN
             && self
                 .0
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if plain {
-            self.0.clone()
+            out.push_str(&self.0);
         } else {
-            format!("~{}", URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
+            out.push('~');
+            URL_SAFE_NO_PAD.encode_string(self.0.as_bytes(), out);
         }
     }
 
@@ -132,13 +140,17 @@ impl StreamNames {
 
     /// The subject of one key's events.
     pub fn subject(&self, key: &Key) -> String {
-        format!(
-            "dp.{}.{}.{}.{}",
-            self.namespace,
-            self.entity,
-            key.partition(self.partitions),
-            key.token()
-        )
+        // Built by hand: every read and append of a key asks for it.
+        let partition = key.partition(self.partitions).to_string();
+        let mut subject = String::with_capacity(
+            self.namespace.len() + self.entity.len() + partition.len() + key.0.len() + 8,
+        );
+        for part in ["dp", &self.namespace, &self.entity, &partition] {
+            subject.push_str(part);
+            subject.push('.');
+        }
+        key.push_token(&mut subject);
+        subject
     }
 
     /// The subjects of one partition, for a consumer's filter.
