@@ -128,3 +128,91 @@ async fn changing_a_filter_swaps_generations_while_readers_never_see_an_error_or
         "rows come from the new definition"
     );
 }
+
+#[tokio::test]
+async fn a_build_from_the_start_reads_each_keys_latest_event_and_a_history_view_every_event() {
+    let mut bed = Bed::start(2).await;
+    let mut rng = fastrand::Rng::with_seed(11);
+    bed.producer
+        .publish(random_changes(&mut rng, 40, 600))
+        .await;
+    let log: Vec<_> = bed.producer.log.iter().map(|(_, _, e)| e.clone()).collect();
+    let keys: std::collections::BTreeSet<&str> = log.iter().map(|e| e.key.as_str()).collect();
+    assert!(log.len() > 10 * keys.len(), "many events per key");
+
+    let latest = projection("customers", &format!("  filters: []\n{COLUMNS}"));
+    let history = projection(
+        "customer-history",
+        "  sink:\n    postgres:\n      view: customer_history\n      mode: history\n      columns: [{name: city, type: text}]\n",
+    );
+    let (latest_replica, history_replica) = (
+        bed.replica(&latest, "r1", fast_options()).await,
+        bed.replica(&history, "r2", fast_options()).await,
+    );
+    bed.caught_up(&bed.pool, &latest, Duration::from_secs(60))
+        .await;
+    bed.caught_up(&bed.pool, &history, Duration::from_secs(60))
+        .await;
+    let applied = |replica: &Replica, plan: &Plan| {
+        let series = format!(
+            "dreampipe_projector_events_total{{generation=\"{}\",outcome=\"applied\"}}",
+            plan.generation
+        );
+        sample(&replica.scrape(), &series).unwrap_or_else(|| panic!("no {series}"))
+    };
+    let (latest_plan, history_plan) = (
+        Plan::new(&latest, 2).unwrap(),
+        Plan::new(&history, 2).unwrap(),
+    );
+    assert_eq!(
+        applied(&latest_replica, &latest_plan),
+        keys.len() as f64,
+        "the latest view read one event per key"
+    );
+    assert_eq!(
+        applied(&history_replica, &history_plan),
+        log.len() as f64,
+        "the history view read every event"
+    );
+
+    // The latest view holds every live key at its latest version, as a full read would.
+    let table = &latest_plan.postgres().unwrap().table;
+    let versions: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select dp_key, dp_version from \"{table}\" order by dp_key"
+    )))
+    .fetch_all(&bed.pool)
+    .await
+    .unwrap();
+    let mut expected: Vec<(String, i64)> = bed
+        .producer
+        .states()
+        .keys()
+        .map(|key| {
+            let last = log.iter().rev().find(|e| &e.key == key).unwrap();
+            (key.clone(), last.version as i64)
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(versions, expected);
+    let history_rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select count(*) from \"{}\"",
+        history_plan.postgres().unwrap().table
+    )))
+    .fetch_one(&bed.pool)
+    .await
+    .unwrap();
+    assert_eq!(history_rows, log.len() as i64);
+
+    // Events after the build are all read, one by one, as they arrive.
+    let before = applied(&latest_replica, &latest_plan);
+    bed.producer.publish(random_changes(&mut rng, 40, 30)).await;
+    bed.caught_up(&bed.pool, &latest, Duration::from_secs(60))
+        .await;
+    let arrived = bed.producer.log.len() - log.len();
+    assert_eq!(
+        applied(&latest_replica, &latest_plan) - before,
+        arrived as f64
+    );
+    latest_replica.stop().await;
+    history_replica.stop().await;
+}

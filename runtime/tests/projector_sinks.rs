@@ -229,6 +229,11 @@ async fn on_error_stop_halts_only_the_partition_of_the_poison_event() {
         "  onError: Stop\n  filters:\n    - where: \"state.a / state.b > 0\"\n  sink:\n    postgres:\n      view: strict\n      columns: [{name: a, type: integer}]\n",
     );
     let replica = bed.replica(&projection, "r1", fast_options()).await;
+    // Both partitions read before anything is published, so the events below arrive one by
+    // one (a build from the start would read only each key's latest, ADR 82).
+    let plan = Plan::new(&projection, 2).unwrap();
+    let started = std::collections::BTreeMap::from([(0, 0), (1, 0)]);
+    wait_for_checkpoints(&bed.pool, &plan, &started, Duration::from_secs(30)).await;
     let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
     let poison_key = "k0";
     let poison_partition = runtime::store::Key::new(poison_key).unwrap().partition(2);
@@ -246,7 +251,6 @@ async fn on_error_stop_halts_only_the_partition_of_the_poison_event() {
     ));
     bed.producer.publish(changes).await;
 
-    let plan = Plan::new(&projection, 2).unwrap();
     let mut healthy = bed.producer.last_sequence.clone();
     healthy.remove(&poison_partition);
     wait_for_checkpoints(&bed.pool, &plan, &healthy, Duration::from_secs(30)).await;

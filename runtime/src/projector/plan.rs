@@ -240,6 +240,15 @@ impl Plan {
             Output::Nats { .. } => None,
         }
     }
+
+    /// Whether a build from the start needs each key's latest event only (ADR 82): in
+    /// `latest` and `aggregate` modes a key's row (or contribution) is the effect of its last
+    /// event alone, every earlier one being overwritten. `history` keeps every event, and a
+    /// NATS sink republishes every event.
+    pub fn latest_events_suffice(&self) -> bool {
+        self.postgres()
+            .is_some_and(|view| view.mode != ViewMode::History)
+    }
 }
 
 /// `<namespace>/<name>`: how checkpoints, leases and generations name a Projection.

@@ -191,7 +191,7 @@ impl Worker {
         let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subject: names.partition_subjects(self.partition),
-                deliver_policy: after(checkpoint.sequence),
+                deliver_policy: start(checkpoint.sequence, plan.latest_events_suffice()),
                 max_batch: self.options.batch_size as i64,
                 ..Default::default()
             })
@@ -310,9 +310,13 @@ impl Worker {
     }
 }
 
-/// Where a consumer of a partition whose checkpoint is at `sequence` starts.
-fn after(sequence: u64) -> DeliverPolicy {
+/// Where a consumer of a partition whose checkpoint is at `sequence` starts. A build from the
+/// start whose view needs only each key's latest event reads just those (ADR 82): JetStream
+/// sends them in stream order and then every new event, so the checkpoint keeps its meaning
+/// (everything up to it is applied) and a restart goes on from it with every event.
+fn start(sequence: u64, latest_events_suffice: bool) -> DeliverPolicy {
     match sequence {
+        0 if latest_events_suffice => DeliverPolicy::LastPerSubject,
         0 => DeliverPolicy::All,
         sequence => DeliverPolicy::ByStartSequence {
             start_sequence: sequence + 1,
