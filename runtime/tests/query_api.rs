@@ -223,6 +223,34 @@ async fn view_rows_page_in_a_stable_order_with_equality_filters() {
 }
 
 #[tokio::test]
+async fn a_view_read_is_answered_after_postgres_ended_the_services_connections() {
+    let nats = NatsServer::start().await.unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    projected(&database).await;
+    // The service's own pool, which does not ping a connection before using it.
+    let pool = runtime::query::views_pool(&database.url()).unwrap();
+    let readers = Readers::new(nats.client().await.unwrap(), "shop").with_views(pool);
+    let query = routes(Arc::new(readers), ScopedTokens::default());
+    let uri = "/v1/views/customers?city=Lyon&limit=100";
+    let (status, before) = get(&query, uri).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+
+    // A restart, a failover or an idle timeout: the server ends every connection it has.
+    let admin = database.pool().await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(ended.contains(&true), "the service's connection was ended");
+    let (status, after) = get(&query, uri).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["rows"], before["rows"]);
+}
+
+#[tokio::test]
 async fn hostile_view_requests_get_a_clear_4xx_and_change_nothing() {
     let nats = NatsServer::start().await.unwrap();
     let database = TestDatabase::create().await.unwrap();

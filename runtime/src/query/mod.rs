@@ -168,10 +168,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         .with_pipeline(pipeline);
     match &database_url {
         Some(url) => {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(16)
-                .connect_lazy(url)
-                .map_err(QueryServiceError::DatabaseUrl)?;
+            let pool = views_pool(url).map_err(QueryServiceError::DatabaseUrl)?;
             readers = readers.with_views(pool);
         }
         None => tracing::warn!("no DATABASE_URL: views are not served"),
@@ -208,4 +205,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), QuerySer
         Ok(result) => result.map_err(QueryServiceError::Serve),
         Err(join) => Err(QueryServiceError::Serve(std::io::Error::other(join))),
     }
+}
+
+/// The pool views are read through, connecting when first used. Connections are not pinged
+/// before each read (that doubled a view read's round trips, ADR 83); a read whose connection
+/// turns out to be gone is made again on another (`Views::page`).
+pub fn views_pool(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .test_before_acquire(false)
+        .connect_lazy(url)
 }

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::QueryError;
 use super::entities::truncate;
+use crate::projector::database::sqlstate;
 use crate::sql::{Schema, quote};
 
 /// Longest filter value accepted, in bytes.
@@ -109,6 +110,23 @@ impl Views {
                 self.columns.lock().expect("columns lock").remove(view);
                 self.page_once(view, filters, limit, offset).await
             }
+            // Pooled connections the server ended (a restart, a failover): the pool drops
+            // each one a read fails on, so reading again reaches a live one or opens one.
+            // Every pooled connection may be dead, so as many times as the pool holds.
+            Err(QueryError::Database(error)) if connection_lost(&error) => {
+                let mut attempts = 1;
+                loop {
+                    match self.page_once(view, filters, limit, offset).await {
+                        Err(QueryError::Database(error))
+                            if connection_lost(&error)
+                                && attempts <= self.pool.options().get_max_connections() =>
+                        {
+                            attempts += 1;
+                        }
+                        result => break result,
+                    }
+                }
+            }
             result => result,
         }
     }
@@ -180,11 +198,17 @@ impl Views {
     }
 }
 
+/// Whether a read failed because its connection was gone: closed under it (I/O) or ended by
+/// the server (SQLSTATE class 08, connection exception; 57P01-57P03, shutdown).
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        _ => sqlstate(error).is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+    }
+}
+
 /// Whether a database error says the view is not what was cached: undefined column or
 /// relation, or insufficient privilege.
 fn view_changed(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| matches!(code.as_ref(), "42703" | "42P01" | "42501"))
+    sqlstate(error).is_some_and(|code| matches!(code.as_str(), "42703" | "42P01" | "42501"))
 }
