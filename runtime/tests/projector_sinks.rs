@@ -232,8 +232,20 @@ async fn on_error_stop_halts_only_the_partition_of_the_poison_event() {
     // Both partitions read before anything is published, so the events below arrive one by
     // one (a build from the start would read only each key's latest, ADR 82).
     let plan = Plan::new(&projection, 2).unwrap();
-    let started = std::collections::BTreeMap::from([(0, 0), (1, 0)]);
-    wait_for_checkpoints(&bed.pool, &plan, &started, Duration::from_secs(30)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "both partitions to have read the empty stream",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from dp_checkpoints where generation = $1 and lag = 0",
+            )
+            .bind(&plan.generation)
+            .fetch_one(&bed.pool)
+            .await
+            .is_ok_and(|read| read == 2)
+        },
+    )
+    .await;
     let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
     let poison_key = "k0";
     let poison_partition = runtime::store::Key::new(poison_key).unwrap().partition(2);

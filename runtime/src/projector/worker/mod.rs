@@ -188,95 +188,112 @@ impl Worker {
         let names = plan.stream_names();
         let mut checkpoint = database::checkpoint(&self.pool, plan, self.partition).await?;
         let stream = self.stream().await?;
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: names.partition_subjects(self.partition),
-                deliver_policy: start(checkpoint.sequence, plan.latest_events_suffice()),
-                max_batch: self.options.batch_size as i64,
-                ..Default::default()
-            })
-            .await
-            .map_err(|source| WorkerError::Consumer {
-                partition: self.partition,
-                source,
-            })?;
         let read_error = |source: Box<dyn std::error::Error + Send + Sync>| WorkerError::Read {
             partition: self.partition,
             source,
         };
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| read_error(Box::new(e)))?;
-        loop {
-            let next = tokio::select! {
-                _ = self.cancel.cancelled() => return Ok(Exit::Cancelled),
-                next = tokio::time::timeout(self.options.idle, messages.next()) => next,
-            };
-            match next {
-                Err(_idle) => {
-                    if outcome::records_caught_up(&checkpoint) {
-                        // Nothing more to read: record that this partition has caught up.
-                        let progress = outcome::caught_up(&checkpoint);
-                        if let Some(exit) =
-                            self.commit(&mut checkpoint, &[], progress, None).await?
-                        {
+        // A build from the start reads each key's latest event only (ADR 82), until it has
+        // caught up: then every event, from a consumer whose pending count is events again
+        // (JetStream counts a last-per-subject consumer's pending in subjects).
+        let mut latest_only = checkpoint.sequence == 0 && plan.latest_events_suffice();
+        'consumer: loop {
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    filter_subject: names.partition_subjects(self.partition),
+                    deliver_policy: start(checkpoint.sequence, latest_only),
+                    max_batch: self.options.batch_size as i64,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|source| WorkerError::Consumer {
+                    partition: self.partition,
+                    source,
+                })?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| read_error(Box::new(e)))?;
+            loop {
+                let next = tokio::select! {
+                    _ = self.cancel.cancelled() => return Ok(Exit::Cancelled),
+                    next = tokio::time::timeout(self.options.idle, messages.next()) => next,
+                };
+                match next {
+                    Err(_idle) => {
+                        if outcome::records_caught_up(&checkpoint) {
+                            // Nothing more to read: record that this partition has caught up.
+                            let progress = outcome::caught_up(&checkpoint);
+                            if let Some(exit) =
+                                self.commit(&mut checkpoint, &[], progress, None).await?
+                            {
+                                return Ok(exit);
+                            }
+                            *committed = true;
+                        }
+                        if latest_only {
+                            latest_only = false;
+                            continue 'consumer;
+                        }
+                    }
+                    Ok(None) => {
+                        return Err(WorkerError::Ended {
+                            partition: self.partition,
+                        });
+                    }
+                    Ok(Some(first)) => {
+                        // Linger briefly so a backlog commits in full batches, not per network read.
+                        let mut chunk = vec![first];
+                        let deadline = tokio::time::Instant::now() + self.options.linger;
+                        while chunk.len() < self.options.batch_size {
+                            match tokio::time::timeout_at(deadline, messages.next()).await {
+                                Ok(Some(message)) => chunk.push(message),
+                                Ok(None) | Err(_) => break,
+                            }
+                        }
+                        let mut items = Vec::with_capacity(chunk.len());
+                        for message in chunk {
+                            let message = message.map_err(|e| read_error(Box::new(e)))?;
+                            let info = message.info().map_err(read_error)?;
+                            let (sequence, pending) = (info.stream_sequence, info.pending);
+                            if sequence <= checkpoint.sequence {
+                                continue;
+                            }
+                            if items.is_empty() {
+                                // The oldest event not yet applied: how far behind in time we are.
+                                let age = age_seconds(
+                                    info.published.unix_timestamp_nanos(),
+                                    SystemTime::now(),
+                                );
+                                self.set_lag_seconds(age);
+                            }
+                            items.push(Item {
+                                sequence,
+                                pending,
+                                outcome: outcome::project(
+                                    plan,
+                                    &self.evaluator,
+                                    sequence,
+                                    &message.payload,
+                                ),
+                                payload: message.payload.clone(),
+                                trace: crate::trace::enabled()
+                                    .then(|| {
+                                        message.headers.as_ref()?.get(crate::trace::TRACEPARENT)
+                                    })
+                                    .flatten()
+                                    .map(|value| value.as_str().to_owned()),
+                            });
+                        }
+                        let caught_up = items.last().is_some_and(|item| item.pending == 0);
+                        if let Some(exit) = self.apply(&mut checkpoint, items).await? {
                             return Ok(exit);
                         }
                         *committed = true;
-                    }
-                }
-                Ok(None) => {
-                    return Err(WorkerError::Ended {
-                        partition: self.partition,
-                    });
-                }
-                Ok(Some(first)) => {
-                    // Linger briefly so a backlog commits in full batches, not per network read.
-                    let mut chunk = vec![first];
-                    let deadline = tokio::time::Instant::now() + self.options.linger;
-                    while chunk.len() < self.options.batch_size {
-                        match tokio::time::timeout_at(deadline, messages.next()).await {
-                            Ok(Some(message)) => chunk.push(message),
-                            Ok(None) | Err(_) => break,
+                        if latest_only && caught_up {
+                            latest_only = false;
+                            continue 'consumer;
                         }
                     }
-                    let mut items = Vec::with_capacity(chunk.len());
-                    for message in chunk {
-                        let message = message.map_err(|e| read_error(Box::new(e)))?;
-                        let info = message.info().map_err(read_error)?;
-                        let (sequence, pending) = (info.stream_sequence, info.pending);
-                        if sequence <= checkpoint.sequence {
-                            continue;
-                        }
-                        if items.is_empty() {
-                            // The oldest event not yet applied: how far behind in time we are.
-                            let age = age_seconds(
-                                info.published.unix_timestamp_nanos(),
-                                SystemTime::now(),
-                            );
-                            self.set_lag_seconds(age);
-                        }
-                        items.push(Item {
-                            sequence,
-                            pending,
-                            outcome: outcome::project(
-                                plan,
-                                &self.evaluator,
-                                sequence,
-                                &message.payload,
-                            ),
-                            payload: message.payload.clone(),
-                            trace: crate::trace::enabled()
-                                .then(|| message.headers.as_ref()?.get(crate::trace::TRACEPARENT))
-                                .flatten()
-                                .map(|value| value.as_str().to_owned()),
-                        });
-                    }
-                    if let Some(exit) = self.apply(&mut checkpoint, items).await? {
-                        return Ok(exit);
-                    }
-                    *committed = true;
                 }
             }
         }
