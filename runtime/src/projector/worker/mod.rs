@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::{self, Context};
 use crds::projection::OnError;
 use futures::StreamExt;
@@ -25,7 +25,7 @@ use process::Backoff;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::database::{self, CommitError, Fence};
+use super::database::{self, Checkpoint, CommitError, Fence};
 use super::metrics::{Metrics, age_seconds};
 use super::plan::Plan;
 use super::schema::Write;
@@ -56,6 +56,13 @@ pub enum Exit {
     /// A pass stopped at a poison event (`onError: Stop`), its checkpoint at `at`. `run` then
     /// keeps the partition's lag up to date and never returns this.
     Stopped { at: u64 },
+}
+
+/// How a [`Worker::read`] of one consumer ended.
+enum Read {
+    Exit(Exit),
+    /// A read of each key's latest event has caught up: read every event from here on.
+    CaughtUp,
 }
 
 /// Consecutive failed passes after which a partition reports that it cannot move.
@@ -185,114 +192,145 @@ impl Worker {
     /// Reads and commits until an exit or an error; `committed` says whether any commit landed.
     async fn pass(&self, committed: &mut bool) -> Result<Exit, WorkerError> {
         let plan = &self.running.plan;
-        let names = plan.stream_names();
         let mut checkpoint = database::checkpoint(&self.pool, plan, self.partition).await?;
         let stream = self.stream().await?;
-        let read_error = |source: Box<dyn std::error::Error + Send + Sync>| WorkerError::Read {
-            partition: self.partition,
-            source,
-        };
         // A build from the start reads each key's latest event only (ADR 82), until it has
         // caught up: then every event, from a consumer whose pending count is events again
         // (JetStream counts a last-per-subject consumer's pending in subjects).
         let mut latest_only = checkpoint.sequence == 0 && plan.latest_events_suffice();
-        'consumer: loop {
-            let consumer = stream
-                .create_consumer(OrderedConfig {
-                    filter_subject: names.partition_subjects(self.partition),
-                    deliver_policy: start(checkpoint.sequence, latest_only),
-                    max_batch: self.options.batch_size as i64,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|source| WorkerError::Consumer {
-                    partition: self.partition,
-                    source,
-                })?;
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(|e| read_error(Box::new(e)))?;
-            loop {
-                let next = tokio::select! {
-                    _ = self.cancel.cancelled() => return Ok(Exit::Cancelled),
-                    next = tokio::time::timeout(self.options.idle, messages.next()) => next,
-                };
-                match next {
-                    Err(_idle) => {
-                        if outcome::records_caught_up(&checkpoint) {
-                            // Nothing more to read: record that this partition has caught up.
-                            let progress = outcome::caught_up(&checkpoint);
-                            if let Some(exit) =
-                                self.commit(&mut checkpoint, &[], progress, None).await?
-                            {
-                                return Ok(exit);
-                            }
-                            *committed = true;
-                        }
-                        if latest_only {
-                            latest_only = false;
-                            continue 'consumer;
-                        }
-                    }
-                    Ok(None) => {
-                        return Err(WorkerError::Ended {
-                            partition: self.partition,
-                        });
-                    }
-                    Ok(Some(first)) => {
-                        // Linger briefly so a backlog commits in full batches, not per network read.
-                        let mut chunk = vec![first];
-                        let deadline = tokio::time::Instant::now() + self.options.linger;
-                        while chunk.len() < self.options.batch_size {
-                            match tokio::time::timeout_at(deadline, messages.next()).await {
-                                Ok(Some(message)) => chunk.push(message),
-                                Ok(None) | Err(_) => break,
-                            }
-                        }
-                        let mut items = Vec::with_capacity(chunk.len());
-                        for message in chunk {
-                            let message = message.map_err(|e| read_error(Box::new(e)))?;
-                            let info = message.info().map_err(read_error)?;
-                            let (sequence, pending) = (info.stream_sequence, info.pending);
-                            if sequence <= checkpoint.sequence {
-                                continue;
-                            }
-                            if items.is_empty() {
-                                // The oldest event not yet applied: how far behind in time we are.
-                                let age = age_seconds(
-                                    info.published.unix_timestamp_nanos(),
-                                    SystemTime::now(),
-                                );
-                                self.set_lag_seconds(age);
-                            }
-                            items.push(Item {
-                                sequence,
-                                pending,
-                                outcome: outcome::project(
-                                    plan,
-                                    &self.evaluator,
-                                    sequence,
-                                    &message.payload,
-                                ),
-                                payload: message.payload.clone(),
-                                trace: crate::trace::enabled()
-                                    .then(|| {
-                                        message.headers.as_ref()?.get(crate::trace::TRACEPARENT)
-                                    })
-                                    .flatten()
-                                    .map(|value| value.as_str().to_owned()),
-                            });
-                        }
-                        let caught_up = items.last().is_some_and(|item| item.pending == 0);
-                        if let Some(exit) = self.apply(&mut checkpoint, items).await? {
-                            return Ok(exit);
+        loop {
+            let messages = self
+                .messages(&stream, start(checkpoint.sequence, latest_only))
+                .await?;
+            match self
+                .read(messages, &mut checkpoint, latest_only, committed)
+                .await?
+            {
+                Read::Exit(exit) => return Ok(exit),
+                Read::CaughtUp => latest_only = false,
+            }
+        }
+    }
+
+    /// The partition's events from an ordered consumer starting at `deliver`.
+    async fn messages(
+        &self,
+        stream: &async_nats::jetstream::stream::Stream,
+        deliver: DeliverPolicy,
+    ) -> Result<Ordered, WorkerError> {
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: self
+                    .running
+                    .plan
+                    .stream_names()
+                    .partition_subjects(self.partition),
+                deliver_policy: deliver,
+                max_batch: self.options.batch_size as i64,
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| WorkerError::Consumer {
+                partition: self.partition,
+                source,
+            })?;
+        consumer
+            .messages()
+            .await
+            .map_err(|e| self.read_error(Box::new(e)))
+    }
+
+    fn read_error(&self, source: Box<dyn std::error::Error + Send + Sync>) -> WorkerError {
+        WorkerError::Read {
+            partition: self.partition,
+            source,
+        }
+    }
+
+    /// Reads `messages` and commits them in chunks until an exit, an error, or (when
+    /// `latest_only`) the partition has caught up.
+    async fn read(
+        &self,
+        mut messages: Ordered,
+        checkpoint: &mut Checkpoint,
+        latest_only: bool,
+        committed: &mut bool,
+    ) -> Result<Read, WorkerError> {
+        let plan = &self.running.plan;
+        let read_error = |source| self.read_error(source);
+        loop {
+            let next = tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(Read::Exit(Exit::Cancelled)),
+                next = tokio::time::timeout(self.options.idle, messages.next()) => next,
+            };
+            match next {
+                Err(_idle) => {
+                    if outcome::records_caught_up(checkpoint) {
+                        // Nothing more to read: record that this partition has caught up.
+                        let progress = outcome::caught_up(checkpoint);
+                        if let Some(exit) = self.commit(checkpoint, &[], progress, None).await? {
+                            return Ok(Read::Exit(exit));
                         }
                         *committed = true;
-                        if latest_only && caught_up {
-                            latest_only = false;
-                            continue 'consumer;
+                    }
+                    if latest_only {
+                        return Ok(Read::CaughtUp);
+                    }
+                }
+                Ok(None) => {
+                    return Err(WorkerError::Ended {
+                        partition: self.partition,
+                    });
+                }
+                Ok(Some(first)) => {
+                    // Linger briefly so a backlog commits in full batches, not per network read.
+                    let mut chunk = vec![first];
+                    let deadline = tokio::time::Instant::now() + self.options.linger;
+                    while chunk.len() < self.options.batch_size {
+                        match tokio::time::timeout_at(deadline, messages.next()).await {
+                            Ok(Some(message)) => chunk.push(message),
+                            Ok(None) | Err(_) => break,
                         }
+                    }
+                    let mut items = Vec::with_capacity(chunk.len());
+                    for message in chunk {
+                        let message = message.map_err(|e| read_error(Box::new(e)))?;
+                        let info = message.info().map_err(read_error)?;
+                        let (sequence, pending) = (info.stream_sequence, info.pending);
+                        if sequence <= checkpoint.sequence {
+                            continue;
+                        }
+                        if items.is_empty() {
+                            // The oldest event not yet applied: how far behind in time we are.
+                            let age = age_seconds(
+                                info.published.unix_timestamp_nanos(),
+                                SystemTime::now(),
+                            );
+                            self.set_lag_seconds(age);
+                        }
+                        items.push(Item {
+                            sequence,
+                            pending,
+                            outcome: outcome::project(
+                                plan,
+                                &self.evaluator,
+                                sequence,
+                                &message.payload,
+                            ),
+                            payload: message.payload.clone(),
+                            trace: crate::trace::enabled()
+                                .then(|| message.headers.as_ref()?.get(crate::trace::TRACEPARENT))
+                                .flatten()
+                                .map(|value| value.as_str().to_owned()),
+                        });
+                    }
+                    let caught_up = items.last().is_some_and(|item| item.pending == 0);
+                    if let Some(exit) = self.apply(checkpoint, items).await? {
+                        return Ok(Read::Exit(exit));
+                    }
+                    *committed = true;
+                    if latest_only && caught_up {
+                        return Ok(Read::CaughtUp);
                     }
                 }
             }
